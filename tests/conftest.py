@@ -1,0 +1,66 @@
+"""Shared fixtures: synthetic IDX files, a tiny learnable MNIST stand-in, real MNIST."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_mlp import data
+
+REAL_MNIST = Path(os.environ.get("MLP_TEST_MNIST")
+                  or Path(__file__).resolve().parents[2] / "shared" / "mnist")
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An IDX file of unsigned bytes: magic 0x0000080<ndim>, big-endian sizes, data."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = struct.pack(">I", 0x800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable 28x28 'digits': class k is a bright bar in row band k, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        images[i, 2 + 2 * k:4 + 2 * k, 4:24] = 255
+    return images, labels
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path, monkeypatch) -> Path:
+    """A data folder of small synthetic IDX files that the resource table accepts.
+
+    600 training and 200 test samples; ``data.RESOURCES`` is patched to their
+    checksums, so everything downstream runs the real verification code.
+    """
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    payloads = {}
+    for split, n, seed in (("train", 600, 1), ("test", 200, 2)):
+        images, labels = synthetic_digits(n, seed)
+        prefix = "train" if split == "train" else "t10k"
+        payloads[f"{prefix}-images-idx3-ubyte"] = idx_bytes(images)
+        payloads[f"{prefix}-labels-idx1-ubyte"] = idx_bytes(labels)
+    resources = tuple(
+        data.Resource(r.name, hashlib.sha256(payloads[r.name]).hexdigest(), r.split, r.kind)
+        for r in data.RESOURCES)
+    monkeypatch.setattr(data, "RESOURCES", resources)
+    for name, payload in payloads.items():
+        (folder / f"{name}.gz").write_bytes(gzip.compress(payload))
+    return folder
+
+
+@pytest.fixture
+def real_mnist() -> Path:
+    if not all((REAL_MNIST / f"{r.gz_name}").is_file() for r in data.RESOURCES):
+        pytest.skip(f"real MNIST not found in {REAL_MNIST} (set MLP_TEST_MNIST to a folder of "
+                    "the four .gz files)")
+    return REAL_MNIST

@@ -1,0 +1,311 @@
+"""Data module: IDX parsing, verification, the download path over real HTTP, real MNIST."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mnist_mlp import data
+from mnist_mlp.cli import main
+
+from .conftest import idx_bytes, synthetic_digits
+
+
+# ---------------------------------------------------------------- parsing
+
+def test_parse_idx_reads_header_and_data():
+    images, labels = synthetic_digits(5, seed=0)
+    parsed = data.parse_idx(idx_bytes(images), data.IMAGES_MAGIC)
+    assert parsed.shape == (5, 28, 28) and parsed.dtype == np.uint8
+    np.testing.assert_array_equal(parsed, images)
+    np.testing.assert_array_equal(data.parse_idx(idx_bytes(labels), data.LABELS_MAGIC), labels)
+
+
+@pytest.mark.parametrize("payload, message", [
+    (idx_bytes(np.zeros((3, 28, 28)))[:-1], r"header \(3, 28, 28\) calls for"),
+    (idx_bytes(np.zeros((3, 28, 28))) + b"\0", r"header \(3, 28, 28\) calls for"),
+    (idx_bytes(np.zeros(3)), "wrong magic number 0x00000801, expected 0x00000803"),
+    (b"\0\0\x08", "too short for an IDX header"),
+])
+def test_parse_idx_rejects_malformed(payload, message):
+    with pytest.raises(data.CorruptFile, match=message):
+        data.parse_idx(payload, data.IMAGES_MAGIC, "x-images")
+
+
+def _rename_all(folder: Path, style: str) -> None:
+    """Rewrite tiny_mnist's .gz files as raw ('raw'), or in the dotted naming style."""
+    for gz in list(folder.glob("*.gz")):
+        base = gz.name.removesuffix(".gz")
+        if style == "raw":
+            (folder / base).write_bytes(gzip.decompress(gz.read_bytes()))
+            gz.unlink()
+        elif style == "dotted":
+            gz.rename(folder / (base.replace("-idx", ".idx") + ".gz"))
+
+
+@pytest.mark.parametrize("style", ["gz", "raw", "dotted"])
+def test_load_mnist_any_storage_style(tiny_mnist, style):
+    expected_images, expected_labels = synthetic_digits(600, seed=1)
+    _rename_all(tiny_mnist, style)
+    X, y = data.load_mnist("train", tiny_mnist)
+    assert X.shape == (600, 784) and X.dtype == np.float32
+    assert 0.0 <= X.min() and X.max() == 1.0
+    np.testing.assert_array_equal(np.rint(X * 255).astype(np.uint8).reshape(-1, 28, 28),
+                                  expected_images)
+    assert y.dtype == np.int64
+    np.testing.assert_array_equal(y, expected_labels)
+    images, _ = data.load_mnist("test", tiny_mnist, flat=False)
+    assert images.shape == (200, 28, 28) and images.dtype == np.uint8
+
+
+def test_validation_split_is_the_last_samples(tiny_mnist):
+    X_all, y_all = data.load_mnist("train", tiny_mnist)
+    X_tr, y_tr = data.load_mnist("train", tiny_mnist, val_size=100)
+    X_val, y_val = data.load_mnist("val", tiny_mnist, val_size=100)
+    np.testing.assert_array_equal(X_tr, X_all[:500])
+    np.testing.assert_array_equal(X_val, X_all[500:])
+    np.testing.assert_array_equal(np.concatenate([y_tr, y_val]), y_all)
+    with pytest.raises(ValueError, match="leaves no training samples"):
+        data.load_mnist("train", tiny_mnist, val_size=600)
+
+
+def _damage(folder: Path, name: str, how: str) -> None:
+    path = folder / f"{name}.gz"
+    payload = gzip.decompress(path.read_bytes())
+    if how == "truncated-gzip":
+        path.write_bytes(path.read_bytes()[:200])
+    elif how == "truncated-payload":
+        path.write_bytes(gzip.compress(payload[:-10]))
+    elif how == "flipped-byte":
+        damaged = bytearray(payload)
+        damaged[len(damaged) // 2] ^= 0xFF
+        path.write_bytes(gzip.compress(bytes(damaged)))
+    elif how == "wrong-magic":
+        path.write_bytes(gzip.compress(b"\0\0\x08\x01" + payload[4:]))
+
+
+@pytest.mark.parametrize("how, message", [
+    ("truncated-gzip", "damaged gzip data"),
+    ("truncated-payload", "does not match MNIST"),
+    ("flipped-byte", "does not match MNIST"),
+    ("wrong-magic", "does not match MNIST"),
+])
+def test_damaged_file_is_named_with_the_fix(tiny_mnist, how, message):
+    _damage(tiny_mnist, "train-images-idx3-ubyte", how)
+    with pytest.raises(data.CorruptFile, match=message) as info:
+        data.load_mnist("train", tiny_mnist)
+    assert "train-images-idx3-ubyte.gz" in str(info.value)
+    assert "mlp download" in str(info.value)
+
+
+def test_structural_checks_behind_the_checksum(tiny_mnist, monkeypatch):
+    """Counts and label range are checked even for files whose checksum is trusted."""
+    images, labels = synthetic_digits(600, seed=1)
+    labels[7] = 12
+    files = {"train-images-idx3-ubyte": idx_bytes(images[:599]),
+             "train-labels-idx1-ubyte": idx_bytes(labels)}
+    for name, payload in files.items():
+        (tiny_mnist / f"{name}.gz").write_bytes(gzip.compress(payload))
+    monkeypatch.setattr(data, "_is_stamped", lambda path, resource: True)
+    with pytest.raises(data.CorruptFile, match="599 images but .* 600 labels"):
+        data.load_mnist("train", tiny_mnist)
+    (tiny_mnist / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images)))
+    with pytest.raises(data.CorruptFile, match="label 12 outside 0-9"):
+        data.load_mnist("train", tiny_mnist)
+
+
+def test_missing_file_says_how_to_get_it(tmp_path):
+    with pytest.raises(data.DatasetNotFound, match="mlp download"):
+        data.load_mnist("test", tmp_path)
+
+
+def test_verification_is_stamped_not_repeated(tiny_mnist, monkeypatch):
+    calls = []
+    real_verify = data.verify_file
+    monkeypatch.setattr(data, "verify_file", lambda p, r: calls.append(p) or real_verify(p, r))
+    data.load_mnist("train", tiny_mnist)
+    assert len(calls) == 2
+    data.load_mnist("train", tiny_mnist)
+    assert len(calls) == 2, "a verified, unchanged file was hashed again"
+    path = tiny_mnist / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes())  # same bytes, new mtime: checked again
+    data.load_mnist("train", tiny_mnist)
+    assert len(calls) == 3
+
+
+def test_cli_reports_damaged_file_in_one_line(tiny_mnist):
+    _damage(tiny_mnist, "t10k-labels-idx1-ubyte", "flipped-byte")
+    result = CliRunner().invoke(main, ["download", "--data-dir", str(tiny_mnist)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ")
+    assert "t10k-labels-idx1-ubyte.gz" in lines[0] and "mlp download" in lines[0]
+    assert "Traceback" not in result.output
+
+
+# ---------------------------------------------------------------- download over HTTP
+
+class Mirror:
+    """A real HTTP server on 127.0.0.1 serving a dict of path -> bytes (404 otherwise)."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files, self.requests = files, []
+        mirror = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                mirror.requests.append(self.path)
+                body = mirror.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/mnist/"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def served(tiny_mnist):
+    """tiny_mnist's files behind a local mirror; yields (mirror, empty target folder)."""
+    files = {f"/mnist/{p.name}": p.read_bytes() for p in tiny_mnist.glob("*.gz")}
+    mirror = Mirror(files)
+    yield mirror, tiny_mnist.parent / "downloads"
+    mirror.close()
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+GZ_NAMES = sorted(r.gz_name for r in data.RESOURCES)
+
+
+def test_download_then_nothing_more(served):
+    mirror, target = served
+    report = data.ensure_mnist(target, (mirror.url,), progress=False)
+    assert [status for _, status in report] == ["downloaded"] * 4
+    assert _listing(target) == sorted(GZ_NAMES + [data.STAMP_NAME])
+    assert len(mirror.requests) == 4
+    report = data.ensure_mnist(target, ("http://127.0.0.1:9/",), progress=False)
+    assert [status for _, status in report] == ["present"] * 4
+    assert len(mirror.requests) == 4
+    X, y = data.load_mnist("test", target)
+    assert X.shape == (200, 784)
+
+
+def test_falls_through_a_404_mirror(served):
+    mirror, target = served
+    missing = mirror.url.replace("/mnist/", "/elsewhere/")
+    data.ensure_mnist(target, (missing, mirror.url), progress=False)
+    assert _listing(target) == sorted(GZ_NAMES + [data.STAMP_NAME])
+
+
+@pytest.mark.parametrize("damage", ["flipped", "not-gzip", "cut-short"])
+def test_bad_payload_leaves_nothing_and_falls_through(served, damage):
+    mirror, target = served
+    bad = {}
+    for path, body in mirror.files.items():
+        payload = bytearray(gzip.decompress(body))
+        payload[100] ^= 1
+        bad[path.replace("/mnist/", "/bad/")] = {
+            "flipped": gzip.compress(bytes(payload)),
+            "not-gzip": bytes(payload),
+            "cut-short": body[:len(body) // 2],
+        }[damage]
+    mirror.files.update(bad)
+    bad_url = mirror.url.replace("/mnist/", "/bad/")
+    with pytest.raises(data.DownloadError) as info:
+        data.ensure_mnist(target, (bad_url,), progress=False)
+    assert bad_url in str(info.value)
+    assert _listing(target) == [], "a file that failed verification was left behind"
+    data.ensure_mnist(target, (bad_url, mirror.url), progress=False)
+    assert _listing(target) == sorted(GZ_NAMES + [data.STAMP_NAME])
+
+
+def test_all_mirrors_fail_names_each(tmp_path):
+    mirror = Mirror({})
+    try:
+        refused = "http://127.0.0.1:9/"
+        with pytest.raises(data.DownloadError) as info:
+            data.download_resource(data.RESOURCES[0], tmp_path, (refused, mirror.url),
+                                   progress=False, retries=0)
+    finally:
+        mirror.close()
+    message = str(info.value)
+    assert f"{refused}train-images-idx3-ubyte.gz: could not connect" in message
+    assert f"{mirror.url}train-images-idx3-ubyte.gz: HTTP 404" in message
+    assert "--mirror" in message and str(tmp_path) in message
+    assert _listing(tmp_path) == []
+
+
+def test_cli_download(served, monkeypatch):
+    mirror, target = served
+    runner = CliRunner()
+    result = runner.invoke(main, ["download", "--data-dir", str(target), "--mirror", mirror.url])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("downloaded") == 4
+    monkeypatch.setenv("MLP_MNIST_MIRRORS", "http://127.0.0.1:9/")
+    result = runner.invoke(main, ["download", "--data-dir", str(target)])
+    assert result.exit_code == 0 and result.output.count("present") == 4
+
+
+def test_cli_download_failure_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLP_MNIST_MIRRORS", "http://127.0.0.1:9/")
+    monkeypatch.setattr(data, "_session", _no_retry_session(data._session))
+    result = CliRunner().invoke(main, ["download", "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "http://127.0.0.1:9/" in result.output
+    assert "MLP_MNIST_MIRRORS" in result.output
+
+
+def _no_retry_session(real):
+    return lambda retries: real(0)
+
+
+# ---------------------------------------------------------------- real MNIST
+
+def test_real_mnist(real_mnist, tmp_path):
+    for r in data.RESOURCES:  # a copy, so the verification stamp is written and read here
+        shutil.copy(real_mnist / r.gz_name, tmp_path / r.gz_name)
+    report = data.ensure_mnist(tmp_path, ("http://127.0.0.1:9/",), progress=False)
+    assert [s for _, s in report] == ["present"] * 4
+    X, y = data.load_mnist("train", tmp_path)
+    assert X.shape == (60_000, 784) and X.dtype == np.float32
+    assert float(X.min()) == 0.0 and float(X.max()) == 1.0
+    counts = np.bincount(y, minlength=10)
+    assert counts.sum() == 60_000
+    assert counts.tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    images, y_test = data.load_mnist("test", tmp_path, flat=False)
+    assert images.shape == (10_000, 28, 28)
+    assert np.bincount(y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974,
+                                            1009]
+
+
+def test_real_mnist_download_from_local_mirror(real_mnist, tmp_path):
+    files = {f"/m/{r.gz_name}": (real_mnist / r.gz_name).read_bytes() for r in data.RESOURCES}
+    mirror = Mirror(files)
+    try:
+        url = mirror.url.replace("/mnist/", "/m/")
+        data.ensure_mnist(tmp_path, (url,), progress=False)
+    finally:
+        mirror.close()
+    assert _listing(tmp_path) == sorted(GZ_NAMES + [data.STAMP_NAME])
