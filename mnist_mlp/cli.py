@@ -1,0 +1,326 @@
+"""The ``mlp`` command line: the only module that prints results and picks exit codes.
+
+Exit codes: 0 success; 1 a bad file, a failed download or a failed run; 2 a bad
+option or value (click's usage errors); 130 training interrupted with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from .runner import DEFAULT_OUT, package_version
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    """One clear line for a user-fixable problem (exit 1)."""
+    return click.ClickException(str(exc))
+
+
+# ---------------------------------------------------------------- shared options
+
+def data_options(f: Callable) -> Callable:
+    """--data-dir and --mirror, for every command that reads MNIST."""
+    f = click.option("--mirror", "mirrors", multiple=True, metavar="URL",
+                     help="MNIST mirror to try, in order; repeatable. Default: "
+                          "$MLP_MNIST_MIRRORS (comma-separated), else the public mirrors.")(f)
+    f = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                     envvar="MLP_DATA_DIR", default="data", show_envvar=True,
+                     help="Folder holding (or receiving) the MNIST files.")(f)
+    return f
+
+
+def _ensure_data(data_dir: Path, mirrors: tuple[str, ...], quiet: bool) -> None:
+    from . import data
+
+    try:
+        report = data.ensure_mnist(data_dir, mirrors or None, progress=not quiet)
+    except data.DataError as exc:
+        raise _fail(exc) from None
+    downloaded = [r.gz_name for r, status in report if status == "downloaded"]
+    if downloaded and not quiet:
+        click.echo(f"downloaded {', '.join(downloaded)} into {data_dir}", err=True)
+
+
+def _load(split: str, data_dir: Path, val_size: int = 0):
+    from . import data
+
+    try:
+        return data.load_mnist(split, data_dir, val_size=val_size)
+    except (data.DataError, ValueError) as exc:
+        raise _fail(exc) from None
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_version(), "-V", "--version", prog_name="mlp")
+def main() -> None:
+    """Train, evaluate and use a multilayer perceptron on MNIST, with backprop in NumPy."""
+
+
+# ---------------------------------------------------------------- download
+
+@main.command(context_settings=CONTEXT)
+@data_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def download(data_dir: Path, mirrors: tuple[str, ...], quiet: bool) -> None:
+    """Download and verify the four MNIST files; files already verified are kept."""
+    from . import data
+
+    try:
+        report = data.ensure_mnist(data_dir, mirrors or None, progress=not quiet)
+    except data.DataError as exc:
+        raise _fail(exc) from None
+    for resource, status in report:
+        click.echo(f"{status:<10} {data.find_file(data_dir, resource)}")
+
+
+# ---------------------------------------------------------------- train
+
+def _parse_hidden(ctx: click.Context, param: click.Parameter, value: Any) -> tuple[int, ...]:
+    if isinstance(value, tuple):
+        return value
+    try:
+        widths = tuple(int(v) for v in str(value).split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma list of widths, e.g. 500,300") from None
+    return widths
+
+
+def _config_options(f: Callable) -> Callable:
+    """One option per TrainConfig field, defaulting to the built-in defaults."""
+    from .config import CHOICES, TrainConfig
+
+    d = TrainConfig()
+    specs = [
+        ("--hidden", dict(default=",".join(map(str, d.hidden)), callback=_parse_hidden,
+                          metavar="W[,W...]", help="Hidden layer widths.")),
+        ("--epochs", dict(type=int, default=d.epochs, help="Training epochs.")),
+        ("--batch-size", dict(type=int, default=d.batch_size, help="Samples per step.")),
+        ("--lr", dict(type=float, default=d.lr, help="Peak learning rate.")),
+        ("--optimizer", dict(type=click.Choice(CHOICES["optimizer"]), default=d.optimizer)),
+        ("--momentum", dict(type=float, default=d.momentum, help="SGD momentum / Adam beta1.")),
+        ("--weight-decay", dict(type=float, default=d.weight_decay,
+                                help="L2 (sgd, nesterov, adam) or decoupled (adamw).")),
+        ("--dropout", dict(type=float, default=d.dropout, help="Hidden-unit drop probability.")),
+        ("--input-dropout", dict(type=float, default=d.input_dropout,
+                                 help="Input-pixel drop probability.")),
+        ("--label-smoothing", dict(type=float, default=d.label_smoothing)),
+        ("--max-norm", dict(type=float, default=d.max_norm,
+                            help="Bound on each unit's incoming weight norm (0: off).")),
+        ("--schedule", dict(type=click.Choice(CHOICES["schedule"]), default=d.schedule)),
+        ("--warmup-epochs", dict(type=float, default=d.warmup_epochs)),
+        ("--augment", dict(type=click.Choice(CHOICES["augment"]), default=d.augment)),
+        ("--val-size", dict(type=int, default=d.val_size,
+                            help="Last N training samples held out for validation.")),
+        ("--patience", dict(type=int, default=d.patience,
+                            help="Early stopping after N epochs without improvement (0: off).")),
+        ("--seed", dict(type=int, default=d.seed)),
+    ]
+    for name, kwargs in reversed(specs):
+        f = click.option(name, **kwargs)(f)
+    return f
+
+
+CONFIG_KEYS = ("hidden", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
+               "dropout", "input_dropout", "label_smoothing", "max_norm", "schedule",
+               "warmup_epochs", "augment", "val_size", "patience", "seed")
+
+
+class ProgressReporter:
+    """tqdm bar per epoch on stderr and one summary line per epoch (both off with --quiet)."""
+
+    def __init__(self, epochs: int, quiet: bool):
+        self.epochs, self.quiet, self.bar = epochs, quiet, None
+
+    def epoch_start(self, epoch, n_samples, done):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=n_samples, initial=done, desc=f"epoch {epoch}/{self.epochs}",
+                        unit="img", unit_scale=True, leave=False, file=sys.stderr,
+                        disable=self.quiet or None, mininterval=0.5)
+        self.running = None
+
+    def batch_end(self, n, loss):
+        self.running = loss if self.running is None else 0.98 * self.running + 0.02 * loss
+        self.bar.set_postfix(loss=f"{self.running:.4f}", refresh=False)
+        self.bar.update(n)
+
+    def epoch_end(self, row, state, improved):
+        self.bar.close()
+        if not self.quiet:
+            click.echo(
+                f"epoch {row['epoch']:>3}/{self.epochs}  train loss {row['train_loss']:.4f}  "
+                f"val loss {row['val_loss']:.4f}  val acc {100 * row['val_accuracy']:.2f}%"
+                f"{' *' if improved else '  '}  {row['train_seconds']:.1f}s  "
+                f"lr {row['lr']:.4g}", err=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _StopFlag:
+    """Ctrl-C asks training to stop after the current step; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.raised = False
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        self.raised = True
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __call__(self) -> bool:
+        return self.raised
+
+    def restore(self):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--config", "config_name", metavar="FILE|NAME",
+              help="A TOML preset: a path, or a name in configs/ (e.g. lecun-800).")
+@_config_options
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT,
+              help="Best checkpoint; NAME.last.npz and NAME.metrics.jsonl go beside it.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run saved in --out's .last.npz, bit for bit.")
+@data_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
+@click.pass_context
+def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
+          data_dir: Path, mirrors: tuple[str, ...], quiet: bool, as_json: bool,
+          **options: Any) -> None:
+    """Train an MLP on MNIST and save checkpoints.
+
+    Settings come from the built-in defaults (configs/default.toml), then the
+    --config file, then the flags given.
+    """
+    from . import runner
+    from .checkpoint import CheckpointError
+    from .config import ConfigError, find_preset, load_config_file, resolve
+    from .train import TrainingDiverged
+
+    flags = {k: v for k, v in options.items()
+             if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    files = runner.RunFiles(out)
+    try:
+        file_values = load_config_file(find_preset(config_name)) if config_name else {}
+        cfg = resolve(file_values)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    try:
+        cfg = resolve(file_values, flags)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    _ensure_data(data_dir, mirrors, quiet)
+    X, y = _load("train", data_dir, cfg.val_size)
+    X_val, y_val = _load("val", data_dir, cfg.val_size)
+    try:
+        trainer = (runner.resume_trainer(files, flags, len(X)) if resume
+                   else runner.new_trainer(cfg, len(X)))
+    except (ConfigError, CheckpointError) as exc:
+        raise _fail(exc) from None
+
+    display = ProgressReporter(trainer.cfg.epochs, quiet)
+    reporter = runner.CheckpointReporter(files, trainer, display)
+    stop = _StopFlag()
+    try:
+        finished = trainer.fit(X, y, X_val, y_val, reporter, should_stop=stop)
+    except TrainingDiverged as exc:
+        kept = f"; the last good checkpoint is {files.last}" if files.last.exists() else ""
+        raise _fail(f"{exc}{kept}") from None
+    finally:
+        stop.restore()
+        display.close()
+    if not finished:
+        runner.save_last(files, trainer)
+        st = trainer.state
+        click.echo(f"interrupted at epoch {st.epoch + 1}, batch {st.batch}; saved {files.last}. "
+                   f"Resume with: mlp train --resume --out {out}", err=True)
+        ctx.exit(130)
+
+    st = trainer.state
+    if as_json:
+        click.echo(json.dumps({"config": trainer.cfg.to_dict(), "epochs": st.history,
+                               "best_epoch": st.best_epoch, "checkpoint": str(out)}))
+    else:
+        click.echo(f"best val accuracy {100 * st.best_val_accuracy:.2f}% at epoch "
+                   f"{st.best_epoch}; saved {out}")
+
+
+# ---------------------------------------------------------------- eval
+
+def _load_checkpoint(path: Path):
+    from .checkpoint import CheckpointError, load
+
+    try:
+        return load(path)
+    except CheckpointError as exc:
+        raise _fail(exc) from None
+
+
+def _format_report(result: dict[str, Any]) -> str:
+    lines = [f"accuracy {100 * result['accuracy']:.2f}%  loss {result['loss']:.4f}  "
+             f"n {result['n']}", "", "digit  precision  recall     f1  support"]
+    for digit, s in enumerate(result["per_class"]):
+        lines.append(f"{digit:>5}  {s['precision']:>9.4f}  {s['recall']:>6.4f}  "
+                     f"{s['f1']:>5.4f}  {s['support']:>7}")
+    lines += ["", "confusion (rows: true digit, columns: predicted)",
+              "      " + "".join(f"{j:>6}" for j in range(10))]
+    for i, row in enumerate(result["confusion"]):
+        lines.append(f"{i:>6}" + "".join(f"{v:>6}" for v in row))
+    return "\n".join(lines)
+
+
+@main.command("eval", context_settings=CONTEXT)
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT,
+              help="Checkpoint to score.")
+@data_options
+@click.option("--split", type=click.Choice(["test", "train", "val"]), default="test",
+              help="train and val are split as in the checkpoint's training run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+@click.option("--errors", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
+              help="Also save a grid of up to 100 misclassified digits.")
+@click.option("-q", "--quiet", is_flag=True, help="No download progress bar.")
+def eval_(model: Path, data_dir: Path, mirrors: tuple[str, ...], split: str, as_json: bool,
+          errors: Path | None, quiet: bool) -> None:
+    """Score a checkpoint: accuracy, loss, per-class scores, confusion matrix."""
+    from . import metrics
+
+    ckpt = _load_checkpoint(model)
+    val_size = int(ckpt.meta.get("config", {}).get("val_size", 0)) if split != "test" else 0
+    _ensure_data(data_dir, mirrors, quiet)
+    X, y = _load(split, data_dir, val_size)
+    logits = ckpt.net.logits(X)
+    pred = logits.argmax(axis=1)
+    confusion = metrics.confusion_matrix(y, pred)
+    scores = metrics.per_class_scores(confusion)
+    result = {
+        "accuracy": metrics.accuracy(y, pred),
+        "loss": metrics.mean_cross_entropy(logits, y),
+        "n": len(y),
+        "per_class": [{k: (int(v[d]) if k == "support" else float(v[d]))
+                       for k, v in scores.items()} for d in range(10)],
+        "confusion": confusion.tolist(),
+    }
+    if errors is not None:
+        from .gallery import save_errors
+
+        wrong = (pred != y).nonzero()[0][:100]
+        try:
+            save_errors(errors, X[wrong].reshape(-1, 28, 28), y[wrong], pred[wrong])
+        except OSError as exc:
+            raise _fail(f"{errors}: {exc.strerror or exc}") from None
+    click.echo(json.dumps(result) if as_json else _format_report(result))

@@ -1,0 +1,45 @@
+"""Grids of 28x28 digits with captions, saved as PNG, for people who would rather look."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_writer
+
+SCALE = 3          # each digit drawn at 84 x 84 pixels
+CAPTION_H = 14     # caption strip under each digit
+COLUMNS = 10
+
+
+def save_grid(path: Path, images: np.ndarray, captions: Sequence[str]) -> None:
+    """Save digits side by side, each enlarged, with its caption beneath.
+
+    Args:
+        path: PNG file to write (atomically).
+        images: (n, 28, 28) floats in [0, 1], white ink on black.
+        captions: n short strings.
+    """
+    from PIL import Image, ImageDraw
+
+    n = len(images)
+    cell_w, cell_h = 28 * SCALE + 4, 28 * SCALE + CAPTION_H + 4
+    cols = max(1, min(COLUMNS, n))
+    rows = max(1, -(-n // cols))
+    sheet = Image.new("L", (cols * cell_w, rows * cell_h), color=255)
+    draw = ImageDraw.Draw(sheet)
+    for i, (img, caption) in enumerate(zip(images, captions)):
+        pixels = np.clip(np.asarray(img) * 255 + 0.5, 0, 255).astype(np.uint8)
+        digit = Image.fromarray(pixels, "L").resize((28 * SCALE, 28 * SCALE), Image.NEAREST)
+        x, y = (i % cols) * cell_w + 2, (i // cols) * cell_h + 2
+        sheet.paste(digit, (x, y))
+        draw.text((x + 2, y + 28 * SCALE + 1), caption, fill=0)
+    with atomic_writer(Path(path)) as f:
+        sheet.save(f, format="PNG")
+
+
+def save_errors(path: Path, images: np.ndarray, true: np.ndarray, pred: np.ndarray) -> None:
+    """Misclassified digits captioned "true->predicted". images (n, 28, 28) in [0, 1]."""
+    save_grid(path, images, [f"{t}->{p}" for t, p in zip(true, pred)])

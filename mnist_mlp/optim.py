@@ -1,0 +1,226 @@
+"""Optimisers that update parameter arrays in place, and learning-rate schedules.
+
+Contract (as in tinygrad's ``_step``): an optimiser is built on the list of
+parameter arrays, holds its own state arrays shaped like them, and
+``step(grads, lr)`` updates every parameter in place. ``grads`` must line up
+with the parameters and may be overwritten. ``state_dict()`` exports the state
+as arrays; ``load_state_dict`` restores it so a run continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+
+class Optimizer:
+    """Base class: parameter list, step counter, state export/restore."""
+
+    def __init__(self, params: Sequence[np.ndarray]):
+        self.params = list(params)
+        self.t = 0  # steps taken
+        self.slots: dict[str, list[np.ndarray]] = {}  # named state arrays, one per parameter
+
+    def _slot(self, name: str) -> list[np.ndarray]:
+        self.slots[name] = [np.zeros_like(p) for p in self.params]
+        return self.slots[name]
+
+    def step(self, grads: Sequence[np.ndarray], lr: float) -> None:
+        if len(grads) != len(self.params):
+            raise ValueError(f"{len(grads)} gradients for {len(self.params)} parameters")
+        self.t += 1
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            self._update(i, p, g, p.dtype.type(lr))
+
+    def _update(self, i: int, p: np.ndarray, g: np.ndarray, lr) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """State as arrays: ``t`` and ``<slot>.<i>`` for each slot and parameter."""
+        state = {"t": np.array(self.t, dtype=np.int64)}
+        for name, arrays in self.slots.items():
+            state.update({f"{name}.{i}": a for i, a in enumerate(arrays)})
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what ``state_dict`` exported. Raises ValueError on a mismatch."""
+        expected = set(self.state_dict())
+        if set(state) != expected:
+            raise ValueError(f"optimiser state has keys {sorted(state)}, expected "
+                             f"{sorted(expected)}")
+        self.t = int(state["t"])
+        for name, arrays in self.slots.items():
+            for i, a in enumerate(arrays):
+                src = state[f"{name}.{i}"]
+                if src.shape != a.shape:
+                    raise ValueError(f"optimiser state {name}.{i} has shape {src.shape}, "
+                                     f"expected {a.shape}")
+                a[...] = src
+
+
+def _check(name: str, value: float, low: float, high: float, high_open: bool = True) -> float:
+    ok = low <= value < high if high_open else low <= value <= high
+    if not (ok and math.isfinite(value)):
+        bracket = ")" if high_open else "]"
+        raise ValueError(f"{name} must be in [{low}, {high}{bracket}, not {value}")
+    return float(value)
+
+
+class SGD(Optimizer):
+    """SGD with momentum μ, optional Nesterov, and L2 weight decay λ (PyTorch's form):
+
+        g ← g + λ p;   v ← μ v + g;   p ← p - lr · (g + μ v if nesterov else v)
+    """
+
+    def __init__(self, params: Sequence[np.ndarray], momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0):
+        super().__init__(params)
+        self.momentum = _check("momentum", momentum, 0.0, 1.0)
+        self.weight_decay = _check("weight_decay", weight_decay, 0.0, math.inf)
+        if nesterov and not self.momentum:
+            raise ValueError("nesterov needs momentum > 0")
+        self.nesterov = nesterov
+        self.velocity = self._slot("velocity") if self.momentum else None
+
+    def _update(self, i, p, g, lr):
+        if self.weight_decay:
+            g += p.dtype.type(self.weight_decay) * p
+        if self.velocity is None:
+            p -= lr * g
+            return
+        mu = p.dtype.type(self.momentum)
+        v = self.velocity[i]
+        v *= mu
+        v += g                                    # v ← μ v + g
+        if self.nesterov:
+            g += mu * v                           # look-ahead direction g + μ v
+            p -= lr * g
+        else:
+            p -= lr * v
+
+
+class Adam(Optimizer):
+    """Adam (Kingma and Ba 2015) with bias correction; ``weight_decay`` adds λ p to g (L2).
+
+        m ← β1 m + (1-β1) g;  v ← β2 v + (1-β2) g²;  p ← p - lr · m̂ / (√v̂ + ε)
+        with m̂ = m / (1 - β1ᵗ), v̂ = v / (1 - β2ᵗ)
+    """
+
+    decoupled = False
+
+    def __init__(self, params: Sequence[np.ndarray], betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(params)
+        self.beta1 = _check("beta1", betas[0], 0.0, 1.0)
+        self.beta2 = _check("beta2", betas[1], 0.0, 1.0)
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, not {eps}")
+        self.eps = float(eps)
+        self.weight_decay = _check("weight_decay", weight_decay, 0.0, math.inf)
+        self.m = self._slot("m")
+        self.v = self._slot("v")
+
+    def _update(self, i, p, g, lr):
+        dt = p.dtype.type
+        if self.weight_decay:
+            if self.decoupled:
+                p *= dt(1 - lr * self.weight_decay)   # AdamW: p ← p - lr λ p, apart from g
+            else:
+                g += dt(self.weight_decay) * p
+        m, v = self.m[i], self.v[i]
+        m *= dt(self.beta1)
+        m += dt(1 - self.beta1) * g
+        v *= dt(self.beta2)
+        v += dt(1 - self.beta2) * (g * g)
+        step = lr / (1 - self.beta1 ** self.t)                 # lr / (1 - β1ᵗ)
+        denom = np.sqrt(v / dt(1 - self.beta2 ** self.t))      # √v̂
+        denom += dt(self.eps)
+        p -= dt(step) * m / denom
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov and Hutter 2019): p ← p (1 - lr λ) first."""
+
+    decoupled = True
+
+    def __init__(self, params: Sequence[np.ndarray], betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(params, betas, eps, weight_decay)
+
+
+def _sgd(params, momentum, weight_decay):
+    return SGD(params, momentum=momentum, weight_decay=weight_decay)
+
+
+def _nesterov(params, momentum, weight_decay):
+    return SGD(params, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+
+
+def _adam(params, momentum, weight_decay):
+    return Adam(params, betas=(momentum, 0.999), weight_decay=weight_decay)
+
+
+def _adamw(params, momentum, weight_decay):
+    return AdamW(params, betas=(momentum, 0.999), weight_decay=weight_decay)
+
+
+# Config string -> factory(params, momentum, weight_decay). For Adam and AdamW the
+# config's momentum is β1.
+OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
+    "sgd": _sgd, "nesterov": _nesterov, "adam": _adam, "adamw": _adamw,
+}
+
+
+def make_optimizer(name: str, params: Sequence[np.ndarray], momentum: float = 0.9,
+                   weight_decay: float = 0.0) -> Optimizer:
+    """Build the optimiser ``name`` ("sgd", "nesterov", "adam", "adamw")."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](params, momentum, weight_decay)
+
+
+# ---------------------------------------------------------------- schedules
+
+def _constant(progress: float, gamma: float, step_fraction: float) -> float:
+    return 1.0
+
+
+def _step(progress: float, gamma: float, step_fraction: float) -> float:
+    return gamma ** math.floor(progress / step_fraction)
+
+
+def _cosine(progress: float, gamma: float, step_fraction: float) -> float:
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# Schedule name -> factor of the base lr as a function of the progress after warm-up, in [0, 1].
+SCHEDULES = {"constant": _constant, "step": _step, "cosine": _cosine}
+
+
+def make_schedule(name: str, base_lr: float, total_steps: int, warmup_steps: int = 0,
+                  gamma: float = 0.1, step_fraction: float = 1 / 3) -> Callable[[int], float]:
+    """Learning rate as a function of the step index (0-based).
+
+    A linear warm-up rises from base_lr / warmup_steps to base_lr over
+    ``warmup_steps``; then "constant" keeps base_lr, "step" multiplies it by
+    ``gamma`` after every ``step_fraction`` of the remaining steps, and
+    "cosine" decays it to 0 along half a cosine.
+    """
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
+    if not (base_lr > 0 and math.isfinite(base_lr)):
+        raise ValueError(f"learning rate must be > 0, not {base_lr}")
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"warm-up of {warmup_steps} steps does not fit in {total_steps}")
+    factor = SCHEDULES[name]
+    decay_steps = max(total_steps - warmup_steps, 1)
+
+    def lr_at(step: int) -> float:
+        if step < warmup_steps:
+            return base_lr * (step + 1) / warmup_steps
+        progress = min((step - warmup_steps) / decay_steps, 1.0)
+        return base_lr * factor(progress, gamma, step_fraction)
+
+    return lr_at

@@ -1,0 +1,174 @@
+"""The training loop: shuffled mini-batches, epochs, validation, early stopping.
+
+``fit`` owns no I/O: progress and checkpoints go through the ``Reporter`` the
+caller hands in. All randomness after initialisation (shuffling, dropout,
+augmentation) comes from one generator whose state is part of ``TrainState``,
+so a run stopped after any step resumes to bit-identical parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import metrics
+from .config import TrainConfig
+from .network import MLP, softmax_cross_entropy
+from .optim import Optimizer, make_optimizer, make_schedule
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite; parameters were left at the last good step."""
+
+
+@dataclass
+class TrainState:
+    """Where a run is: enough, with the parameters and optimiser, to resume exactly."""
+
+    epoch: int = 0                     # completed epochs
+    step: int = 0                      # optimiser steps taken in all
+    rng_state: dict[str, Any] | None = None
+    order: np.ndarray | None = None    # this epoch's sample order (n,), mid-epoch only
+    batch: int = 0                     # batches done in the current epoch
+    loss_sum: float = 0.0              # running sums of the current epoch
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+    best_val_accuracy: float = -1.0
+    best_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_meta(self) -> dict[str, Any]:
+        """JSON-friendly fields (``order`` is stored as an array beside)."""
+        return {k: v for k, v in self.__dict__.items() if k != "order"}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], order: np.ndarray | None) -> "TrainState":
+        return cls(**{**meta, "order": order})
+
+
+class Reporter:
+    """Hooks the loop calls; the CLI implements them (progress bars, checkpoints). No-ops here."""
+
+    def epoch_start(self, epoch: int, n_samples: int, done: int) -> None: ...
+
+    def batch_end(self, n: int, loss: float) -> None: ...
+
+    def epoch_end(self, row: dict[str, Any], state: TrainState, improved: bool) -> None: ...
+
+
+@dataclass
+class Trainer:
+    """A network, its optimiser and schedule, and the state of the run, for one config."""
+
+    cfg: TrainConfig
+    net: MLP
+    n_train: int
+    state: TrainState = field(default_factory=TrainState)
+    optimizer: Optimizer = field(init=False)
+    lr_at: Callable[[int], float] = field(init=False)
+
+    def __post_init__(self):
+        cfg = self.cfg
+        self.optimizer = make_optimizer(cfg.optimizer, self.net.params, cfg.momentum,
+                                        cfg.weight_decay)
+        steps_per_epoch = math.ceil(self.n_train / cfg.batch_size)
+        self.lr_at = make_schedule(cfg.schedule, cfg.lr, cfg.epochs * steps_per_epoch,
+                                   round(cfg.warmup_epochs * steps_per_epoch))
+        self.dropout = [cfg.input_dropout] + [cfg.dropout] * len(cfg.hidden)
+        if self.state.rng_state is None:
+            # Stream 1 of the seed: initialisation used the seed itself.
+            self.state.rng_state = np.random.default_rng([cfg.seed, 1]).bit_generator.state
+
+    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+            reporter: Reporter | None = None,
+            should_stop: Callable[[], bool] = lambda: False) -> bool:
+        """Train until ``cfg.epochs`` or early stopping; return False if ``should_stop`` fired.
+
+        Args:
+            X, y: training split, float (n, 784) and int64 (n,).
+            X_val, y_val: validation split, same layout.
+            reporter: progress and checkpoint hooks.
+            should_stop: polled after each step; True ends the run at that step,
+                with ``state`` ready to save and resume.
+
+        Raises:
+            TrainingDiverged: the loss became NaN or infinite.
+        """
+        rng = np.random.default_rng()
+        rng.bit_generator.state = self.state.rng_state
+        try:
+            # Overflow shows up as a non-finite loss, which _step reports: no warnings.
+            with np.errstate(over="ignore", invalid="ignore"):
+                return self._run(X, y, X_val, y_val, reporter or Reporter(), should_stop, rng)
+        finally:
+            self.state.rng_state = rng.bit_generator.state
+
+    def _run(self, X, y, X_val, y_val, reporter, should_stop, rng) -> bool:
+        cfg, st = self.cfg, self.state
+        n, B = len(X), cfg.batch_size
+        n_batches = math.ceil(n / B)
+        while st.epoch < cfg.epochs:
+            if st.order is None:
+                st.order = rng.permutation(n)
+            reporter.epoch_start(st.epoch + 1, n, st.seen)
+            while st.batch < n_batches:
+                idx = st.order[st.batch * B:(st.batch + 1) * B]
+                t0 = time.perf_counter()
+                loss, correct = self._step(X[idx], y[idx], rng)
+                st.seconds += time.perf_counter() - t0
+                st.batch += 1
+                st.loss_sum += loss * len(idx)
+                st.correct += correct
+                st.seen += len(idx)
+                reporter.batch_end(len(idx), loss)
+                if should_stop():
+                    return False
+            row, improved = self._end_epoch(X_val, y_val)
+            reporter.epoch_end(row, st, improved)
+            if cfg.patience and st.epoch - st.best_epoch >= cfg.patience:
+                break
+        return True
+
+    def _step(self, Xb: np.ndarray, yb: np.ndarray, rng: np.random.Generator
+              ) -> tuple[float, int]:
+        """One optimiser step on a batch; returns its loss and number of correct predictions."""
+        net, cfg, st = self.net, self.cfg, self.state
+        Z, cache = net.forward(Xb, self.dropout, rng)                # (B, 10)
+        correct = int(np.count_nonzero(Z.argmax(axis=1) == yb))
+        loss, dZ = softmax_cross_entropy(Z, yb, cfg.label_smoothing)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"the loss became {loss} at epoch {st.epoch + 1}, batch {st.batch + 1}; "
+                f"try a lower learning rate than {cfg.lr}")
+        dW, db = net.backward(dZ, cache)
+        self.optimizer.step(dW + db, self.lr_at(st.step))
+        st.step += 1
+        return loss, correct
+
+    def _end_epoch(self, X_val: np.ndarray, y_val: np.ndarray) -> tuple[dict[str, Any], bool]:
+        st = self.state
+        logits = self.net.logits(X_val)
+        val_accuracy = metrics.accuracy(y_val, logits.argmax(axis=1))
+        row = {
+            "epoch": st.epoch + 1,
+            "lr": self.lr_at(max(st.step - 1, 0)),
+            "train_loss": st.loss_sum / st.seen,
+            "train_accuracy": st.correct / st.seen,
+            "val_loss": metrics.mean_cross_entropy(logits, y_val),
+            "val_accuracy": val_accuracy,
+            "train_seconds": st.seconds,
+        }
+        st.epoch += 1
+        st.history.append(row)
+        improved = val_accuracy > st.best_val_accuracy
+        if improved:
+            st.best_val_accuracy, st.best_epoch = val_accuracy, st.epoch
+        st.order, st.batch = None, 0
+        st.loss_sum, st.correct, st.seen, st.seconds = 0.0, 0, 0, 0.0
+        return row, improved

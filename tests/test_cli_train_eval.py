@@ -1,0 +1,254 @@
+"""`mlp train` and `mlp eval` end to end through click's CliRunner on a tiny synthetic MNIST."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mnist_mlp import checkpoint, cli
+from mnist_mlp.cli import main
+
+TINY = ["--hidden", "16", "--epochs", "3", "--val-size", "100", "--batch-size", "32",
+        "--quiet"]
+
+
+def _train(tiny_mnist, out, *extra, expect=0):
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(tiny_mnist), "--out", str(out),
+                                       *TINY, *extra])
+    assert result.exit_code == expect, result.output
+    return result
+
+
+def test_train_then_eval(tiny_mnist, tmp_path):
+    out = tmp_path / "run" / "m.npz"
+    result = _train(tiny_mnist, out, "--json")
+    summary = json.loads(result.stdout)
+    assert summary["checkpoint"] == str(out)
+    assert summary["config"]["hidden"] == [16] and summary["config"]["epochs"] == 3
+    assert [row["epoch"] for row in summary["epochs"]] == [1, 2, 3]
+    for key in ("lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                "train_seconds"):
+        assert all(isinstance(row[key], float) for row in summary["epochs"])
+    best = max(summary["epochs"], key=lambda r: r["val_accuracy"])
+    assert summary["best_epoch"] == best["epoch"]
+    log = [json.loads(line) for line in (tmp_path / "run" / "m.metrics.jsonl").open()]
+    assert log == summary["epochs"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "m.last.npz", "m.metrics.jsonl", "m.npz"]
+
+    ckpt = checkpoint.load(out)
+    assert ckpt.meta["sizes"] == [784, 16, 10] and ckpt.meta["epoch"] == best["epoch"]
+    assert ckpt.meta["config"]["seed"] == 0 and "data_sha256" in ckpt.meta
+
+    result = CliRunner().invoke(main, ["eval", "--model", str(out), "--data-dir",
+                                       str(tiny_mnist), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert set(scores) == {"accuracy", "loss", "n", "per_class", "confusion"}
+    assert scores["n"] == 200 and scores["accuracy"] > 0.9  # bars are easy
+    assert np.array(scores["confusion"]).sum() == 200
+    assert np.trace(np.array(scores["confusion"])) == round(scores["accuracy"] * 200)
+    assert set(scores["per_class"][0]) == {"precision", "recall", "f1", "support"}
+
+    table = CliRunner().invoke(main, ["eval", "--model", str(out), "--data-dir", str(tiny_mnist),
+                                      "--split", "val", "--errors", str(tmp_path / "e.png")])
+    assert table.exit_code == 0, table.output
+    assert "accuracy" in table.output and "n 100" in table.output
+    assert "confusion" in table.output
+    assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_config_precedence_and_errors(tiny_mnist, tmp_path):
+    preset = tmp_path / "p.toml"
+    preset.write_text("epochs = 2\nlr = 0.5\nhidden = [8]\n")
+    result = _train(tiny_mnist, tmp_path / "m.npz", "--config", str(preset), "--lr", "0.02",
+                    "--json")
+    config = json.loads(result.stdout)["config"]
+    # TINY's flags (--epochs 3, --hidden 16) beat the file; the file's lr lost to --lr
+    assert (config["epochs"], config["lr"], config["hidden"]) == (3, 0.02, [16])
+
+    result = CliRunner().invoke(main, ["train", "--config", str(preset), "--data-dir",
+                                       str(tiny_mnist), "--val-size", "100", "--quiet",
+                                       "--out", str(tmp_path / "n.npz"), "--json"])
+    config = json.loads(result.stdout)["config"]
+    assert (config["epochs"], config["lr"], config["hidden"]) == (2, 0.5, [8])
+
+    preset.write_text("epochs = 2\nlearning_rate = 0.5\n")
+    result = _train(tiny_mnist, tmp_path / "m.npz", "--config", str(preset), expect=1)
+    assert "learning_rate" in result.output and str(preset) in result.output
+    preset.write_text("epochs = '2'\n")
+    result = _train(tiny_mnist, tmp_path / "m.npz", "--config", str(preset), expect=1)
+    assert "epochs must be of type int" in result.output and str(preset) in result.output
+    result = _train(tiny_mnist, tmp_path / "m.npz", "--lr", "-1", expect=2)
+    assert "lr must be > 0" in result.output
+    result = _train(tiny_mnist, tmp_path / "m.npz", "--hidden", "8,x", expect=2)
+    assert "comma list" in result.output
+
+
+class _StopAfter:
+    """Stands in for the Ctrl-C flag: 'pressed' after a number of steps."""
+
+    steps = 0
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.calls >= self.steps
+
+    def restore(self):
+        pass
+
+
+def _params(path):
+    ckpt = checkpoint.load(path)
+    return ckpt.net.params, ckpt.optimizer_state
+
+
+@pytest.mark.parametrize("stop_after", [7, 19 * 2])  # mid-epoch; an epoch's last step
+def test_interrupted_run_resumes_bit_for_bit(tiny_mnist, tmp_path, stop_after):
+    extra = ("--dropout", "0.3", "--input-dropout", "0.1", "--epochs", "4")
+    _train(tiny_mnist, tmp_path / "a" / "m.npz", *extra)
+
+    real_flag = cli._StopFlag
+    _StopAfter.steps = stop_after
+    cli._StopFlag = _StopAfter
+    result = _train(tiny_mnist, tmp_path / "b" / "m.npz", *extra, expect=130)
+    assert "mlp train --resume --out" in result.output
+    assert not list((tmp_path / "b").glob("*.part")), "a temporary file was left behind"
+    checkpoint.load(tmp_path / "b" / "m.last.npz")  # loadable
+    cli._StopFlag = real_flag
+
+    _train(tiny_mnist, tmp_path / "b" / "m.npz", "--resume", "--epochs", "4")
+    for name in ("m.last.npz", "m.npz"):
+        (pa, sa), (pb, sb) = _params(tmp_path / "a" / name), _params(tmp_path / "b" / name)
+        assert all(x.tobytes() == y.tobytes() for x, y in zip(pa, pb)), name
+        assert sa.keys() == sb.keys() and all(sa[k].tobytes() == sb[k].tobytes() for k in sa)
+    log_a = (tmp_path / "a" / "m.metrics.jsonl").read_text().splitlines()
+    log_b = (tmp_path / "b" / "m.metrics.jsonl").read_text().splitlines()
+    strip = lambda rows: [{k: v for k, v in json.loads(r).items() if k != "train_seconds"}
+                          for r in rows]
+    assert strip(log_a) == strip(log_b)
+
+
+def test_resume_refuses_changed_hyperparameters_and_missing_state(tiny_mnist, tmp_path):
+    result = _train(tiny_mnist, tmp_path / "m.npz", "--resume", expect=1)
+    assert "m.last.npz: no such checkpoint" in result.output
+    _train(tiny_mnist, tmp_path / "m.npz")
+    result = _train(tiny_mnist, tmp_path / "m.npz", "--resume", "--lr", "0.3", expect=1)
+    assert "only epochs, patience may change" in result.output
+
+
+def test_divergence_stops_with_advice(tiny_mnist, tmp_path):
+    result = _train(tiny_mnist, tmp_path / "m.npz", "--lr", "1e30", "--optimizer", "sgd",
+                    expect=1)
+    assert "lower learning rate" in result.output
+    assert "Traceback" not in result.output
+
+
+def _bad_checkpoints(tmp_path, good: Path) -> dict[str, tuple[Path, str]]:
+    data = good.read_bytes()
+    cases = {}
+
+    def case(name, content, message):
+        path = tmp_path / f"{name}.npz"
+        path.write_bytes(content) if isinstance(content, bytes) else content(path)
+        cases[name] = (path, message)
+
+    case("truncated", data[: len(data) // 2], "not a readable .npz checkpoint")
+    case("not-npz", b"hello, world", "not a readable .npz checkpoint")
+    case("empty", b"", "not a readable .npz checkpoint")
+    ckpt = checkpoint.load(good)
+    case("no-meta", lambda p: np.savez(p, **{"W.0": ckpt.net.W[0]}), "missing or unreadable metadata")
+
+    def rewrite(meta_change=None, drop=None, reshape=None):
+        def write(path):
+            with np.load(good) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            meta = json.loads(str(arrays["meta"]))
+            meta.update(meta_change or {})
+            arrays["meta"] = np.array(json.dumps(meta))
+            if drop:
+                del arrays[drop]
+            if reshape:
+                arrays[reshape] = arrays[reshape][:, :-1]
+            np.savez(path, **arrays)
+        return write
+
+    case("future", rewrite({"format_version": 99}), "checkpoint format 99")
+    case("missing-array", rewrite(drop="b.1"), "b.1 is missing")
+    case("wrong-shape", rewrite(reshape="W.0"), "W.0 is float32 (16, 783)")
+    case("wrong-sizes", rewrite({"sizes": [784, 32, 10]}), "W.0 is float32 (16, 784)")
+    return cases
+
+
+def test_bad_checkpoints_give_one_line(tiny_mnist, tmp_path):
+    _train(tiny_mnist, tmp_path / "m.npz")
+    cases = _bad_checkpoints(tmp_path, tmp_path / "m.npz")
+    cases["missing"] = (tmp_path / "absent.npz", "no such checkpoint")
+    for name, (path, message) in cases.items():
+        result = CliRunner().invoke(main, ["eval", "--model", str(path), "--data-dir",
+                                           str(tiny_mnist)])
+        assert result.exit_code == 1, (name, result.output)
+        assert message in result.output, (name, result.output)
+        assert result.output.count("\n") == 1 and "Traceback" not in result.output, name
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    from mnist_mlp.network import MLP
+
+    path = tmp_path / "m.npz"
+    checkpoint.save(path, MLP([4, 3, 2]), {"note": "first"})
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(path, MLP([4, 3, 2]), {"note": "second"})
+    assert checkpoint.load(path).meta["note"] == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+# ---------------------------------------------------------------- real MNIST
+
+def test_quick_preset_on_real_mnist(real_mnist, tmp_path):
+    out = tmp_path / "q.npz"
+    result = CliRunner().invoke(main, ["train", "--config", "quick", "--data-dir",
+                                       str(real_mnist), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["eval", "--model", str(out), "--data-dir",
+                                       str(real_mnist), "--json"])
+    scores = json.loads(result.stdout)
+    assert scores["n"] == 10_000 and scores["accuracy"] >= 0.95
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(real_mnist, tmp_path):
+    """A real SIGINT to a real process: exit 130, the resume hint, a loadable .last.npz."""
+    out = tmp_path / "m.npz"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_mlp", "train", "--hidden", "32", "--epochs", "50",
+         "--data-dir", str(real_mnist), "--out", str(out), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "m.metrics.jsonl"
+    deadline = time.monotonic() + 60
+    while not metrics.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Resume with: mlp train --resume --out" in err and "Traceback" not in err
+    ckpt = checkpoint.load(tmp_path / "m.last.npz")
+    assert ckpt.meta["train_state"]["epoch"] >= 1 and ckpt.optimizer_state
+    assert not list(tmp_path.glob("*.part"))

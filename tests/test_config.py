@@ -1,0 +1,63 @@
+"""Config: defaults match configs/default.toml, presets load, bad files are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mnist_mlp.config import (ConfigError, TrainConfig, find_preset, load_config_file, resolve)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_builtin_defaults_are_default_toml():
+    assert resolve(load_config_file(CONFIGS / "default.toml")) == TrainConfig()
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.stem)
+def test_every_preset_loads(path):
+    cfg = resolve(load_config_file(path))
+    assert cfg.sizes[0] == 784 and cfg.sizes[-1] == 10
+
+
+def test_bare_name_finds_the_preset(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # not from ./configs: from the project's
+    assert find_preset("quick").resolve() == (CONFIGS / "quick.toml").resolve()
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "quick.toml").write_text("epochs = 1\n")
+    assert find_preset("quick") == Path("configs/quick.toml")
+    with pytest.raises(ConfigError, match="no config file or preset 'nope'.*quick"):
+        find_preset("nope")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochz = 3\n", "unknown key 'epochz'"),
+    ("epochs = 'three'\n", "epochs must be of type int"),
+    ("epochs = 2.5\n", "epochs must be of type int"),
+    ("lr = true\n", "lr must be of type float"),
+    ("hidden = [800, 'x']\n", "hidden must be an integer or a list of integers"),
+    ("epochs = \n", "Invalid value"),
+])
+def test_bad_files_name_the_key_and_file(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config_file(path)
+    assert str(path) in str(info.value)
+
+
+def test_values_are_checked():
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        resolve({}, {"lr": -1.0})
+    with pytest.raises(ConfigError, match="optimizer must be one of"):
+        resolve({"optimizer": "rmsprop"})
+    with pytest.raises(ConfigError, match="dropout must be in"):
+        resolve({"dropout": 1.0})
+
+
+def test_flags_beat_file_beats_defaults():
+    cfg = resolve({"epochs": 2, "lr": 0.5, "hidden": (64,)}, {"lr": 0.01})
+    assert (cfg.epochs, cfg.lr, cfg.hidden) == (2, 0.01, (64,))
+    assert cfg.batch_size == TrainConfig().batch_size
+    assert resolve({"hidden": (500, 300)}).sizes == [784, 500, 300, 10]

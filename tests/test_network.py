@@ -1,0 +1,176 @@
+"""The engine against the founding note: finite differences, a hand-worked example, stability."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mnist_mlp.network import MLP, softmax, softmax_cross_entropy
+
+
+def _numeric_gradients(f, params, eps=1e-5):
+    """Central differences of the scalar f() with respect to every entry of every array."""
+    grads = []
+    for p in params:
+        g = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            p[i] = old + eps
+            up = f()
+            p[i] = old - eps
+            down = f()
+            p[i] = old
+            g[i] = (up - down) / (2 * eps)
+        grads.append(g)
+    return grads
+
+
+def _max_relative_error(a, b):
+    return max(float(np.max(np.abs(x - y) / np.maximum(np.abs(x) + np.abs(y), 1e-8)))
+               for x, y in zip(a, b))
+
+
+@pytest.fixture
+def small_problem():
+    rng = np.random.default_rng(42)
+    net = MLP([12, 7, 5, 3], seed=3, dtype=np.float64)
+    for b in net.b:  # non-zero biases, so db is exercised too
+        b[:] = rng.normal(0, 0.1, b.shape)
+    X = rng.normal(size=(9, 12))
+    y = rng.integers(0, 3, 9)
+    return net, X, y
+
+
+def test_gradients_match_finite_differences(small_problem):
+    net, X, y = small_problem
+    loss, dW, db = net.loss_and_gradients(X, y)
+    assert isinstance(loss, float)
+    assert [g.shape for g in dW] == [W.shape for W in net.W]
+    assert [g.shape for g in db] == [b.shape for b in net.b]
+    numeric = _numeric_gradients(lambda: net.loss_and_gradients(X, y)[0], net.W + net.b)
+    assert _max_relative_error(dW + db, numeric) < 1e-6
+
+
+def test_dropout_and_label_smoothing_gradients_match_finite_differences(small_problem):
+    net, X, y = small_problem
+    dropout = [0.2, 0.5, 0.3]
+
+    def loss_and_grads():
+        Z, cache = net.forward(X, dropout, np.random.default_rng(7))  # same masks each call
+        loss, dZ = softmax_cross_entropy(Z, y, label_smoothing=0.1)
+        return loss, *net.backward(dZ, cache)
+
+    _, dW, db = loss_and_grads()
+    numeric = _numeric_gradients(lambda: loss_and_grads()[0], net.W + net.b)
+    assert _max_relative_error(dW + db, numeric) < 1e-6
+
+
+def test_hand_worked_example():
+    """Two inputs, two hidden ReLUs, two classes; every number from the note's equations."""
+    net = MLP([2, 2, 2], dtype=np.float64)
+    net.W[0][:] = [[1, -1], [0.5, 0.5]]
+    net.b[0][:] = [0, -1]
+    net.W[1][:] = [[1, 2], [-1, 0]]
+    net.b[1][:] = [0, 0]
+    x, t = np.array([[1.0, 2.0]]), np.array([0])
+    # z1 = W x + b = [-1, 0.5];  a1 = ReLU(z1) = [0, 0.5];  z2 = [1, 0]
+    # a2 = softmax(z2) = [e/(e+1), 1/(e+1)];  L = -log a2[0] = log(1 + 1/e)
+    e = np.e
+    a2 = np.array([e / (e + 1), 1 / (e + 1)])
+    dz2 = a2 - [1, 0]                                  # a - y
+    loss, dW, db = net.loss_and_gradients(x, t)
+    assert loss == pytest.approx(np.log(1 + 1 / e), rel=1e-12)
+    np.testing.assert_allclose(db[1], dz2)             # dL/db = dL/dz
+    np.testing.assert_allclose(dW[1], np.outer(dz2, [0, 0.5]))   # dL/dz · xᵀ
+    da1 = net.W[1].T @ dz2                             # Wᵀ · dL/dz = [-2 dz, -2 dz]
+    dz1 = da1 * np.array([0, 1])                       # ReLU'(z1) = [0, 1]
+    np.testing.assert_allclose(db[0], dz1)
+    np.testing.assert_allclose(dW[0], np.outer(dz1, [1, 2]))
+    assert dW[0][1, 1] == pytest.approx(-4 / (e + 1))
+
+
+def test_output_delta_is_softmax_minus_onehot_over_n():
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(6, 10))
+    y = rng.integers(0, 10, 6)
+    expected = (softmax(Z) - np.eye(10)[y]) / 6
+    loss, dZ = softmax_cross_entropy(Z.copy(), y)
+    np.testing.assert_allclose(dZ, expected, rtol=1e-12, atol=1e-15)
+    assert loss == pytest.approx(-np.mean(np.log(softmax(Z)[np.arange(6), y])))
+
+
+def test_extreme_logits_stay_finite():
+    Z = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4]], dtype=np.float32)
+    loss, dZ = softmax_cross_entropy(Z, np.array([1, 2]))
+    assert np.isfinite(loss) and loss == pytest.approx((2e4 + np.log(3)) / 2, rel=1e-6)
+    assert np.all(np.isfinite(dZ))
+    net = MLP([4, 3, 2])
+    net.W[1] *= 1e4
+    X = np.full((2, 4), 50.0, dtype=np.float32)
+    loss, dW, db = net.loss_and_gradients(X, np.array([0, 1]))
+    assert np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in dW + db)
+
+
+def test_initialisation_is_he_normal_and_seeded():
+    net = MLP([784, 800, 10], seed=5)
+    assert [W.shape for W in net.W] == [(800, 784), (10, 800)]
+    assert [b.shape for b in net.b] == [(800,), (10,)]
+    assert all(W.dtype == np.float32 for W in net.W)
+    assert np.std(net.W[0]) == pytest.approx(np.sqrt(2 / 784), rel=0.01)
+    assert not any(b.any() for b in net.b)
+    np.testing.assert_array_equal(MLP([784, 800, 10], seed=5).W[0], net.W[0])
+    assert not np.array_equal(MLP([784, 800, 10], seed=6).W[0], net.W[0])
+
+
+def test_predict_in_chunks_equals_one_pass():
+    rng = np.random.default_rng(1)
+    net = MLP([20, 16, 10], seed=1)
+    X = rng.random((50, 20), dtype=np.float32)
+    whole = net.predict_proba(X)
+    net.predict_chunk = 7
+    np.testing.assert_allclose(net.predict_proba(X), whole, rtol=1e-6)
+    np.testing.assert_allclose(whole.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(net.predict(X), whole.argmax(axis=1))
+
+
+def test_small_net_overfits_a_fixed_batch():
+    from mnist_mlp.optim import Adam
+
+    rng = np.random.default_rng(0)
+    X = rng.random((64, 30), dtype=np.float32)
+    y = rng.integers(0, 10, 64)
+    net = MLP([30, 64, 10], seed=0)
+    opt = Adam(net.params)
+    for _ in range(300):
+        loss, dW, db = net.loss_and_gradients(X, y)
+        opt.step(dW + db, 0.01)
+    assert np.mean(net.predict(X) == y) == 1.0
+    assert loss < 0.05
+
+
+def test_same_seed_same_bits():
+    from mnist_mlp.optim import SGD
+
+    def run():
+        rng = np.random.default_rng(3)
+        net = MLP([30, 20, 20, 10], seed=4)
+        opt = SGD(net.params, momentum=0.9, nesterov=True)
+        X = rng.random((256, 30), dtype=np.float32)
+        y = rng.integers(0, 10, 256)
+        for i in range(20):
+            Z, cache = net.forward(X[i * 8:i * 8 + 64], [0.1, 0.5, 0.5], rng)
+            _, dZ = softmax_cross_entropy(Z, y[i * 8:i * 8 + 64])
+            dW, db = net.backward(dZ, cache)
+            opt.step(dW + db, 0.05)
+        return net
+
+    a, b = run(), run()
+    for p, q in zip(a.params, b.params):
+        assert p.tobytes() == q.tobytes()
+
+
+def test_rejects_bad_sizes():
+    with pytest.raises(ValueError):
+        MLP([784])
+    with pytest.raises(ValueError):
+        MLP([784, 0, 10])

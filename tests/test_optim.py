@@ -1,0 +1,123 @@
+"""Optimisers on a known quadratic, by hand; schedules; state export and restore."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mnist_mlp.optim import (SGD, Adam, AdamW, OPTIMIZERS, make_optimizer, make_schedule)
+
+# f(p) = 0.5 * a * p²  has gradient a * p.
+A = 2.0
+
+
+def _run(opt, p, steps, lr):
+    for _ in range(steps):
+        opt.step([A * p.copy()], lr)
+    return p
+
+
+def test_plain_sgd():
+    p = np.array([1.0])
+    _run(SGD([p]), p, 2, 0.1)
+    # p1 = 1 - 0.1*2 = 0.8;  p2 = 0.8 - 0.1*1.6 = 0.64
+    assert p[0] == pytest.approx(0.64)
+
+
+def test_momentum_and_nesterov():
+    p = np.array([1.0])
+    _run(SGD([p], momentum=0.9), p, 2, 0.1)
+    # v1 = 2, p1 = 0.8;  g2 = 1.6, v2 = 1.8 + 1.6 = 3.4, p2 = 0.8 - 0.34 = 0.46
+    assert p[0] == pytest.approx(0.46)
+    q = np.array([1.0])
+    _run(SGD([q], momentum=0.9, nesterov=True), q, 2, 0.1)
+    # v1 = 2, step1 = g + 0.9 v = 3.8, q1 = 0.62;  g2 = 1.24, v2 = 1.8 + 1.24 = 3.04,
+    # step2 = 1.24 + 0.9 * 3.04 = 3.976, q2 = 0.62 - 0.3976 = 0.2224
+    assert q[0] == pytest.approx(0.2224)
+
+
+def test_sgd_weight_decay_is_l2():
+    p = np.array([1.0])
+    SGD([p], weight_decay=0.5).step([np.array([0.0])], 0.1)
+    assert p[0] == pytest.approx(1 - 0.1 * 0.5)
+
+
+def test_adam_bias_correction_and_second_step():
+    p = np.array([1.0])
+    opt = Adam([p], betas=(0.9, 0.999), eps=1e-8)
+    opt.step([np.array([A * 1.0])], 0.01)
+    # m̂ = g, v̂ = g²: the first step is lr · g/|g| whatever the gradient's scale
+    assert p[0] == pytest.approx(1 - 0.01, abs=1e-9)
+    p1 = p[0]
+    g2 = A * p1
+    m = 0.9 * 0.1 * 2 + 0.1 * g2
+    v = 0.999 * 0.001 * 4 + 0.001 * g2 ** 2
+    m_hat, v_hat = m / (1 - 0.9 ** 2), v / (1 - 0.999 ** 2)
+    expected = p1 - 0.01 * m_hat / (math.sqrt(v_hat) + 1e-8)
+    opt.step([np.array([g2])], 0.01)
+    assert p[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_adamw_decay_is_decoupled_from_the_gradient():
+    p = np.array([1.0])
+    AdamW([p], weight_decay=0.1).step([np.array([0.0])], 0.01)
+    assert p[0] == pytest.approx(1 - 0.01 * 0.1, rel=1e-12)  # only p·(1 - lr·λ)
+    q = np.array([1.0])
+    Adam([q], weight_decay=0.1).step([np.array([0.0])], 0.01)
+    assert q[0] == pytest.approx(1 - 0.01, rel=1e-6)  # L2 goes through Adam's normalisation
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_state_export_restore_continues_identically(name):
+    rng = np.random.default_rng(0)
+    params = [rng.normal(size=(3, 4)), rng.normal(size=4)]
+    grads = [[rng.normal(size=(3, 4)), rng.normal(size=4)] for _ in range(6)]
+    a = [p.copy() for p in params]
+    opt_a = make_optimizer(name, a, momentum=0.9, weight_decay=0.01)
+    for g in grads[:3]:
+        opt_a.step([x.copy() for x in g], 0.05)
+    state = {k: v.copy() for k, v in opt_a.state_dict().items()}
+    b = [p.copy() for p in a]
+    opt_b = make_optimizer(name, b, momentum=0.9, weight_decay=0.01)
+    opt_b.load_state_dict(state)
+    for g in grads[3:]:
+        opt_a.step([x.copy() for x in g], 0.05)
+        opt_b.step([x.copy() for x in g], 0.05)
+    for x, y in zip(a, b):
+        assert x.tobytes() == y.tobytes()
+    with pytest.raises(ValueError):
+        opt_b.load_state_dict({"t": np.array(1)})
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: SGD(p, momentum=1.0),
+    lambda p: SGD(p, momentum=-0.1),
+    lambda p: SGD(p, weight_decay=-1),
+    lambda p: SGD(p, nesterov=True),
+    lambda p: Adam(p, betas=(1.0, 0.999)),
+    lambda p: Adam(p, eps=0),
+    lambda p: make_optimizer("rmsprop", p),
+])
+def test_bad_hyperparameters_are_rejected(make):
+    with pytest.raises(ValueError):
+        make([np.zeros(2)])
+
+
+def test_schedules():
+    const = make_schedule("constant", 0.1, 100)
+    assert [const(s) for s in (0, 50, 99)] == [0.1, 0.1, 0.1]
+    step = make_schedule("step", 0.1, 90, gamma=0.5, step_fraction=1 / 3)
+    assert [step(s) for s in (0, 29, 30, 60, 89)] == pytest.approx([0.1, 0.1, 0.05, 0.025, 0.025])
+    cos = make_schedule("cosine", 0.1, 110, warmup_steps=10)
+    assert [cos(s) for s in (0, 4, 9)] == pytest.approx([0.01, 0.05, 0.1])
+    assert cos(10) == pytest.approx(0.1)
+    assert cos(60) == pytest.approx(0.05)
+    assert cos(109) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 99 / 100)))
+    with pytest.raises(ValueError):
+        make_schedule("cosine", -1, 10)
+    with pytest.raises(ValueError):
+        make_schedule("exp", 0.1, 10)
+    with pytest.raises(ValueError):
+        make_schedule("constant", 0.1, 10, warmup_steps=11)
