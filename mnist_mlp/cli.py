@@ -16,7 +16,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from .runner import DEFAULT_OUT, package_version
+from .runner import DEFAULT_OUT
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -61,7 +61,7 @@ def _load(split: str, data_dir: Path, val_size: int = 0):
 
 
 @click.group(context_settings=CONTEXT)
-@click.version_option(package_version(), "-V", "--version", prog_name="mlp")
+@click.version_option(None, "-V", "--version", package_name="mnist-mlp", prog_name="mlp")
 def main() -> None:
     """Train, evaluate and use a multilayer perceptron on MNIST, with backprop in NumPy."""
 
@@ -324,3 +324,62 @@ def eval_(model: Path, data_dir: Path, mirrors: tuple[str, ...], split: str, as_
         except OSError as exc:
             raise _fail(f"{errors}: {exc.strerror or exc}") from None
     click.echo(json.dumps(result) if as_json else _format_report(result))
+
+
+# ---------------------------------------------------------------- predict
+
+@main.command(context_settings=CONTEXT)
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT,
+              help="Checkpoint to use.")
+@click.option("--top-k", type=click.IntRange(1, 10), default=3,
+              help="How many likeliest digits to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per image.")
+@click.option("--show-input", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE.png", help="Save the 28x28 inputs the model saw, side by side.")
+def predict(images: tuple[Path, ...], model: Path, top_k: int, as_json: bool,
+            show_input: Path | None) -> None:
+    """Classify digit images: photos, scans, drawings; any size, any common format.
+
+    IMAGES are files or folders (their image files, sorted by name). Each image
+    is prepared as MNIST's digits were: polarity, background and noise handled,
+    the digit fitted to 20x20 and centred by its centre of mass in 28x28.
+    """
+    import numpy as np
+
+    from . import imaging
+    from .runner import input_scale
+
+    ckpt = _load_checkpoint(model)
+    scale = input_scale(ckpt.meta)
+    results, inputs, failed = [], [], 0
+    for path in imaging.expand_paths(list(images)):
+        try:
+            digit = imaging.load_digit(path)                  # uint8 (28, 28)
+        except imaging.ImageError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            failed += 1
+            continue
+        x = digit.reshape(1, -1).astype(np.float32) / scale  # (1, 784), as in training
+        proba = ckpt.net.predict_proba(x)[0]                  # (10,)
+        top = np.argsort(proba)[::-1][:top_k]
+        results.append({"path": str(path), "digit": int(top[0]),
+                        "confidence": float(proba[top[0]]),
+                        "top": [[int(d), float(proba[d])] for d in top]})
+        inputs.append(digit)
+        if not as_json:
+            others = ", ".join(f"{d} {100 * p:.1f}%" for d, p in results[-1]["top"][1:])
+            click.echo(f"{path}: {top[0]} ({100 * proba[top[0]]:.1f}%)"
+                       + (f"  then {others}" if others else ""))
+    if as_json:
+        click.echo(json.dumps(results))
+    if show_input is not None and inputs:
+        from .gallery import save_grid
+
+        try:
+            save_grid(show_input, np.stack(inputs) / np.float32(255),
+                      [f"{r['digit']} {Path(r['path']).name[:10]}" for r in results])
+        except OSError as exc:
+            raise _fail(f"{show_input}: {exc.strerror or exc}") from None
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,216 @@
+"""A user's image file -> a 28x28 digit prepared the way MNIST's were.
+
+MNIST digits are white ink on black, size-normalised with anti-aliasing to fit
+a 20x20 box (aspect ratio kept), then placed in a 28x28 field with their
+centre of mass at the centre. Photos, scans and drawing-app exports need more
+before that: orientation from EXIF, transparency flattened, polarity detected,
+uneven lighting and faint noise removed. Each step is one function below;
+``load_digit`` runs them in order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MAX_PIXELS = 40_000_000  # larger images are refused (decompression bombs)
+WORK_SIDE = 128          # long side of the working copy, in pixels
+BOX = 20                 # MNIST's size-normalisation box
+FIELD = 28               # MNIST's field
+CENTRE = 14.0            # where MNIST puts the centre of mass (row, col), index coordinates
+MIN_CONTRAST = 0.15      # ink this faint against the paper counts as no ink
+NOISE_FLOOR = 0.05       # ink below this (of the paper's brightness) is always cut
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class ImageError(Exception):
+    """An image that cannot be turned into a digit; the message names the file."""
+
+
+def open_image(path: Path):
+    """Decode ``path`` fully (first frame, EXIF orientation applied).
+
+    Raises:
+        ImageError: missing, not an image, truncated, or larger than MAX_PIXELS.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        img = Image.open(path)
+        width, height = img.size
+        if width * height > MAX_PIXELS:
+            raise ImageError(f"{path}: {width}x{height} pixels is larger than the "
+                             f"{MAX_PIXELS // 1_000_000} megapixel limit; scale it down")
+        img.load()
+        return ImageOps.exif_transpose(img)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file Pillow can read") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: too many pixels (a decompression bomb?); scale it "
+                         "down") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: damaged or truncated image ({exc})") from None
+
+
+def flatten_to_gray(img) -> np.ndarray:
+    """Luminance in [0, 1], float32 (h, w), with transparency flattened.
+
+    Transparent areas are filled with the opposite of the opaque pixels'
+    brightness, so black strokes on a transparent background stay visible (on
+    white) and white strokes do too (on black).
+    """
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if not has_alpha:
+        return np.asarray(img.convert("L"), dtype=np.float32) / 255
+    rgba = img.convert("RGBA")
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255    # (h, w)
+    gray = np.asarray(rgba.convert("L"), dtype=np.float32) / 255        # (h, w)
+    opaque = alpha > 0.5
+    fill = 1.0 if not opaque.any() or gray[opaque].mean() < 0.5 else 0.0
+    return alpha * gray + (1 - alpha) * fill
+
+
+def to_working_size(gray: np.ndarray) -> np.ndarray:
+    """Resample so the long side is WORK_SIDE pixels (anti-aliased). (h, w) -> (h', w')."""
+    from PIL import Image
+
+    h, w = gray.shape
+    scale = WORK_SIDE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    # Lanczos to shrink (anti-aliased); bilinear to enlarge (no ringing around strokes)
+    method = Image.LANCZOS if scale < 1 else Image.BILINEAR
+    resized = Image.fromarray(gray, "F").resize(size, method)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0, 1)
+
+
+def dark_ink_on_light(gray: np.ndarray) -> np.ndarray:
+    """Invert when the background (the median of the image's border) is dark."""
+    border = np.concatenate([gray[:2].ravel(), gray[-2:].ravel(),
+                             gray[:, :2].ravel(), gray[:, -2:].ravel()])
+    return 1 - gray if np.median(border) < 0.5 else gray
+
+
+def ink_map(gray: np.ndarray) -> np.ndarray:
+    """Ink in [0, 1], bright on black, from dark ink on light paper, lighting evened out.
+
+    The paper's brightness is estimated by a grey closing (max then min filter,
+    wider than any stroke) and smoothed; dividing by it flattens uneven light.
+    Faint noise below the paper's own variation is then cut, and the ink
+    stretched so its typical stroke value is 1.
+    """
+    k = 2 * (WORK_SIDE // 8) + 1
+    paper = box_filter(np.minimum, box_filter(np.maximum, gray, k), k)  # grey closing
+    paper_level = np.maximum(box_filter(np.add, paper, k // 2) / (k // 2) ** 2, 1 / 255)
+    ink = np.clip(1 - gray / paper_level, 0, 1)                # (h, w), 0 = paper
+    threshold = otsu_threshold(ink)
+    strokes, background = ink[ink > threshold], ink[ink <= threshold]
+    if strokes.size == 0:
+        raise ValueError("no ink")
+    median = np.median(background)
+    spread = 1.4826 * np.median(np.abs(background - median))   # robust sd of paper noise
+    low = min(max(median + 5 * spread, NOISE_FLOOR), threshold / 2)
+    high = np.percentile(strokes, 90)
+    if high - low < MIN_CONTRAST:
+        raise ValueError("no ink")
+    return np.clip((ink - low) / (high - low), 0, 1)
+
+
+def box_filter(ufunc: np.ufunc, a: np.ndarray, k: int) -> np.ndarray:
+    """``ufunc.reduce`` over each k x k window (edges repeated): max, min or sum filter. (h, w)."""
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (k // 2, k - 1 - k // 2)
+        windows = np.lib.stride_tricks.sliding_window_view(np.pad(a, pad, mode="edge"), k, axis)
+        a = ufunc.reduce(windows, axis=-1)
+    return a
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 64) -> float:
+    """The level in [0, 1] that best splits ``values`` in two (Otsu 1979)."""
+    hist, edges = np.histogram(values, bins=bins, range=(0, 1))
+    p = hist / max(hist.sum(), 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(p)
+    mu0 = np.cumsum(p * centres)
+    total = mu0[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total * w0 - mu0) ** 2 / (w0 * (1 - w0))
+    between[~np.isfinite(between)] = 0
+    return float(edges[np.argmax(between) + 1])
+
+
+def ink_bounds(ink: np.ndarray, tail: float = 0.0005) -> tuple[slice, slice]:
+    """Rows and columns that hold the ink, ignoring ``tail`` of its mass on each side."""
+    def span(mass: np.ndarray) -> slice:
+        cum = np.cumsum(mass) / mass.sum()
+        start = int(np.searchsorted(cum, tail))
+        stop = int(np.searchsorted(cum, 1 - tail)) + 1
+        return slice(start, max(stop, start + 1))
+
+    return span(ink.sum(axis=1)), span(ink.sum(axis=0))
+
+
+def fit_box(ink: np.ndarray) -> np.ndarray:
+    """Resize the cropped digit to fit BOX x BOX, keeping its aspect ratio. -> (h, w), max side BOX."""
+    from PIL import Image
+
+    h, w = ink.shape
+    scale = BOX / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resized = Image.fromarray(ink.astype(np.float32), "F").resize(size, Image.LANCZOS)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0, 1)
+
+
+def centre_in_field(digit: np.ndarray) -> np.ndarray:
+    """Place ``digit`` in a FIELD x FIELD field with its centre of mass at (CENTRE, CENTRE)."""
+    h, w = digit.shape
+    mass = digit.sum()
+    com_row = (digit.sum(axis=1) @ np.arange(h)) / mass
+    com_col = (digit.sum(axis=0) @ np.arange(w)) / mass
+    top = int(np.clip(round(CENTRE - com_row), 0, FIELD - h))
+    left = int(np.clip(round(CENTRE - com_col), 0, FIELD - w))
+    field = np.zeros((FIELD, FIELD), dtype=np.float32)
+    field[top:top + h, left:left + w] = digit
+    return field
+
+
+def preprocess(gray: np.ndarray) -> np.ndarray:
+    """Luminance (h, w) in [0, 1] -> MNIST-like digit, uint8 (28, 28), white ink on black.
+
+    Raises:
+        ValueError: no ink found.
+    """
+    ink = ink_map(dark_ink_on_light(to_working_size(gray)))
+    rows, cols = ink_bounds(ink)
+    digit = centre_in_field(fit_box(ink[rows, cols]))
+    return np.round(digit * 255).astype(np.uint8)
+
+
+def load_digit(path: Path) -> np.ndarray:
+    """Read an image file and prepare it as MNIST's digits were: uint8 (28, 28).
+
+    Raises:
+        ImageError: unreadable, too large, or blank; the message names the file.
+    """
+    gray = flatten_to_gray(open_image(path))
+    try:
+        return preprocess(gray)
+    except ValueError:
+        raise ImageError(f"{path}: no digit found (the image looks blank)") from None
+
+
+def expand_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; folders replaced by their image files, sorted by name."""
+    out = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir()
+                          if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            out.append(path)
+    return out

@@ -1,0 +1,98 @@
+"""Users' digit images: the same digit, drawn or photographed several ways, reads alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_mlp import imaging
+
+from .digit_images import RENDERINGS, STROKE_DIGITS, render_all, stroke_digit
+
+
+def _mean_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean() / 255)
+
+
+@pytest.mark.parametrize("digit", STROKE_DIGITS)
+def test_renderings_of_one_stroke_digit_preprocess_alike(tmp_path, digit):
+    paths = render_all(stroke_digit(digit), tmp_path, f"s{digit}")
+    reference = imaging.load_digit(paths["white-on-black"])
+    for kind, path in paths.items():
+        got = imaging.load_digit(path)
+        assert got.shape == (28, 28) and got.dtype == np.uint8
+        # measured: mean |difference| at most 0.063 of full scale (the thin ring of the 0)
+        assert _mean_abs(got, reference) < 0.08, kind
+
+
+def test_output_looks_like_mnist(tmp_path):
+    paths = render_all(stroke_digit(7), tmp_path, "s7")
+    for kind, path in paths.items():
+        x = imaging.load_digit(path).astype(np.float64)
+        rows, cols = np.nonzero(x > 0)
+        assert max(np.ptp(rows), np.ptp(cols)) + 1 <= imaging.BOX + 1, kind  # fits 20x20
+        com = [(x.sum(axis=a) @ np.arange(28)) / x.sum() for a in (1, 0)]
+        assert np.allclose(com, imaging.CENTRE, atol=0.6), (kind, com)
+        assert x.max() == 255 and x[0].max() == 0 and x[:, -1].max() == 0, kind
+        assert np.median(x) == 0, kind  # background black, ink bright
+
+
+def test_white_strokes_on_transparent_stay_visible(tmp_path):
+    ink = stroke_digit(4)
+    big = np.asarray(Image.fromarray(ink, "F").resize((112, 112)), dtype=np.float32)
+    rgba = np.zeros((112, 112, 4), np.uint8)
+    rgba[..., :3] = 255                                           # white strokes ...
+    rgba[..., 3] = np.clip(big * 255, 0, 255).astype(np.uint8)    # ... on transparency
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "w.png")
+    got = imaging.load_digit(tmp_path / "w.png")
+    reference = imaging.load_digit(render_all(ink, tmp_path, "r")["white-on-black"])
+    assert _mean_abs(got, reference) < 0.05
+
+
+def test_palette_and_exif_rotation(tmp_path):
+    ink = stroke_digit(7)
+    reference = imaging.load_digit(render_all(ink, tmp_path, "r")["white-on-black"])
+    gray = Image.fromarray(np.round((1 - ink) * 255).astype(np.uint8), "L").resize((140, 140))
+    gray.convert("P").save(tmp_path / "p.gif")
+    assert _mean_abs(imaging.load_digit(tmp_path / "p.gif"), reference) < 0.05
+    rotated = gray.rotate(90, expand=True)                       # stored sideways ...
+    exif = Image.Exif()
+    exif[0x0112] = 6                                             # ... EXIF: rotate 90° CW
+    rotated.convert("RGB").save(tmp_path / "r.jpg", exif=exif, quality=95)
+    assert _mean_abs(imaging.load_digit(tmp_path / "r.jpg"), reference) < 0.05
+
+
+def _write_bad(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.round(stroke_digit(1) * 255).astype(np.uint8)).resize((400, 400)).save(good)
+    cases = {
+        "text.png": (lambda p: p.write_text("not an image"), "not an image file"),
+        "empty.png": (lambda p: p.write_bytes(b""), "not an image file"),
+        "truncated.png": (lambda p: p.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 3]),
+                          "damaged or truncated"),
+        "blank.png": (lambda p: Image.new("L", (64, 64), 230).save(p), "looks blank"),
+        "noise.png": (lambda p: Image.fromarray(np.random.default_rng(0).integers(
+            120, 136, (64, 64)).astype(np.uint8)).save(p), "looks blank"),
+        "huge.png": (lambda p: Image.new("1", (8000, 6000), 1).save(p), "megapixel limit"),
+        "missing.png": (lambda p: None, "no such file"),
+    }
+    for name, (make, _) in cases.items():
+        make(tmp_path / name)
+    return good, {name: message for name, (_, message) in cases.items()}
+
+
+def test_bad_images_raise_one_clear_error(tmp_path):
+    _, cases = _write_bad(tmp_path)
+    for name, message in cases.items():
+        with pytest.raises(imaging.ImageError, match=message) as info:
+            imaging.load_digit(tmp_path / name)
+        assert name in str(info.value)
+
+
+def test_folders_expand_to_their_images_sorted(tmp_path):
+    for name in ("b.png", "a.JPG", "c.txt", "d.webp"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    found = imaging.expand_paths([tmp_path, tmp_path / "c.txt"])
+    assert [p.name for p in found] == ["a.JPG", "b.png", "d.webp", "c.txt"]
