@@ -22,6 +22,9 @@ class Optimizer:
         self.params = list(params)
         self.t = 0  # steps taken
         self.slots: dict[str, list[np.ndarray]] = {}  # named state arrays, one per parameter
+        # Work space, so that updates allocate nothing: fresh multi-MB temporaries each
+        # step cost more than the arithmetic (measured: 4x slower SGD on 784-800-10).
+        self.scratch = [np.empty_like(p) for p in self.params]
 
     def _slot(self, name: str) -> list[np.ndarray]:
         self.slots[name] = [np.zeros_like(p) for p in self.params]
@@ -85,20 +88,21 @@ class SGD(Optimizer):
         self.velocity = self._slot("velocity") if self.momentum else None
 
     def _update(self, i, p, g, lr):
+        s = self.scratch[i]
         if self.weight_decay:
-            g += p.dtype.type(self.weight_decay) * p
+            g += np.multiply(p, p.dtype.type(self.weight_decay), out=s)  # g ← g + λ p
         if self.velocity is None:
-            p -= lr * g
+            p -= np.multiply(g, lr, out=s)                               # p ← p - lr g
             return
         mu = p.dtype.type(self.momentum)
         v = self.velocity[i]
         v *= mu
-        v += g                                    # v ← μ v + g
+        v += g                                                           # v ← μ v + g
         if self.nesterov:
-            g += mu * v                           # look-ahead direction g + μ v
-            p -= lr * g
+            g += np.multiply(v, mu, out=s)                               # g + μ v
+            p -= np.multiply(g, lr, out=s)
         else:
-            p -= lr * v
+            p -= np.multiply(v, lr, out=s)                               # p ← p - lr v
 
 
 class Adam(Optimizer):
@@ -123,21 +127,25 @@ class Adam(Optimizer):
         self.v = self._slot("v")
 
     def _update(self, i, p, g, lr):
-        dt = p.dtype.type
+        dt, s = p.dtype.type, self.scratch[i]
         if self.weight_decay:
             if self.decoupled:
                 p *= dt(1 - lr * self.weight_decay)   # AdamW: p ← p - lr λ p, apart from g
             else:
-                g += dt(self.weight_decay) * p
+                g += np.multiply(p, dt(self.weight_decay), out=s)
         m, v = self.m[i], self.v[i]
         m *= dt(self.beta1)
-        m += dt(1 - self.beta1) * g
+        m += np.multiply(g, dt(1 - self.beta1), out=s)        # m ← β1 m + (1-β1) g
         v *= dt(self.beta2)
-        v += dt(1 - self.beta2) * (g * g)
-        step = lr / (1 - self.beta1 ** self.t)                 # lr / (1 - β1ᵗ)
-        denom = np.sqrt(v / dt(1 - self.beta2 ** self.t))      # √v̂
-        denom += dt(self.eps)
-        p -= dt(step) * m / denom
+        np.multiply(g, g, out=s)
+        s *= dt(1 - self.beta2)
+        v += s                                                # v ← β2 v + (1-β2) g²
+        np.divide(v, dt(1 - self.beta2 ** self.t), out=s)     # v̂
+        np.sqrt(s, out=s)
+        s += dt(self.eps)                                     # √v̂ + ε
+        np.divide(m, s, out=s)
+        s *= dt(lr / (1 - self.beta1 ** self.t))              # lr m̂ / (√v̂ + ε)
+        p -= s
 
 
 class AdamW(Adam):
@@ -179,6 +187,14 @@ def make_optimizer(name: str, params: Sequence[np.ndarray], momentum: float = 0.
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name](params, momentum, weight_decay)
+
+
+def clip_row_norms_(W: np.ndarray, max_norm: float) -> None:
+    """Max-norm: scale each row of W (out, in), a unit's incoming weights, to norm <= max_norm."""
+    norms = np.sqrt(np.einsum("ij,ij->i", W, W))                    # (out,)
+    too_long = norms > max_norm
+    if too_long.any():
+        W[too_long] *= (max_norm / norms[too_long])[:, None].astype(W.dtype)
 
 
 # ---------------------------------------------------------------- schedules

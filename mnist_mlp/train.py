@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from . import metrics
+from .augment import AUGMENTATIONS, distort
 from .config import TrainConfig
 from .network import MLP, softmax_cross_entropy
-from .optim import Optimizer, make_optimizer, make_schedule
+from .optim import Optimizer, clip_row_norms_, make_optimizer, make_schedule
 
 
 class TrainingDiverged(Exception):
@@ -81,6 +82,7 @@ class Trainer:
         self.lr_at = make_schedule(cfg.schedule, cfg.lr, cfg.epochs * steps_per_epoch,
                                    round(cfg.warmup_epochs * steps_per_epoch))
         self.dropout = [cfg.input_dropout] + [cfg.dropout] * len(cfg.hidden)
+        self.distortion = AUGMENTATIONS.get(cfg.augment)  # None for "none"
         if self.state.rng_state is None:
             # Stream 1 of the seed: initialisation used the seed itself.
             self.state.rng_state = np.random.default_rng([cfg.seed, 1]).bit_generator.state
@@ -139,6 +141,8 @@ class Trainer:
               ) -> tuple[float, int]:
         """One optimiser step on a batch; returns its loss and number of correct predictions."""
         net, cfg, st = self.net, self.cfg, self.state
+        if self.distortion is not None:
+            Xb = distort(Xb, self.distortion, rng)                   # (B, 784)
         Z, cache = net.forward(Xb, self.dropout, rng)                # (B, 10)
         correct = int(np.count_nonzero(Z.argmax(axis=1) == yb))
         loss, dZ = softmax_cross_entropy(Z, yb, cfg.label_smoothing)
@@ -148,6 +152,9 @@ class Trainer:
                 f"try a lower learning rate than {cfg.lr}")
         dW, db = net.backward(dZ, cache)
         self.optimizer.step(dW + db, self.lr_at(st.step))
+        if cfg.max_norm:
+            for W in net.W:
+                clip_row_norms_(W, cfg.max_norm)
         st.step += 1
         return loss, correct
 

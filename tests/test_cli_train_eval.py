@@ -118,7 +118,8 @@ def _params(path):
 
 @pytest.mark.parametrize("stop_after", [7, 19 * 2])  # mid-epoch; an epoch's last step
 def test_interrupted_run_resumes_bit_for_bit(tiny_mnist, tmp_path, stop_after):
-    extra = ("--dropout", "0.3", "--input-dropout", "0.1", "--epochs", "4")
+    extra = ("--dropout", "0.3", "--input-dropout", "0.1", "--epochs", "4", "--augment", "elastic",
+             "--max-norm", "2.0", "--label-smoothing", "0.1")
     _train(tiny_mnist, tmp_path / "a" / "m.npz", *extra)
 
     real_flag = cli._StopFlag

@@ -1,0 +1,122 @@
+"""Training-set distortions, drawn per batch and applied with bilinear sampling, in NumPy.
+
+- affine: rotation, scale, shear and translation about the image centre;
+- elastic (Simard, Steinkraus and Platt 2003): a random displacement field,
+  uniform in [-1, 1] per pixel and axis, smoothed by a Gaussian of width
+  ``sigma`` (zero outside the image) and scaled by ``alpha``; added to a milder
+  affine distortion.
+
+Every output pixel samples the input at its own source coordinates
+(B, 28, 28); a batch is one gather of four neighbours, with no per-image loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SIDE = 28
+
+
+@dataclass(frozen=True)
+class Distortion:
+    """Ranges of the random distortions; each is drawn uniformly in ±range per image."""
+
+    rotate_deg: float = 0.0    # rotation, degrees
+    scale: float = 0.0         # relative change of size (0.1: 0.9x to 1.1x)
+    shear: float = 0.0         # horizontal shear factor
+    shift_px: float = 0.0      # translation, pixels, per axis
+    elastic_alpha: float = 0.0  # elastic displacement scale, pixels; 0: none
+    elastic_sigma: float = 4.0  # Gaussian width of the elastic field, pixels
+
+
+# Config string -> distortion (the ``augment`` key).
+AUGMENTATIONS = {
+    "affine": Distortion(rotate_deg=12, scale=0.12, shear=0.25, shift_px=2.5),
+    "elastic": Distortion(rotate_deg=8, scale=0.08, shear=0.15, shift_px=1.5,
+                          elastic_alpha=34, elastic_sigma=4),
+}
+
+
+def _gaussian_matrix(sigma: float, n: int = SIDE) -> np.ndarray:
+    """G (n, n) float32 with f @ G = f smoothed along its last axis by a Gaussian, zero outside."""
+    radius = int(4 * sigma + 0.5)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    offsets = np.arange(n)[None, :] - np.arange(n)[:, None]  # j - i, symmetric in use
+    inside = np.abs(offsets) <= radius
+    return np.where(inside, taps[np.clip(offsets + radius, 0, 2 * radius)], 0).astype(np.float32)
+
+
+def smooth(field: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Smooth (m, 28, 28) along both axes with G (28, 28): two GEMMs over all rows at once."""
+    m = field.shape[0]
+    along_cols = (field.reshape(-1, SIDE) @ g).reshape(m, SIDE, SIDE)
+    along_rows = along_cols.transpose(0, 2, 1).reshape(-1, SIDE) @ g
+    return along_rows.reshape(m, SIDE, SIDE).transpose(0, 2, 1)
+
+
+def affine_coordinates(theta: np.ndarray, scale: np.ndarray, shear: np.ndarray,
+                       shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Source rows, cols of each output pixel for per-image affine maps about the centre.
+
+    The output is the input rotated by theta (radians), scaled, sheared along
+    columns, then shifted by ``shift`` (n, 2) pixels (rows, cols); all (n,).
+
+    Returns:
+        rows, cols float32 (n, 28, 28).
+    """
+    c = (SIDE - 1) / 2
+    cos, sin = np.cos(theta) / scale, np.sin(theta) / scale           # output -> input map
+    a = np.stack([cos, -sin, sin + shear * cos, cos - shear * sin], -1).astype(np.float32)
+    t = (c - shift).astype(np.float32)                                 # (n, 2)
+    r = (np.arange(SIDE, dtype=np.float32) - c)[None, :, None]          # (1, 28, 1) centred
+    k = (np.arange(SIDE, dtype=np.float32) - c)[None, None, :]          # (1, 1, 28) centred
+    col = lambda v: v[:, None, None]                                    # noqa: E731
+    rows = col(a[:, 0]) * r + col(a[:, 1]) * k + col(t[:, 0])
+    cols = col(a[:, 2]) * r + col(a[:, 3]) * k + col(t[:, 1])
+    return rows, cols
+
+
+def source_coordinates(d: Distortion, n: int, rng: np.random.Generator
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Random source coordinates for ``n`` images: rows, cols float32 (n, 28, 28)."""
+    def draw(r: float) -> np.ndarray:
+        return rng.uniform(-r, r, n) if r else np.zeros(n)
+
+    theta, scale, shear = np.deg2rad(draw(d.rotate_deg)), 1 + draw(d.scale), draw(d.shear)
+    shift = np.stack([draw(d.shift_px), draw(d.shift_px)], -1)      # (n, 2)
+    rows, cols = affine_coordinates(theta, scale, shear, shift)
+    if d.elastic_alpha:
+        field = rng.random((2 * n, SIDE, SIDE), dtype=np.float32)   # uniform in [-1, 1] ...
+        field = smooth(field * 2 - 1, _gaussian_matrix(d.elastic_sigma))
+        field *= np.float32(d.elastic_alpha)                        # ... smoothed, scaled
+        rows += field[:n]
+        cols += field[n:]
+    return rows, cols
+
+
+def bilinear_sample(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """images (n, 28, 28) sampled at (rows, cols) (n, 28, 28); zero outside the image."""
+    n, P = images.shape[0], SIDE + 2
+    padded = np.zeros((n, P, P), dtype=images.dtype)                  # a border of zeros
+    padded[:, 1:-1, 1:-1] = images
+    r = np.clip(rows + 1, 0, SIDE + 0.999)                            # padded coordinates
+    c = np.clip(cols + 1, 0, SIDE + 0.999)
+    r0, c0 = np.floor(r), np.floor(c)
+    fr, fc = (r - r0).astype(images.dtype), (c - c0).astype(images.dtype)
+    index = (r0.astype(np.intp) * P + c0.astype(np.intp)
+             + (np.arange(n) * P * P)[:, None, None])                 # top-left neighbour
+    flat = padded.ravel()
+    top = flat.take(index) * (1 - fc) + flat.take(index + 1) * fc
+    bottom = flat.take(index + P) * (1 - fc) + flat.take(index + P + 1) * fc
+    return top * (1 - fr) + bottom * fr
+
+
+def distort(X: np.ndarray, d: Distortion, rng: np.random.Generator) -> np.ndarray:
+    """A randomly distorted copy of the batch X (n, 784) in [0, 1]; same shape and dtype."""
+    n = X.shape[0]
+    rows, cols = source_coordinates(d, n, rng)
+    out = bilinear_sample(X.reshape(n, SIDE, SIDE), rows, cols)
+    return np.clip(out, 0, 1, out=out).reshape(n, SIDE * SIDE)

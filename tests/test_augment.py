@@ -1,0 +1,96 @@
+"""Distortions: exact identity, shifts move the centre of mass, range, determinism, shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mnist_mlp import augment
+from mnist_mlp.optim import clip_row_norms_
+
+from .conftest import synthetic_digits
+
+
+def _batch(n=16):
+    images, _ = synthetic_digits(n, seed=5)
+    return (images.reshape(n, -1) / np.float32(255)).astype(np.float32)
+
+
+def _identity(n):
+    return augment.affine_coordinates(np.zeros(n), np.ones(n), np.zeros(n), np.zeros((n, 2)))
+
+
+def test_identity_returns_the_input_exactly():
+    X = _batch()
+    rows, cols = _identity(len(X))
+    out = augment.bilinear_sample(X.reshape(-1, 28, 28), rows, cols)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out.reshape(len(X), -1), X)
+    still = augment.Distortion()  # all ranges zero
+    np.testing.assert_array_equal(augment.distort(X, still, np.random.default_rng(0)), X)
+
+
+def _centre_of_mass(images):
+    images = images.reshape(-1, 28, 28).astype(np.float64)
+    idx = np.arange(28)
+    mass = images.sum(axis=(1, 2))
+    return np.stack([images.sum(axis=2) @ idx / mass, images.sum(axis=1) @ idx / mass], -1)
+
+
+@pytest.mark.parametrize("shift", [(2.0, -3.0), (0.5, 1.25)])
+def test_pure_shift_moves_the_centre_of_mass(shift):
+    X = np.zeros((1, 28, 28), np.float32)
+    X[0, 10:16, 11:15] = 1.0                                  # a block away from the edges
+    n = 1
+    rows, cols = augment.affine_coordinates(np.zeros(n), np.ones(n), np.zeros(n),
+                                            np.array([shift]))
+    out = augment.bilinear_sample(X, rows, cols)
+    moved = _centre_of_mass(out) - _centre_of_mass(X)
+    np.testing.assert_allclose(moved[0], shift, atol=1e-5)
+    assert out.sum() == pytest.approx(X.sum(), rel=1e-5)       # nothing pushed off the field
+
+
+def test_rotation_by_90_degrees_is_exact():
+    X = _batch(3).reshape(-1, 28, 28)
+    rows, cols = augment.affine_coordinates(np.full(3, np.pi / 2), np.ones(3), np.zeros(3),
+                                            np.zeros((3, 2)))
+    out = augment.bilinear_sample(X, rows, cols)
+    expected = np.rot90(X, k=-1, axes=(1, 2))  # positive theta turns clockwise on screen
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(augment.AUGMENTATIONS))
+def test_distortions_stay_in_range_and_repeat_with_the_seed(name):
+    X = _batch(32)
+    d = augment.AUGMENTATIONS[name]
+    a = augment.distort(X, d, np.random.default_rng(7))
+    b = augment.distort(X, d, np.random.default_rng(7))
+    c = augment.distort(X, d, np.random.default_rng(8))
+    assert a.shape == X.shape and a.dtype == X.dtype
+    assert a.min() >= 0 and a.max() <= 1
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and not np.array_equal(a, X)
+    # a distortion, not a scramble: most ink stays ink
+    assert np.corrcoef(a.ravel(), X.ravel())[0, 1] > 0.3
+
+
+def test_elastic_field_is_smooth():
+    g = augment._gaussian_matrix(4.0)
+    field = np.random.default_rng(0).uniform(-1, 1, (4, 28, 28)).astype(np.float32)
+    smoothed = augment.smooth(field, g)
+    direct = np.einsum("ij,mjk,kl->mil", g, field, g)        # G f G (G is symmetric)
+    np.testing.assert_allclose(smoothed, direct, rtol=1e-4, atol=1e-6)
+    rough = np.abs(np.diff(field, axis=2)).mean()
+    assert np.abs(np.diff(smoothed, axis=2)).mean() < rough / 10
+
+
+def test_max_norm_clamps_only_long_rows():
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(6, 5)).astype(np.float32)
+    W[0] *= 0.01
+    short_row = W[0].copy()
+    clip_row_norms_(W, 1.5)
+    norms = np.linalg.norm(W, axis=1)
+    assert np.all(norms <= 1.5 + 1e-5)
+    np.testing.assert_array_equal(W[0], short_row)
+    assert np.any(np.isclose(norms, 1.5))
