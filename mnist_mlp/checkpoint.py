@@ -36,6 +36,11 @@ class Checkpoint:
     optimizer_state: dict[str, np.ndarray] = field(default_factory=dict)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
+    @property
+    def input_scale(self) -> np.float32:
+        """The divisor that mapped 0-255 pixels to the training inputs (255: X in [0, 1])."""
+        return np.float32(self.meta.get("input_scale", 255.0))
+
 
 def save(path: Path, net: MLP, meta: dict[str, Any],
          optimizer_state: dict[str, np.ndarray] | None = None,

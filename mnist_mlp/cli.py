@@ -16,7 +16,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from .runner import DEFAULT_OUT
+from .config import DEFAULT_OUT
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -39,16 +39,14 @@ def data_options(f: Callable) -> Callable:
     return f
 
 
-def _ensure_data(data_dir: Path, mirrors: tuple[str, ...], quiet: bool) -> None:
+def _ensure_data(data_dir: Path, mirrors: tuple[str, ...], quiet: bool):
+    """Download what is missing; return ``data.ensure_mnist``'s report."""
     from . import data
 
     try:
-        report = data.ensure_mnist(data_dir, mirrors or None, progress=not quiet)
+        return data.ensure_mnist(data_dir, mirrors or None, progress=not quiet)
     except data.DataError as exc:
         raise _fail(exc) from None
-    downloaded = [r.gz_name for r, status in report if status == "downloaded"]
-    if downloaded and not quiet:
-        click.echo(f"downloaded {', '.join(downloaded)} into {data_dir}", err=True)
 
 
 def _load(split: str, data_dir: Path, val_size: int = 0):
@@ -73,14 +71,10 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def download(data_dir: Path, mirrors: tuple[str, ...], quiet: bool) -> None:
     """Download and verify the four MNIST files; files already verified are kept."""
-    from . import data
+    from .data import find_file
 
-    try:
-        report = data.ensure_mnist(data_dir, mirrors or None, progress=not quiet)
-    except data.DataError as exc:
-        raise _fail(exc) from None
-    for resource, status in report:
-        click.echo(f"{status:<10} {data.find_file(data_dir, resource)}")
+    for resource, status in _ensure_data(data_dir, mirrors, quiet):
+        click.echo(f"{status:<10} {find_file(data_dir, resource)}")
 
 
 # ---------------------------------------------------------------- train
@@ -224,14 +218,19 @@ def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
 
+    try:
+        saved = runner.load_saved_run(files, flags) if resume else None
+    except (ConfigError, CheckpointError) as exc:
+        raise _fail(exc) from None
+    cfg = saved.cfg if saved else cfg
+
     _ensure_data(data_dir, mirrors, quiet)
     X, y = _load("train", data_dir, cfg.val_size)
     X_val, y_val = _load("val", data_dir, cfg.val_size)
     try:
-        trainer = (runner.resume_trainer(files, flags, len(X)) if resume
-                   else runner.new_trainer(cfg, len(X)))
-    except (ConfigError, CheckpointError) as exc:
-        raise _fail(exc) from None
+        trainer = saved.trainer(len(X)) if saved else runner.new_trainer(cfg, len(X))
+    except CheckpointError as exc:
+        raise _fail(f"{files.last}: {exc}") from None
 
     display = ProgressReporter(trainer.cfg.epochs, quiet)
     reporter = runner.CheckpointReporter(files, trainer, display)
@@ -348,10 +347,9 @@ def predict(images: tuple[Path, ...], model: Path, top_k: int, as_json: bool,
     import numpy as np
 
     from . import imaging
-    from .runner import input_scale
 
     ckpt = _load_checkpoint(model)
-    scale = input_scale(ckpt.meta)
+    scale = ckpt.input_scale
     results, inputs, failed = [], [], 0
     for path in imaging.expand_paths(list(images)):
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 PRESET_DIRS = (Path("configs"), Path(__file__).resolve().parent.parent / "configs")
+DEFAULT_OUT = Path("checkpoints/mnist-mlp.npz")  # best checkpoint of `mlp train`, read by eval
 
 
 class ConfigError(ValueError):

@@ -64,6 +64,9 @@ def flatten_to_gray(img) -> np.ndarray:
     brightness, so black strokes on a transparent background stay visible (on
     white) and white strokes do too (on black).
     """
+    if img.mode.startswith(("I", "F")):                        # 16/32-bit grey, float
+        values = np.asarray(img, dtype=np.float32)
+        return np.clip(values / (65535 if values.max() > 255 else 255), 0, 1)
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
     if not has_alpha:
         return np.asarray(img.convert("L"), dtype=np.float32) / 255

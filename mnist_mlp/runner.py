@@ -14,17 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import checkpoint
 from .atomic import write_bytes_atomic
 from .config import ConfigError, TrainConfig, coerce, resolve
 from .data import PIXEL_SCALE, checksums
 from .network import MLP
 from .train import Reporter, Trainer, TrainState
-
-DEFAULT_OUT = Path("checkpoints/mnist-mlp.npz")
-
 
 def package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -107,8 +102,25 @@ def new_trainer(cfg: TrainConfig, n_train: int) -> Trainer:
 RESUME_OVERRIDABLE = ("epochs", "patience")
 
 
-def resume_trainer(files: RunFiles, overrides: dict[str, Any], n_train: int) -> Trainer:
-    """Rebuild the run saved in ``files.last``; only ``epochs`` and ``patience`` may change.
+@dataclass
+class SavedRun:
+    """A run read back from its last checkpoint, ready to continue."""
+
+    cfg: TrainConfig
+    ckpt: checkpoint.Checkpoint
+    state: TrainState
+
+    def trainer(self, n_train: int) -> Trainer:
+        trainer = Trainer(self.cfg, self.ckpt.net, n_train, self.state)
+        try:
+            trainer.optimizer.load_state_dict(self.ckpt.optimizer_state)
+        except ValueError as exc:
+            raise checkpoint.CheckpointError(f"saved optimiser state: {exc}") from None
+        return trainer
+
+
+def load_saved_run(files: RunFiles, overrides: dict[str, Any]) -> SavedRun:
+    """Read the run saved in ``files.last``; only ``epochs`` and ``patience`` may change.
 
     ``overrides`` are the flags given; those equal to the saved values are fine.
 
@@ -132,14 +144,4 @@ def resume_trainer(files: RunFiles, overrides: dict[str, Any], n_train: int) -> 
     if cfg.sizes != ckpt.net.sizes:
         raise checkpoint.CheckpointError(f"{files.last}: layer sizes {ckpt.net.sizes} do not "
                                          f"match its config {cfg.sizes}")
-    trainer = Trainer(cfg, ckpt.net, n_train, state)
-    try:
-        trainer.optimizer.load_state_dict(ckpt.optimizer_state)
-    except ValueError as exc:
-        raise checkpoint.CheckpointError(f"{files.last}: {exc}") from None
-    return trainer
-
-
-def input_scale(meta: dict[str, Any]) -> np.float32:
-    """The divisor that maps 0-255 pixels to the network's input, from checkpoint metadata."""
-    return np.float32(meta.get("input_scale", PIXEL_SCALE))
+    return SavedRun(cfg, ckpt, state)

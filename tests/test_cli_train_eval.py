@@ -253,3 +253,14 @@ def test_ctrl_c_saves_a_resumable_checkpoint(real_mnist, tmp_path):
     ckpt = checkpoint.load(tmp_path / "m.last.npz")
     assert ckpt.meta["train_state"]["epoch"] >= 1 and ckpt.optimizer_state
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_resume_takes_the_saved_config_without_flags(tiny_mnist, tmp_path):
+    _train(tiny_mnist, tmp_path / "m.npz", "--epochs", "1")
+    result = CliRunner().invoke(main, ["train", "--resume", "--epochs", "2", "--quiet", "--json",
+                                       "--data-dir", str(tiny_mnist),
+                                       "--out", str(tmp_path / "m.npz")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["config"]["val_size"] == 100 and summary["config"]["hidden"] == [16]
+    assert [row["epoch"] for row in summary["epochs"]] == [1, 2]

@@ -63,6 +63,16 @@ def test_palette_and_exif_rotation(tmp_path):
     assert _mean_abs(imaging.load_digit(tmp_path / "r.jpg"), reference) < 0.05
 
 
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_deep_grey_images_keep_their_range(mode):
+    ink = stroke_digit(1)
+    deep = np.round((1 - ink) * 65535)                              # a 16-bit scan
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    img = Image.fromarray(deep.astype(dtype), mode if mode != "I;16" else None)
+    assert img.mode == mode
+    np.testing.assert_allclose(imaging.flatten_to_gray(img), 1 - ink, atol=1e-4)
+
+
 def _write_bad(tmp_path):
     good = tmp_path / "good.png"
     Image.fromarray(np.round(stroke_digit(1) * 255).astype(np.uint8)).resize((400, 400)).save(good)
