@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py --data-dir ../shared/mnist            # everything
     python benchmarks/bench.py --data-dir ../shared/mnist --only engine --reps 7
+    python benchmarks/bench.py --data-dir ../shared/mnist --profile 784-800-10
 
 Engine: training-loop seconds per epoch (``train_seconds``, no data loading or
 validation) for each model at batch 128 with SGD momentum 0.9, alternating
@@ -129,6 +130,17 @@ def bench_engine(data_dir: Path, reps: int, threads: int) -> list[dict]:
     return rows
 
 
+def profile_engine(data_dir: Path, model: str) -> None:
+    """cProfile of one training epoch of ``model``: where the time goes, by function."""
+    import cProfile
+    import pstats
+
+    X, y = data.load_mnist("train", data_dir)
+    profiler = cProfile.Profile()
+    profiler.runcall(engine_epoch, MODELS[model], X, y, X[:1000], y[:1000], 0)
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(12)
+
+
 def measure(cmd: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of ``cmd``, run in a fresh helper process."""
     out = subprocess.run([sys.executable, __file__, "--measure", *cmd],
@@ -196,7 +208,11 @@ def main() -> None:
                                                                              "data")))
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--only", choices=("engine", "commands"))
+    parser.add_argument("--profile", choices=tuple(MODELS), help="profile one epoch instead")
     args = parser.parse_args()
+    if args.profile:
+        profile_engine(args.data_dir, args.profile)
+        return
     threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
     engine = [] if args.only == "commands" else bench_engine(args.data_dir, args.reps, threads)
     commands = [] if args.only == "engine" else bench_commands(args.data_dir, args.reps)
