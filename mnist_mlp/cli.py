@@ -39,14 +39,18 @@ def data_options(f: Callable) -> Callable:
     return f
 
 
-def _ensure_data(data_dir: Path, mirrors: tuple[str, ...], quiet: bool):
-    """Download what is missing; return ``data.ensure_mnist``'s report."""
+def _ensure_data(data_dir: Path, mirrors: tuple[str, ...], quiet: bool, announce: bool = True):
+    """Download what is missing; say so on stderr unless quiet; return the report."""
     from . import data
 
     try:
-        return data.ensure_mnist(data_dir, mirrors or None, progress=not quiet)
+        report = data.ensure_mnist(data_dir, mirrors or None, progress=not quiet)
     except data.DataError as exc:
         raise _fail(exc) from None
+    fetched = [r.gz_name for r, status in report if status == "downloaded"]
+    if fetched and announce and not quiet:
+        click.echo(f"downloaded and verified {', '.join(fetched)} into {data_dir}", err=True)
+    return report
 
 
 def _load(split: str, data_dir: Path, val_size: int = 0):
@@ -73,7 +77,7 @@ def download(data_dir: Path, mirrors: tuple[str, ...], quiet: bool) -> None:
     """Download and verify the four MNIST files; files already verified are kept."""
     from .data import find_file
 
-    for resource, status in _ensure_data(data_dir, mirrors, quiet):
+    for resource, status in _ensure_data(data_dir, mirrors, quiet, announce=False):
         click.echo(f"{status:<10} {find_file(data_dir, resource)}")
 
 

@@ -21,6 +21,8 @@ FIELD = 28               # MNIST's field
 CENTRE = 14.0            # where MNIST puts the centre of mass (row, col), index coordinates
 MIN_CONTRAST = 0.15      # ink this faint against the paper counts as no ink
 NOISE_FLOOR = 0.05       # ink below this (of the paper's brightness) is always cut
+MNIST_STROKE = 1.84      # median stroke width of MNIST's digits, pixels of the 28x28 field
+THIN = 0.6               # strokes thinner than this share of MNIST_STROKE are thickened
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -158,6 +160,27 @@ def ink_bounds(ink: np.ndarray, tail: float = 0.0005) -> tuple[slice, slice]:
     return span(ink.sum(axis=1)), span(ink.sum(axis=0))
 
 
+def stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width of a binary drawing: 2 x area / perimeter (pixels)."""
+    m = np.pad(mask, 1)
+    perimeter = np.count_nonzero(m[1:] != m[:-1]) + np.count_nonzero(m[:, 1:] != m[:, :-1])
+    return 2 * np.count_nonzero(mask) / max(perimeter, 1)
+
+
+def thicken_thin_strokes(ink: np.ndarray) -> np.ndarray:
+    """Widen a fine-pen digit (cropped, (h, w)) towards MNIST's stroke width after fitting.
+
+    Strokes that would end up thinner than THIN x MNIST_STROKE in the 20x20
+    box are grown by a max filter; others are returned unchanged.
+    """
+    target = MNIST_STROKE * max(ink.shape) / BOX          # MNIST's width, in these pixels
+    width = stroke_width(ink > 0.5)
+    if width >= THIN * target:
+        return ink
+    k = 2 * int(round((target - width) / 2)) + 1
+    return box_filter(np.maximum, np.pad(ink, k // 2), k)
+
+
 def fit_box(ink: np.ndarray) -> np.ndarray:
     """Resize the cropped digit to fit BOX x BOX, keeping its aspect ratio. -> (h, w), max side BOX."""
     from PIL import Image
@@ -166,7 +189,8 @@ def fit_box(ink: np.ndarray) -> np.ndarray:
     scale = BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     resized = Image.fromarray(ink.astype(np.float32), "F").resize(size, Image.LANCZOS)
-    return np.clip(np.asarray(resized, dtype=np.float32), 0, 1)
+    box = np.clip(np.asarray(resized, dtype=np.float32), 0, 1)
+    return box / max(float(box.max()), 1e-6)              # MNIST's strokes peak at full white
 
 
 def centre_in_field(digit: np.ndarray) -> np.ndarray:
@@ -190,7 +214,7 @@ def preprocess(gray: np.ndarray) -> np.ndarray:
     """
     ink = ink_map(dark_ink_on_light(to_working_size(gray)))
     rows, cols = ink_bounds(ink)
-    digit = centre_in_field(fit_box(ink[rows, cols]))
+    digit = centre_in_field(fit_box(thicken_thin_strokes(ink[rows, cols])))
     return np.round(digit * 255).astype(np.uint8)
 
 

@@ -63,6 +63,22 @@ def test_palette_and_exif_rotation(tmp_path):
     assert _mean_abs(imaging.load_digit(tmp_path / "r.jpg"), reference) < 0.05
 
 
+@pytest.mark.parametrize("pen", [4, 8])
+def test_fine_pen_strokes_get_mnist_width(tmp_path, pen):
+    """A thin pen on a big page would shrink to faint hairlines in 20x20; MNIST's are ~1.8 px."""
+    from PIL import ImageDraw
+
+    page = Image.new("L", (448, 448), 255)
+    draw = ImageDraw.Draw(page)
+    draw.line((104, 80, 344, 80), fill=0, width=pen)
+    draw.line((344, 80, 190, 384), fill=0, width=pen)              # a 7
+    page.save(tmp_path / "seven.png")
+    x = imaging.load_digit(tmp_path / "seven.png")
+    assert x.max() == 255
+    # MNIST's stroke widths by this measure: 5th percentile 1.22, median 1.84 pixels
+    assert 1.2 <= imaging.stroke_width(x > 127) <= 3.0
+
+
 @pytest.mark.parametrize("mode", ["I;16", "I", "F"])
 def test_deep_grey_images_keep_their_range(mode):
     ink = stroke_digit(1)
