@@ -67,11 +67,15 @@ def load(path: Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint; train one with `mlp train`")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint (not a complete zip "
+                              "archive; truncated, or another kind of file)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise CheckpointError(f"{path}: not a readable .npz checkpoint ({exc})") from None
+        reason = str(exc).split(". ")[0] or type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint ({reason})") from None
     try:
         meta = json.loads(str(arrays.pop("meta")))
         version = meta["format_version"]

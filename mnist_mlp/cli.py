@@ -224,8 +224,11 @@ def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
 
     try:
         saved = runner.load_saved_run(files, flags) if resume else None
+        files.check_writable()
     except (ConfigError, CheckpointError) as exc:
         raise _fail(exc) from None
+    except OSError as exc:
+        raise _fail(f"cannot write checkpoints to {out.parent}: {exc.strerror or exc}") from None
     cfg = saved.cfg if saved else cfg
 
     _ensure_data(data_dir, mirrors, quiet)
@@ -244,6 +247,9 @@ def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
     except TrainingDiverged as exc:
         kept = f"; the last good checkpoint is {files.last}" if files.last.exists() else ""
         raise _fail(f"{exc}{kept}") from None
+    except OSError as exc:  # e.g. the disk filled up while saving a checkpoint
+        raise _fail(f"cannot save checkpoints: {exc.filename or out}: "
+                    f"{exc.strerror or exc}") from None
     finally:
         stop.restore()
         display.close()

@@ -302,6 +302,8 @@ def download_resource(resource: Resource, folder: Path, mirrors: tuple[str, ...]
                 failures.append(f"{url}: {_describe(exc)}")
             except CorruptFile as exc:
                 failures.append(str(exc))
+            except OSError as exc:  # the folder, not the mirror: no point trying others
+                raise DownloadError(f"cannot write {final}: {exc.strerror or exc}") from None
     raise DownloadError(
         f"could not download {resource.gz_name} ({'; '.join(failures)}). Copy the MNIST files "
         f"into {folder}, or give a working mirror with --mirror URL or {MIRRORS_ENV}.")

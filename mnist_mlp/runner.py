@@ -10,6 +10,7 @@ For ``--out checkpoints/mnist-mlp.npz``:
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,16 @@ class RunFiles:
     """The three files of a run, named from the best checkpoint's path."""
 
     best: Path
+
+    def check_writable(self) -> None:
+        """Create the folder and try a file there, so a bad --out fails before training.
+
+        Raises:
+            OSError: the folder cannot be made or written to.
+        """
+        self.best.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=self.best.parent):
+            pass
 
     @property
     def last(self) -> Path:

@@ -151,6 +151,14 @@ def test_resume_refuses_changed_hyperparameters_and_missing_state(tiny_mnist, tm
     assert "only epochs, patience may change" in result.output
 
 
+def test_unwritable_out_fails_before_training(tiny_mnist, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the folder should be")
+    result = _train(tiny_mnist, blocker / "m.npz", expect=1)
+    assert "cannot write checkpoints to" in result.output and "Traceback" not in result.output
+    assert result.output.count("\n") == 1
+
+
 def test_divergence_stops_with_advice(tiny_mnist, tmp_path):
     result = _train(tiny_mnist, tmp_path / "m.npz", "--lr", "1e30", "--optimizer", "sgd",
                     expect=1)

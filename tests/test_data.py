@@ -257,6 +257,15 @@ def test_all_mirrors_fail_names_each(tmp_path):
     assert _listing(tmp_path) == []
 
 
+def test_unwritable_data_folder_is_one_line(served):
+    mirror, target = served
+    target.write_text("a file where the folder should be")
+    result = CliRunner().invoke(main, ["download", "--data-dir", str(target / "sub"),
+                                       "--mirror", mirror.url])
+    assert result.exit_code == 1 and "cannot write" in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
 def test_cli_download(served, monkeypatch):
     mirror, target = served
     runner = CliRunner()
