@@ -182,7 +182,7 @@ def thicken_thin_strokes(ink: np.ndarray) -> np.ndarray:
 
 
 def fit_box(ink: np.ndarray) -> np.ndarray:
-    """Resize the cropped digit to fit BOX x BOX, keeping its aspect ratio. -> (h, w), max side BOX."""
+    """Fit the cropped digit into BOX x BOX, aspect ratio kept, peak 1. -> (h, w), max side BOX."""
     from PIL import Image
 
     h, w = ink.shape

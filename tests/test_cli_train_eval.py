@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -138,9 +136,10 @@ def test_interrupted_run_resumes_bit_for_bit(tiny_mnist, tmp_path, stop_after):
         assert sa.keys() == sb.keys() and all(sa[k].tobytes() == sb[k].tobytes() for k in sa)
     log_a = (tmp_path / "a" / "m.metrics.jsonl").read_text().splitlines()
     log_b = (tmp_path / "b" / "m.metrics.jsonl").read_text().splitlines()
-    strip = lambda rows: [{k: v for k, v in json.loads(r).items() if k != "train_seconds"}
-                          for r in rows]
-    assert strip(log_a) == strip(log_b)
+    def without_timing(rows):
+        return [{k: v for k, v in json.loads(r).items() if k != "train_seconds"} for r in rows]
+
+    assert without_timing(log_a) == without_timing(log_b)
 
 
 def test_resume_refuses_changed_hyperparameters_and_missing_state(tiny_mnist, tmp_path):
@@ -179,7 +178,8 @@ def _bad_checkpoints(tmp_path, good: Path) -> dict[str, tuple[Path, str]]:
     case("not-npz", b"hello, world", "not a readable .npz checkpoint")
     case("empty", b"", "not a readable .npz checkpoint")
     ckpt = checkpoint.load(good)
-    case("no-meta", lambda p: np.savez(p, **{"W.0": ckpt.net.W[0]}), "missing or unreadable metadata")
+    case("no-meta", lambda p: np.savez(p, **{"W.0": ckpt.net.W[0]}),
+         "missing or unreadable metadata")
 
     def rewrite(meta_change=None, drop=None, reshape=None):
         def write(path):

@@ -8,7 +8,7 @@ from PIL import Image
 
 from mnist_mlp import imaging
 
-from .digit_images import RENDERINGS, STROKE_DIGITS, render_all, stroke_digit
+from .digit_images import STROKE_DIGITS, render_all, stroke_digit
 
 
 def _mean_abs(a: np.ndarray, b: np.ndarray) -> float:
