@@ -128,11 +128,6 @@ def _config_options(f: Callable) -> Callable:
     return f
 
 
-CONFIG_KEYS = ("hidden", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
-               "dropout", "input_dropout", "label_smoothing", "max_norm", "schedule",
-               "warmup_epochs", "augment", "val_size", "patience", "seed")
-
-
 class ProgressReporter:
     """tqdm bar per epoch on stderr and one summary line per epoch (both off with --quiet)."""
 

@@ -61,3 +61,12 @@ def test_flags_beat_file_beats_defaults():
     assert (cfg.epochs, cfg.lr, cfg.hidden) == (2, 0.01, (64,))
     assert cfg.batch_size == TrainConfig().batch_size
     assert resolve({"hidden": (500, 300)}).sizes == [784, 500, 300, 10]
+
+
+def test_every_setting_has_a_train_flag():
+    from dataclasses import fields
+
+    from mnist_mlp.cli import train
+
+    flags = {p.name for p in train.params}
+    assert {f.name for f in fields(TrainConfig)} <= flags
