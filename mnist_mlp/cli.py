@@ -54,9 +54,12 @@ def _ensure_data(data_dir: Path, mirrors: tuple[str, ...], quiet: bool, announce
 
 
 def _load(split: str, data_dir: Path, val_size: int = 0):
+    """``data.load_mnist`` (or, for "train+val", ``data.load_train_val``) with clean errors."""
     from . import data
 
     try:
+        if split == "train+val":
+            return data.load_train_val(data_dir, val_size)
         return data.load_mnist(split, data_dir, val_size=val_size)
     except (data.DataError, ValueError) as exc:
         raise _fail(exc) from None
@@ -227,8 +230,7 @@ def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
     cfg = saved.cfg if saved else cfg
 
     _ensure_data(data_dir, mirrors, quiet)
-    X, y = _load("train", data_dir, cfg.val_size)
-    X_val, y_val = _load("val", data_dir, cfg.val_size)
+    X, y, X_val, y_val = _load("train+val", data_dir, cfg.val_size)
     try:
         trainer = saved.trainer(len(X)) if saved else runner.new_trainer(cfg, len(X))
     except CheckpointError as exc:

@@ -368,13 +368,34 @@ def load_mnist(split: Split = "train", data_dir: Path | None = None, *, flat: bo
     """
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
-    if not 0 <= val_size < 60_000:
-        raise ValueError(f"val_size must be in [0, 60000), not {val_size}")
     if split == "val" and val_size == 0:
         raise ValueError("the 'val' split needs val_size > 0")
+    if split == "test":
+        return _to_arrays(*_read_split(data_dir, "test"), flat)
+    X, y, X_val, y_val = load_train_val(data_dir, val_size, flat=flat)
+    return (X_val, y_val) if split == "val" else (X, y)
+
+
+def load_train_val(data_dir: Path | None = None, val_size: int = 5000, *, flat: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The training files, read once, as the "train" and "val" splits of ``load_mnist``.
+
+    Returns:
+        X, y, X_val, y_val; X_val and y_val are empty when val_size is 0.
+    """
+    images, labels = _read_split(data_dir, "train")
+    if not 0 <= val_size < len(images):
+        raise ValueError(f"val_size {val_size} leaves no training samples of {len(images)}")
+    cut = len(images) - val_size
+    return (*_to_arrays(images[:cut], labels[:cut], flat),
+            *_to_arrays(images[cut:], labels[cut:], flat))
+
+
+def _read_split(data_dir: Path | None, split: Literal["train", "test"]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Verified, parsed and cross-checked images uint8 (n, 28, 28) and labels uint8 (n,)."""
     folder = Path(data_dir) if data_dir is not None else default_data_dir()
-    source_split = "test" if split == "test" else "train"
-    images_res, labels_res = (r for r in RESOURCES if r.split == source_split)
+    images_res, labels_res = (r for r in RESOURCES if r.split == split)
     images_payload, images_path = _load_payload(folder, images_res)
     labels_payload, labels_path = _load_payload(folder, labels_res)
     images = parse_idx(images_payload, IMAGES_MAGIC, images_path)  # (n, 28, 28) uint8
@@ -385,14 +406,7 @@ def load_mnist(split: Split = "train", data_dir: Path | None = None, *, flat: bo
     if labels.size and labels.max() > 9:
         raise CorruptFile(f"{labels_path}: label {labels.max()} outside 0-9; "
                           f"{_redo_hint(labels_path)}")
-    if split != "test" and val_size:
-        if val_size >= len(images):
-            raise ValueError(f"val_size {val_size} leaves no training samples of "
-                             f"{len(images)}")
-        cut = images.shape[0] - val_size
-        rows = slice(cut, None) if split == "val" else slice(0, cut)
-        images, labels = images[rows], labels[rows]
-    return _to_arrays(images, labels, flat)
+    return images, labels
 
 
 def _to_arrays(images: np.ndarray, labels: np.ndarray, flat: bool
@@ -400,7 +414,8 @@ def _to_arrays(images: np.ndarray, labels: np.ndarray, flat: bool
     y = labels.astype(np.int64)  # (n,)
     if not flat:
         return images.copy(), y  # (n, 28, 28) uint8, writable
-    X = images.reshape(len(images), -1).astype(np.float32)  # (n, 784)
+    n, rows, cols = images.shape
+    X = images.reshape(n, rows * cols).astype(np.float32)  # (n, 784)
     X /= np.float32(PIXEL_SCALE)
     return X, y
 
