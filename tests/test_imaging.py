@@ -63,6 +63,15 @@ def test_palette_and_exif_rotation(tmp_path):
     assert _mean_abs(imaging.load_digit(tmp_path / "r.jpg"), reference) < 0.05
 
 
+@pytest.mark.parametrize("suffix", [".bmp", ".tif", ".webp", ".gif", ".jpg"])
+def test_every_listed_format_reads_alike(tmp_path, suffix):
+    ink = stroke_digit(4)
+    reference = imaging.load_digit(render_all(ink, tmp_path, "r")["white-on-black"])
+    page = Image.fromarray(np.round((1 - ink) * 255).astype(np.uint8)).resize((140, 140))
+    page.convert("RGB").save(tmp_path / f"four{suffix}")
+    assert _mean_abs(imaging.load_digit(tmp_path / f"four{suffix}"), reference) < 0.05
+
+
 @pytest.mark.parametrize("pen", [4, 8])
 def test_fine_pen_strokes_get_mnist_width(tmp_path, pen):
     """A thin pen on a big page would shrink to faint hairlines in 20x20; MNIST's are ~1.8 px."""
