@@ -363,8 +363,12 @@ def predict(images: tuple[Path, ...], model: Path, top_k: int, as_json: bool,
 
     ckpt = _load_checkpoint(model)
     scale = ckpt.input_scale
+    paths = imaging.expand_paths(list(images))
+    if not paths:
+        raise _fail(f"no image files ({', '.join(imaging.IMAGE_SUFFIXES)}) in "
+                    f"{', '.join(map(str, images))}")
     results, inputs, failed = [], [], 0
-    for path in imaging.expand_paths(list(images)):
+    for path in paths:
         try:
             digit = imaging.load_digit(path)                  # uint8 (28, 28)
         except imaging.ImageError as exc:

@@ -103,3 +103,10 @@ def test_missing_model_is_one_line(tmp_path):
                                        str(good)])
     assert result.exit_code == 1 and "no such checkpoint" in result.output
     assert result.output.count("\n") == 1
+
+
+def test_a_folder_without_images_is_an_error(tmp_path):
+    model = _toy_model(tmp_path)
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(main, ["predict", "--model", str(model), str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "no image files" in result.output
