@@ -86,14 +86,16 @@ def download(data_dir: Path, mirrors: tuple[str, ...], quiet: bool) -> None:
 
 # ---------------------------------------------------------------- train
 
-def _parse_hidden(ctx: click.Context, param: click.Parameter, value: Any) -> tuple[int, ...]:
-    if isinstance(value, tuple):
-        return value
-    try:
-        widths = tuple(int(v) for v in str(value).split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma list of widths, e.g. 500,300") from None
-    return widths
+def _comma_list(kind: type, example: str) -> Callable:
+    """A click callback turning "500,300" into (500, 300) of ``kind``."""
+    def parse(ctx: click.Context, param: click.Parameter, value: Any) -> tuple:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(kind(v) for v in str(value).split(","))
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a comma list, e.g. {example}") from None
+    return parse
 
 
 def _config_options(f: Callable) -> Callable:
@@ -102,8 +104,8 @@ def _config_options(f: Callable) -> Callable:
 
     d = TrainConfig()
     specs = [
-        ("--hidden", dict(default=",".join(map(str, d.hidden)), callback=_parse_hidden,
-                          metavar="W[,W...]", help="Hidden layer widths.")),
+        ("--hidden", dict(default=",".join(map(str, d.hidden)), metavar="W[,W...]",
+                          callback=_comma_list(int, "500,300"), help="Hidden layer widths.")),
         ("--epochs", dict(type=int, default=d.epochs, help="Training epochs.")),
         ("--batch-size", dict(type=int, default=d.batch_size, help="Samples per step.")),
         ("--lr", dict(type=float, default=d.lr, help="Peak learning rate.")),
@@ -112,7 +114,9 @@ def _config_options(f: Callable) -> Callable:
         ("--momentum", dict(type=float, default=d.momentum, help="SGD momentum / Adam beta1.")),
         ("--weight-decay", dict(type=float, default=d.weight_decay,
                                 help="L2 (sgd, nesterov, adam) or decoupled (adamw).")),
-        ("--dropout", dict(type=float, default=d.dropout, help="Hidden-unit drop probability.")),
+        ("--dropout", dict(default=",".join(map(str, d.dropout)), metavar="P[,P...]",
+                           callback=_comma_list(float, "0.5,0.3"),
+                           help="Hidden-unit drop probability: one, or one per layer.")),
         ("--input-dropout", dict(type=float, default=d.input_dropout,
                                  help="Input-pixel drop probability.")),
         ("--label-smoothing", dict(type=float, default=d.label_smoothing,

@@ -33,7 +33,7 @@ class TrainConfig:
     optimizer: str = "nesterov"       # sgd | nesterov | adam | adamw
     momentum: float = 0.9             # SGD momentum, or Adam's beta1
     weight_decay: float = 0.0         # L2 for sgd/nesterov/adam, decoupled for adamw
-    dropout: float = 0.0              # drop probability of each hidden unit
+    dropout: tuple[float, ...] = (0.0,)  # hidden-unit drop probability: one, or one per layer
     input_dropout: float = 0.0        # drop probability of each input pixel
     label_smoothing: float = 0.0      # ε: targets (1 - ε) one-hot + ε / 10
     max_norm: float = 0.0             # bound on each unit's incoming weight norm; 0 = off
@@ -78,8 +78,10 @@ def _validate(cfg: TrainConfig) -> None:
     need(cfg.lr > 0 and math.isfinite(cfg.lr), "lr", "> 0")
     need(0 <= cfg.momentum < 1, "momentum", "in [0, 1)")
     need(cfg.weight_decay >= 0, "weight_decay", ">= 0")
-    for key in ("dropout", "input_dropout", "label_smoothing"):
+    for key in ("input_dropout", "label_smoothing"):
         need(0 <= getattr(cfg, key) < 1, key, "in [0, 1)")
+    need(len(cfg.dropout) in (1, len(cfg.hidden)) and all(0 <= p < 1 for p in cfg.dropout),
+         "dropout", "in [0, 1), one rate or one per hidden layer")
     need(cfg.max_norm >= 0, "max_norm", ">= 0")
     need(0 <= cfg.warmup_epochs <= cfg.epochs, "warmup_epochs", "between 0 and epochs")
     need(0 < cfg.val_size < 60_000, "val_size", "in [1, 60000)")
@@ -98,11 +100,23 @@ def coerce(key: str, value: Any) -> Any:
     if key not in FIELD_TYPES:
         raise ConfigError(f"unknown key {key!r}; known keys: {', '.join(FIELD_TYPES)}")
     kind = FIELD_TYPES[key]
-    if kind == "tuple[int, ...]":
+    if kind.startswith("tuple["):
+        item = kind[len("tuple["):-len(", ...]")]                 # "int" or "float"
         items = value if isinstance(value, list) else [value]
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-            return tuple(items)
-        raise ConfigError(f"{key} must be an integer or a list of integers, not {value!r}")
+        try:
+            return tuple(coerce_scalar(key, item, v) for v in items)
+        except ConfigError:
+            one, many = {"int": ("an integer", "integers"), "float": ("a number", "numbers")}[item]
+            raise ConfigError(f"{key} must be {one} or a list of {many}, not {value!r}") from None
+    return coerce_scalar(key, kind, value)
+
+
+def coerce_scalar(key: str, kind: str, value: Any) -> Any:
+    """``value`` as ``kind`` ("int", "float", "str"); ints are accepted as floats, bools never.
+
+    Raises:
+        ConfigError: wrong type.
+    """
     if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
         return value
     if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):

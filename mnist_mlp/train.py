@@ -81,7 +81,8 @@ class Trainer:
         steps_per_epoch = math.ceil(self.n_train / cfg.batch_size)
         self.lr_at = make_schedule(cfg.schedule, cfg.lr, cfg.epochs * steps_per_epoch,
                                    round(cfg.warmup_epochs * steps_per_epoch))
-        self.dropout = [cfg.input_dropout] + [cfg.dropout] * len(cfg.hidden)
+        hidden = cfg.dropout if len(cfg.dropout) > 1 else cfg.dropout * len(cfg.hidden)
+        self.dropout = [cfg.input_dropout, *hidden]  # per layer input, as MLP.forward takes
         self.distortion = AUGMENTATIONS.get(cfg.augment)  # None for "none"
         if self.state.rng_state is None:
             # Stream 1 of the seed: initialisation used the seed itself.

@@ -93,6 +93,23 @@ def test_config_precedence_and_errors(tiny_mnist, tmp_path):
     assert "comma list" in result.output
 
 
+def test_dropout_per_hidden_layer(tiny_mnist, tmp_path):
+    from mnist_mlp.config import resolve
+    from mnist_mlp.runner import new_trainer
+
+    result = _train(tiny_mnist, tmp_path / "m.npz", "--hidden", "16,8", "--dropout", "0.5,0.1",
+                    "--input-dropout", "0.2", "--json")
+    assert json.loads(result.stdout)["config"]["dropout"] == [0.5, 0.1]
+    per_layer = new_trainer(resolve({"hidden": (16, 8), "dropout": (0.5, 0.1),
+                                     "input_dropout": 0.2}), 100)
+    assert per_layer.dropout == [0.2, 0.5, 0.1]
+    shared = new_trainer(resolve({"hidden": (16, 8), "dropout": (0.3,)}), 100)
+    assert shared.dropout == [0.0, 0.3, 0.3]
+    result = _train(tiny_mnist, tmp_path / "m.npz", "--hidden", "16,8", "--dropout", "0.5,0.1,0.2",
+                    expect=2)
+    assert "one rate or one per hidden layer" in result.output
+
+
 class _StopAfter:
     """Stands in for the Ctrl-C flag: 'pressed' after a number of steps."""
 

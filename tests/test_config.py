@@ -37,6 +37,7 @@ def test_bare_name_finds_the_preset(monkeypatch, tmp_path):
     ("epochs = 2.5\n", "epochs must be of type int"),
     ("lr = true\n", "lr must be of type float"),
     ("hidden = [800, 'x']\n", "hidden must be an integer or a list of integers"),
+    ("dropout = 'half'\n", "dropout must be a number or a list of numbers"),
     ("epochs = \n", "Invalid value"),
 ])
 def test_bad_files_name_the_key_and_file(tmp_path, text, message):
@@ -53,7 +54,9 @@ def test_values_are_checked():
     with pytest.raises(ConfigError, match="optimizer must be one of"):
         resolve({"optimizer": "rmsprop"})
     with pytest.raises(ConfigError, match="dropout must be in"):
-        resolve({"dropout": 1.0})
+        resolve({"dropout": (1.0,)})
+    with pytest.raises(ConfigError, match="one rate or one per hidden layer"):
+        resolve({"hidden": (64, 32), "dropout": (0.1, 0.2, 0.3)})
 
 
 def test_flags_beat_file_beats_defaults():
