@@ -23,6 +23,9 @@ MIN_CONTRAST = 0.15      # ink this faint against the paper counts as no ink
 NOISE_FLOOR = 0.05       # ink below this (of the paper's brightness) is always cut
 MNIST_STROKE = 1.84      # median stroke width of MNIST's digits, pixels of the 28x28 field
 THIN = 0.6               # strokes thinner than this share of MNIST_STROKE are thickened
+LINE_SPAN = 0.8          # a straight run of ink this share of the image long is a ruled line
+LINE_LEVEL = 0.05        # ... if its ink is at least this strong (faint rulings count)
+RULED_LINES = 3          # this many parallel lines are ruled paper; a digit has at most two
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -125,14 +128,57 @@ def ink_map(gray: np.ndarray) -> np.ndarray:
     return np.clip((ink - low) / (high - low), 0, 1)
 
 
-def box_filter(ufunc: np.ufunc, a: np.ndarray, k: int) -> np.ndarray:
-    """``ufunc.reduce`` over each k x k window (edges repeated): max, min or sum filter. (h, w)."""
-    for axis in (0, 1):
+def box_filter(ufunc: np.ufunc, a: np.ndarray, k: int, axes: tuple[int, ...] = (0, 1)
+               ) -> np.ndarray:
+    """``ufunc.reduce`` over each window of k pixels along ``axes`` (edges repeated). (h, w).
+
+    With np.maximum, np.minimum or np.add: a max, min or sum filter, k x k by default.
+    """
+    for axis in axes:
         pad = [(0, 0), (0, 0)]
         pad[axis] = (k // 2, k - 1 - k // 2)
         windows = np.lib.stride_tricks.sliding_window_view(np.pad(a, pad, mode="edge"), k, axis)
         a = ufunc.reduce(windows, axis=-1)
     return a
+
+
+def remove_ruled_lines(ink: np.ndarray) -> np.ndarray:
+    """Erase printed rulings and margins: straight lines across most of the image.
+
+    A line is a run of ink at least LINE_SPAN of the image long (a grey opening
+    along it, tolerant of a slight tilt). With RULED_LINES or more in one
+    direction (ruled or squared paper) each is erased, strokes crossing it
+    bridged; fewer are erased only when they lie apart from the rest of the ink
+    (a margin, a form's box), so the bar of a tightly cropped 7 or the sides of
+    a boxy 0 stay. ink (h, w) bright on black.
+    """
+    out = ink.copy()
+    for along in (1, 0):                                       # horizontal, then vertical
+        across = 1 - along
+        length = int(LINE_SPAN * ink.shape[along])
+        tilted = box_filter(np.maximum, ink, 5, axes=(across,))   # ±2 px of tilt
+        runs = box_filter(np.minimum, tilted, length, axes=(along,))
+        band = box_filter(np.maximum, runs, length, axes=(along,)) > LINE_LEVEL  # (h, w)
+        profile = band.any(axis=along)                        # per row (or column)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], profile.astype(np.int8), [0]])))
+        lines = list(zip(edges[::2], edges[1::2]))             # [start, stop) of each line
+        view = out if across == 0 else out.T                   # lines as rows of `view`
+        for start, stop in lines:
+            if len(lines) >= RULED_LINES:                      # ruled or squared paper:
+                before = view[max(start - 1, 0)]               # bridge strokes that cross
+                after = view[min(stop, len(view) - 1)]         # the line, erase the rest
+                view[start:stop] = np.minimum(before, after)
+            elif _apart(ink, start, stop, across):             # a margin or a box edge
+                view[start:stop] = 0
+    return out
+
+
+def _apart(ink: np.ndarray, start: int, stop: int, across: int) -> bool:
+    """Whether rows (across=0) or columns (1) start:stop lie clear of the other ink."""
+    rest = ink.copy() if across == 0 else ink.T.copy()
+    rest[start:stop] = 0
+    inked = np.flatnonzero((rest > 0.5).any(axis=1))
+    return bool(inked.size) and (stop + 3 < inked[0] or start - 3 > inked[-1])
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 64) -> float:
@@ -212,7 +258,7 @@ def preprocess(gray: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: no ink found.
     """
-    ink = ink_map(dark_ink_on_light(to_working_size(gray)))
+    ink = remove_ruled_lines(ink_map(dark_ink_on_light(to_working_size(gray))))
     rows, cols = ink_bounds(ink)
     digit = centre_in_field(fit_box(thicken_thin_strokes(ink[rows, cols])))
     return np.round(digit * 255).astype(np.uint8)

@@ -57,13 +57,29 @@ def noisy_photo_jpeg(ink: np.ndarray, path: Path, seed: int = 0) -> Path:
     return path
 
 
+def ruled_paper_jpeg(ink: np.ndarray, path: Path, seed: int = 0) -> Path:
+    """A photo of a notebook page: grey-blue rulings every 22 px, a margin line, noise."""
+    rng = np.random.default_rng(seed)
+    big = _place(_enlarge(ink, 7), (240, 240), (30, 22))
+    page = np.full((240, 240), 0.9)
+    for row in range(12, 240, 22):
+        page[row:row + 2] = 0.6                                     # rulings
+    page[:, 8:10] = 0.55                                            # the margin
+    page = page * (1 - 0.85 * big) + rng.normal(0, 0.02, big.shape)
+    rgb = np.stack([page * 0.9, page * 0.95, page], axis=-1)       # blue-ish lines and paper
+    Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8), "RGB").save(
+        path, format="JPEG", quality=85)
+    return path
+
+
 RENDERINGS = {
     "white-on-black": white_on_black,
     "black-on-white-offcentre": black_on_white_offcentre,
     "transparent-rgba": transparent_rgba,
     "noisy-photo-jpeg": noisy_photo_jpeg,
+    "ruled-paper-jpeg": ruled_paper_jpeg,
 }
-SUFFIX = {"noisy-photo-jpeg": ".jpg"}
+SUFFIX = {"noisy-photo-jpeg": ".jpg", "ruled-paper-jpeg": ".jpg"}
 
 
 def render_all(ink: np.ndarray, folder: Path, stem: str) -> dict[str, Path]:

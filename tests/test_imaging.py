@@ -22,8 +22,9 @@ def test_renderings_of_one_stroke_digit_preprocess_alike(tmp_path, digit):
     for kind, path in paths.items():
         got = imaging.load_digit(path)
         assert got.shape == (28, 28) and got.dtype == np.uint8
-        # measured: mean |difference| at most 0.063 of full scale (the thin ring of the 0)
-        assert _mean_abs(got, reference) < 0.08, kind
+        # measured: mean |difference| at most 0.082 of full scale (the thin ring of the 0
+        # on ruled paper, where rulings crossing it are bridged)
+        assert _mean_abs(got, reference) < 0.1, kind
 
 
 def test_output_looks_like_mnist(tmp_path):
@@ -70,6 +71,38 @@ def test_every_listed_format_reads_alike(tmp_path, suffix):
     page = Image.fromarray(np.round((1 - ink) * 255).astype(np.uint8)).resize((140, 140))
     page.convert("RGB").save(tmp_path / f"four{suffix}")
     assert _mean_abs(imaging.load_digit(tmp_path / f"four{suffix}"), reference) < 0.05
+
+
+def test_lines_that_belong_to_the_digit_stay(tmp_path):
+    from PIL import ImageDraw
+
+    for name, shape in (("seven", [((6, 10, 113, 10), 8), ((110, 10, 50, 150), 8)]),
+                        ("boxy-zero", [((10, 8, 10, 151), 8), ((109, 8, 109, 151), 8),
+                                       ((10, 10, 109, 10), 8), ((10, 149, 109, 149), 8)])):
+        page = Image.new("L", (120, 160), 255)                     # cropped close to the ink
+        draw = ImageDraw.Draw(page)
+        for xy, width in shape:
+            draw.line(xy, fill=0, width=width)
+        page.save(tmp_path / f"{name}.png")
+        x = imaging.load_digit(tmp_path / f"{name}.png").astype(np.float64)
+        rows, cols = np.nonzero(x > 127)
+        top = rows.min()
+        assert (x[top] > 127).sum() >= 8, name                     # the top bar is still there
+        if name == "boxy-zero":
+            left, right = cols.min(), cols.max()
+            assert (x[:, left] > 127).sum() >= 12 and (x[:, right] > 127).sum() >= 12
+
+
+def test_a_margin_line_apart_from_the_digit_is_erased(tmp_path):
+    ink = stroke_digit(4)
+    page = np.ones((200, 200))
+    big = np.asarray(Image.fromarray(ink, "F").resize((140, 140)), dtype=np.float64)
+    page[30:170, 50:190] -= np.clip(big, 0, 1)
+    Image.fromarray(np.round(page * 255).astype(np.uint8)).save(tmp_path / "plain.png")
+    page[:, 12:15] = 0.2                                           # a margin, full height
+    Image.fromarray(np.round(page * 255).astype(np.uint8)).save(tmp_path / "margin.png")
+    plain, margin = (imaging.load_digit(tmp_path / f"{n}.png") for n in ("plain", "margin"))
+    assert _mean_abs(margin, plain) < 0.02
 
 
 @pytest.mark.parametrize("pen", [4, 8])
