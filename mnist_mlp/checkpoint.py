@@ -88,15 +88,19 @@ def load(path: Path) -> Checkpoint:
                               f"format {FORMAT_VERSION}")
     if meta.get("activation") != MLP.activation:
         raise CheckpointError(f"{path}: unknown activation {meta.get('activation')!r}")
-    net = MLP(sizes)
-    for name, params in (("W", net.W), ("b", net.b)):
-        for l, p in enumerate(params):
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise CheckpointError(f"{path}: layer sizes {sizes} do not describe a network")
+    shapes = {"W": [(o, i) for i, o in zip(sizes[:-1], sizes[1:])], "b": [(o,) for o in sizes[1:]]}
+    params: dict[str, list[np.ndarray]] = {"W": [], "b": []}
+    for name, expected in shapes.items():
+        for l, shape in enumerate(expected):
             a = arrays.pop(f"{name}.{l}", None)
-            if a is None or a.shape != p.shape or a.dtype.kind != "f":
+            if a is None or a.shape != shape or a.dtype.kind != "f":
                 found = "missing" if a is None else f"{a.dtype} {a.shape}"
                 raise CheckpointError(f"{path}: {name}.{l} is {found}, the metadata calls for "
-                                      f"float {p.shape}")
-            params[l] = a.astype(net.dtype, copy=False)
+                                      f"float {shape}")
+            params[name].append(a.astype(np.float32, copy=False))
+    net = MLP.from_params(params["W"], params["b"])
     leftover = [k for k in arrays if not k.startswith(("opt.", "extra."))]
     if leftover:
         raise CheckpointError(f"{path}: unexpected arrays {leftover} for sizes {sizes}")

@@ -114,6 +114,13 @@ class MLP:
                   for n_in, n_out in zip(sizes[:-1], sizes[1:])]
         self.b = [np.zeros(n_out, dtype=dtype) for n_out in sizes[1:]]
 
+    @classmethod
+    def from_params(cls, W: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> "MLP":
+        """A network with the given parameters (no random initialisation); W[l] (out, in)."""
+        net = cls.__new__(cls)
+        net.W, net.b = list(W), list(b)
+        return net
+
     @property
     def sizes(self) -> list[int]:
         return [self.W[0].shape[1]] + [W.shape[0] for W in self.W]
