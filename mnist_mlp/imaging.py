@@ -83,17 +83,25 @@ def flatten_to_gray(img) -> np.ndarray:
     return alpha * gray + (1 - alpha) * fill
 
 
-def to_working_size(gray: np.ndarray) -> np.ndarray:
-    """Resample so the long side is WORK_SIDE pixels (anti-aliased). (h, w) -> (h', w')."""
+def resize_long_side(a: np.ndarray, side: int, enlarge: str = "bilinear") -> np.ndarray:
+    """Resample a (h, w) in [0, 1] so its long side is ``side``, aspect kept; clipped to [0, 1].
+
+    Shrinking is anti-aliased (Lanczos); enlarging uses ``enlarge`` ("bilinear"
+    leaves no ringing around strokes, "lanczos" keeps edges sharper).
+    """
     from PIL import Image
 
-    h, w = gray.shape
-    scale = WORK_SIDE / max(h, w)
+    h, w = a.shape
+    scale = side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    # Lanczos to shrink (anti-aliased); bilinear to enlarge (no ringing around strokes)
-    method = Image.LANCZOS if scale < 1 else Image.BILINEAR
-    resized = Image.fromarray(gray, "F").resize(size, method)
+    method = Image.LANCZOS if scale < 1 or enlarge == "lanczos" else Image.BILINEAR
+    resized = Image.fromarray(a.astype(np.float32, copy=False), "F").resize(size, method)
     return np.clip(np.asarray(resized, dtype=np.float32), 0, 1)
+
+
+def to_working_size(gray: np.ndarray) -> np.ndarray:
+    """Resample so the long side is WORK_SIDE pixels. (h, w) -> (h', w')."""
+    return resize_long_side(gray, WORK_SIDE)
 
 
 def dark_ink_on_light(gray: np.ndarray) -> np.ndarray:
@@ -229,13 +237,7 @@ def thicken_thin_strokes(ink: np.ndarray) -> np.ndarray:
 
 def fit_box(ink: np.ndarray) -> np.ndarray:
     """Fit the cropped digit into BOX x BOX, aspect ratio kept, peak 1. -> (h, w), max side BOX."""
-    from PIL import Image
-
-    h, w = ink.shape
-    scale = BOX / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    resized = Image.fromarray(ink.astype(np.float32), "F").resize(size, Image.LANCZOS)
-    box = np.clip(np.asarray(resized, dtype=np.float32), 0, 1)
+    box = resize_long_side(ink, BOX, enlarge="lanczos")
     return box / max(float(box.max()), 1e-6)              # MNIST's strokes peak at full white
 
 
