@@ -1,5 +1,5 @@
 """``python -m mnist_mlp`` runs the ``mlp`` command."""
 
-from .cli import main
+from .cli import entry
 
-main(prog_name="mlp")
+entry()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SIDE = 28
+from .data import IMAGE_SIDE as SIDE
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,9 @@ class Distortion:
     elastic_sigma: float = 4.0  # Gaussian width of the elastic field, pixels
 
 
-# Config string -> distortion (the ``augment`` key).
-AUGMENTATIONS = {
+# Config string -> distortion (the ``augment`` key); "none" trains on the digits as they are.
+AUGMENTATIONS: dict[str, Distortion | None] = {
+    "none": None,
     "affine": Distortion(rotate_deg=12, scale=0.12, shear=0.25, shift_px=2.5),
     "elastic": Distortion(rotate_deg=8, scale=0.08, shear=0.15, shift_px=1.5,
                           elastic_alpha=34, elastic_sigma=4),

@@ -1,7 +1,9 @@
-"""The ``mlp`` command line: the only module that prints results and picks exit codes.
+"""The ``mlp`` command line: parses options, makes one library call, prints the result.
 
-Exit codes: 0 success; 1 a bad file, a failed download or a failed run; 2 a bad
-option or value (click's usage errors); 130 training interrupted with Ctrl-C.
+This is the only module that prints results and picks exit codes (progress
+bars go to stderr): 0 success; 1 a bad file, a failed download or a failed
+run; 2 a bad option or value; 130 / 143 training stopped by SIGINT / SIGTERM
+with its resumable state saved.
 """
 
 from __future__ import annotations
@@ -16,52 +18,69 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from .config import DEFAULT_OUT
+from .config import DEFAULT_OUT, FIELDS, ConfigError, check_value, is_list, item_type
+from .data import (DATA_DIR_ENV, DEFAULT_DATA_DIR, DOWNLOAD_DEADLINE_S, IMAGE_SIDE,
+                   MIRRORS_ENV)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
-def _fail(exc: Exception) -> click.ClickException:
+def _fail(exc: Exception | str) -> click.ClickException:
     """One clear line for a user-fixable problem (exit 1)."""
     return click.ClickException(str(exc))
+
+
+def _output_error(path: Path, exc: OSError) -> click.ClickException:
+    return _fail(f"{path}: {exc.strerror or exc}")
 
 
 # ---------------------------------------------------------------- shared options
 
 def data_options(f: Callable) -> Callable:
-    """--data-dir and --mirror, for every command that reads MNIST."""
+    """--data-dir, --mirror and --download-timeout, for every command that reads MNIST."""
+    f = click.option("--download-timeout", type=click.FloatRange(1, 86_400),
+                     default=DOWNLOAD_DEADLINE_S, metavar="SECONDS",
+                     help="Longest a download of one file may take.")(f)
     f = click.option("--mirror", "mirrors", multiple=True, metavar="URL",
-                     help="MNIST mirror to try, in order; repeatable. Default: "
-                          "$MLP_MNIST_MIRRORS (comma-separated), else the public mirrors.")(f)
+                     help=f"MNIST mirror to try, in order; repeatable. Default: ${MIRRORS_ENV} "
+                          "(comma-separated), else the public mirrors.")(f)
     f = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-                     envvar="MLP_DATA_DIR", default="data", show_envvar=True,
+                     envvar=DATA_DIR_ENV, default=str(DEFAULT_DATA_DIR), show_envvar=True,
                      help="Folder holding (or receiving) the MNIST files.")(f)
     return f
 
 
-def _ensure_data(data_dir: Path, mirrors: tuple[str, ...], quiet: bool, announce: bool = True):
-    """Download what is missing; say so on stderr unless quiet; return the report."""
+def _ensure_data(data_dir: Path, mirrors: tuple[str, ...], timeout: float, quiet: bool,
+                 verify: bool = False):
+    """Download what is missing (saying so on stderr unless quiet); the (resource, status) list."""
     from . import data
 
     try:
-        report = data.ensure_mnist(data_dir, mirrors or None, progress=not quiet)
+        report = data.ensure_mnist(data_dir, mirrors or None, progress=not quiet,
+                                   verify=verify, deadline_s=timeout)
     except data.DataError as exc:
         raise _fail(exc) from None
     fetched = [r.gz_name for r, status in report if status == "downloaded"]
-    if fetched and announce and not quiet:
+    if fetched and not quiet and not verify:
         click.echo(f"downloaded and verified {', '.join(fetched)} into {data_dir}", err=True)
     return report
 
 
-def _load(split: str, data_dir: Path, val_size: int = 0):
-    """``data.load_mnist`` (or, for "train+val", ``data.load_train_val``) with clean errors."""
+def _load_split(split: str, data_dir: Path, val_size: int):
     from . import data
 
     try:
-        if split == "train+val":
-            return data.load_train_val(data_dir, val_size)
         return data.load_mnist(split, data_dir, val_size=val_size)
     except (data.DataError, ValueError) as exc:
+        raise _fail(exc) from None
+
+
+def _load_checkpoint(path: Path):
+    from .checkpoint import CheckpointError, load
+
+    try:
+        return load(path)
+    except CheckpointError as exc:
         raise _fail(exc) from None
 
 
@@ -76,216 +95,164 @@ def main() -> None:
 @main.command(context_settings=CONTEXT)
 @data_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def download(data_dir: Path, mirrors: tuple[str, ...], quiet: bool) -> None:
-    """Download and verify the four MNIST files; files already verified are kept."""
+def download(data_dir: Path, mirrors: tuple[str, ...], download_timeout: float,
+             quiet: bool) -> None:
+    """Download and verify the four MNIST files; files already there are verified."""
     from .data import find_file
 
-    for resource, status in _ensure_data(data_dir, mirrors, quiet, announce=False):
+    for resource, status in _ensure_data(data_dir, mirrors, download_timeout, quiet,
+                                         verify=True):
         click.echo(f"{status:<10} {find_file(data_dir, resource)}")
 
 
 # ---------------------------------------------------------------- train
 
-def _comma_list(kind: type, example: str) -> Callable:
-    """A click callback turning "500,300" into (500, 300) of ``kind``."""
-    def parse(ctx: click.Context, param: click.Parameter, value: Any) -> tuple:
-        if isinstance(value, tuple):
-            return value
-        try:
-            return tuple(kind(v) for v in str(value).split(","))
-        except ValueError:
-            raise click.BadParameter(f"{value!r} is not a comma list, e.g. {example}") from None
-    return parse
+def _setting_option(name: str) -> Callable:
+    """The ``mlp train`` option of one TrainConfig field: its help, bounds and choices."""
+    fld = FIELDS[name]
+    meta, kind = fld.metadata, item_type(name)
+    kwargs: dict[str, Any] = {"help": meta["help"], "default": fld.default}
+    if is_list(name):
+        def parse(ctx, param, value):
+            if isinstance(value, tuple):
+                return value
+            try:
+                items = tuple(kind(v) for v in str(value).split(","))
+                check_value(name, items)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc) if isinstance(exc, ConfigError) else
+                                         f"{value!r} is not a comma list of {kind.__name__}s, "
+                                         f"e.g. {','.join(map(str, fld.default * 2))}") from None
+            return items
+        kwargs.update(default=",".join(map(str, fld.default)), callback=parse,
+                      metavar=f"{kind.__name__.upper()}[,...]")
+    elif meta["choices"]:
+        kwargs["type"] = click.Choice(meta["choices"])
+    elif meta["bounds"]:
+        b = meta["bounds"]
+        make = click.IntRange if kind is int else click.FloatRange
+        extra = {} if kind is int else {"min_open": b.low_open, "max_open": b.high_open}
+        kwargs["type"] = make(b.low, b.high, **extra)
+    else:
+        kwargs["type"] = kind
+    return click.option("--" + name.replace("_", "-"), name, **kwargs)
 
 
 def _config_options(f: Callable) -> Callable:
-    """One option per TrainConfig field, defaulting to the built-in defaults."""
-    from .config import CHOICES, TrainConfig
-
-    d = TrainConfig()
-    specs = [
-        ("--hidden", dict(default=",".join(map(str, d.hidden)), metavar="W[,W...]",
-                          callback=_comma_list(int, "500,300"), help="Hidden layer widths.")),
-        ("--epochs", dict(type=int, default=d.epochs, help="Training epochs.")),
-        ("--batch-size", dict(type=int, default=d.batch_size, help="Samples per step.")),
-        ("--lr", dict(type=float, default=d.lr, help="Peak learning rate.")),
-        ("--optimizer", dict(type=click.Choice(CHOICES["optimizer"]), default=d.optimizer,
-                             help="Update rule.")),
-        ("--momentum", dict(type=float, default=d.momentum, help="SGD momentum / Adam beta1.")),
-        ("--weight-decay", dict(type=float, default=d.weight_decay,
-                                help="L2 (sgd, nesterov, adam) or decoupled (adamw).")),
-        ("--dropout", dict(default=",".join(map(str, d.dropout)), metavar="P[,P...]",
-                           callback=_comma_list(float, "0.5,0.3"),
-                           help="Hidden-unit drop probability: one, or one per layer.")),
-        ("--input-dropout", dict(type=float, default=d.input_dropout,
-                                 help="Input-pixel drop probability.")),
-        ("--label-smoothing", dict(type=float, default=d.label_smoothing,
-                                   help="ε: targets (1 - ε) one-hot + ε/10.")),
-        ("--max-norm", dict(type=float, default=d.max_norm,
-                            help="Bound on each unit's incoming weight norm (0: off).")),
-        ("--schedule", dict(type=click.Choice(CHOICES["schedule"]), default=d.schedule,
-                            help="Learning-rate schedule after warm-up.")),
-        ("--warmup-epochs", dict(type=float, default=d.warmup_epochs,
-                                 help="Linear learning-rate warm-up, in epochs.")),
-        ("--augment", dict(type=click.Choice(CHOICES["augment"]), default=d.augment,
-                           help="Random distortions of each training batch.")),
-        ("--val-size", dict(type=int, default=d.val_size,
-                            help="Last N training samples held out for validation.")),
-        ("--patience", dict(type=int, default=d.patience,
-                            help="Early stopping after N epochs without improvement (0: off).")),
-        ("--seed", dict(type=int, default=d.seed,
-                        help="Seeds initialisation, shuffling, dropout, distortions.")),
-    ]
-    for name, kwargs in reversed(specs):
-        f = click.option(name, **kwargs)(f)
+    """One option per TrainConfig field."""
+    for name in reversed(FIELDS):
+        f = _setting_option(name)(f)
     return f
 
 
-class ProgressReporter:
-    """tqdm bar per epoch on stderr and one summary line per epoch (both off with --quiet)."""
+class ProgressDisplay:
+    """A tqdm bar per epoch and one summary line per epoch, on stderr (off with --quiet)."""
 
-    def __init__(self, epochs: int, quiet: bool):
-        self.epochs, self.quiet, self.bar = epochs, quiet, None
+    def __init__(self, quiet: bool):
+        self.quiet, self.bar, self.running = quiet, None, None
 
-    def epoch_start(self, epoch, n_samples, done):
+    def on_epoch_begin(self, trainer, epoch, n_samples, done):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=n_samples, initial=done, desc=f"epoch {epoch}/{self.epochs}",
-                        unit="img", unit_scale=True, leave=False, file=sys.stderr,
+        self.bar = tqdm(total=n_samples, initial=done,
+                        desc=f"epoch {epoch}/{trainer.cfg.epochs}", unit="img",
+                        unit_scale=True, leave=False, file=sys.stderr,
                         disable=self.quiet or None, mininterval=0.5)
         self.running = None
 
-    def batch_end(self, n, loss):
+    def on_batch_end(self, trainer, n, loss):
         self.running = loss if self.running is None else 0.98 * self.running + 0.02 * loss
         self.bar.set_postfix(loss=f"{self.running:.4f}", refresh=False)
         self.bar.update(n)
 
-    def epoch_end(self, row, state, improved):
-        self.bar.close()
-        if not self.quiet:
-            click.echo(
-                f"epoch {row['epoch']:>3}/{self.epochs}  train loss {row['train_loss']:.4f}  "
-                f"val loss {row['val_loss']:.4f}  val acc {100 * row['val_accuracy']:.2f}%"
-                f"{' *' if improved else '  '}  {row['train_seconds']:.1f}s  "
-                f"lr {row['lr']:.4g}", err=True)
+    def on_epoch_end(self, trainer, row, improved):
+        self.close()
+        if self.quiet:
+            return
+        val = ("" if row["val_loss"] is None else
+               f"  val loss {row['val_loss']:.4f}  val acc {100 * row['val_accuracy']:.2f}%")
+        click.echo(f"epoch {row['epoch']:>3}/{trainer.cfg.epochs}  train loss "
+                   f"{row['train_loss']:.4f}{val}{' *' if improved else '  '}  "
+                   f"{row['train_seconds']:.1f}s  lr {row['lr']:.4g}", err=True)
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
-
-
-class _StopFlag:
-    """Ctrl-C asks training to stop after the current step; a second Ctrl-C stops at once."""
-
-    def __init__(self):
-        self.raised = False
-        self.previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum, frame):
-        self.raised = True
-        signal.signal(signal.SIGINT, self.previous)
-
-    def __call__(self) -> bool:
-        return self.raised
-
-    def restore(self):
-        signal.signal(signal.SIGINT, self.previous)
+            self.bar = None
 
 
 @main.command(context_settings=CONTEXT)
 @click.option("--config", "config_name", metavar="FILE|NAME",
-              help="A TOML preset: a path, or a name in configs/ (e.g. lecun-800).")
+              help="A TOML preset: a path, or a name (./configs/NAME.toml, else a built-in "
+                   "preset; a wrong name lists them).")
 @_config_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT,
-              help="Best checkpoint; NAME.last.npz and NAME.metrics.jsonl go beside it.")
+              help="Best checkpoint; NAME.last.npz, NAME.metrics.jsonl and NAME.curves.png "
+                   "go beside it.")
 @click.option("--resume", is_flag=True,
               help="Continue the run saved in --out's .last.npz, bit for bit.")
+@click.option("--overwrite", is_flag=True, help="Replace a run already saved at --out.")
+@click.option("--no-plots", is_flag=True, help="Do not redraw NAME.curves.png each epoch.")
 @data_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
 @click.pass_context
 def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
-          data_dir: Path, mirrors: tuple[str, ...], quiet: bool, as_json: bool,
-          **options: Any) -> None:
+          overwrite: bool, no_plots: bool, data_dir: Path, mirrors: tuple[str, ...],
+          download_timeout: float, quiet: bool, as_json: bool, **settings: Any) -> None:
     """Train an MLP on MNIST and save checkpoints.
 
-    Settings come from the built-in defaults (configs/default.toml), then the
-    --config file, then the flags given.
+    Settings come from the built-in defaults (the preset "default"), then the
+    --config file, then the flags given. --resume takes the saved run's
+    settings; only --epochs and --patience may change.
     """
-    from . import runner
+    from . import run
     from .checkpoint import CheckpointError
-    from .config import ConfigError, find_preset, load_config_file, resolve
+    from .config import ConfigFileError
+    from .data import DataError
     from .train import TrainingDiverged
 
-    flags = {k: v for k, v in options.items()
+    flags = {k: v for k, v in settings.items()
              if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-    files = runner.RunFiles(out)
+    display = ProgressDisplay(quiet)
     try:
-        file_values = load_config_file(find_preset(config_name)) if config_name else {}
-        cfg = resolve(file_values)
-    except ConfigError as exc:
+        result = run.train(out, config=config_name, flags=flags, resume=resume,
+                           overwrite=overwrite, data_dir=data_dir, mirrors=mirrors or None,
+                           download_deadline_s=download_timeout, progress=not quiet,
+                           plots=not no_plots, callbacks=[display],
+                           log=lambda line: quiet or click.echo(line, err=True))
+    except ConfigFileError as exc:
         raise _fail(exc) from None
-    try:
-        cfg = resolve(file_values, flags)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-
-    try:
-        saved = runner.load_saved_run(files, flags) if resume else None
-        files.check_writable()
-    except (ConfigError, CheckpointError) as exc:
+    except (run.RunError, CheckpointError, DataError) as exc:
         raise _fail(exc) from None
-    except OSError as exc:
-        raise _fail(f"cannot write checkpoints to {out.parent}: {exc.strerror or exc}") from None
-    cfg = saved.cfg if saved else cfg
-
-    _ensure_data(data_dir, mirrors, quiet)
-    X, y, X_val, y_val = _load("train+val", data_dir, cfg.val_size)
-    try:
-        trainer = saved.trainer(len(X)) if saved else runner.new_trainer(cfg, len(X))
-    except CheckpointError as exc:
-        raise _fail(f"{files.last}: {exc}") from None
-
-    display = ProgressReporter(trainer.cfg.epochs, quiet)
-    reporter = runner.CheckpointReporter(files, trainer, display)
-    stop = _StopFlag()
-    try:
-        finished = trainer.fit(X, y, X_val, y_val, reporter, should_stop=stop)
     except TrainingDiverged as exc:
-        kept = f"; the last good checkpoint is {files.last}" if files.last.exists() else ""
+        last = run.RunFiles(out).last
+        kept = f"; the last good checkpoint is {last}" if last.exists() else ""
         raise _fail(f"{exc}{kept}") from None
-    except OSError as exc:  # e.g. the disk filled up while saving a checkpoint
-        raise _fail(f"cannot save checkpoints: {exc.filename or out}: "
-                    f"{exc.strerror or exc}") from None
     finally:
-        stop.restore()
         display.close()
-    if not finished:
-        runner.save_last(files, trainer)
-        st = trainer.state
-        click.echo(f"interrupted at epoch {st.epoch + 1}, batch {st.batch}; saved {files.last}. "
-                   f"Resume with: mlp train --resume --out {out}", err=True)
-        ctx.exit(130)
 
-    st = trainer.state
+    st, files = result.trainer.state, result.files
+    if not result.finished:
+        name = signal.Signals(result.signum).name
+        click.echo(f"{name}: stopped at epoch {st.epoch + 1}, batch {st.batch}; saved "
+                   f"{files.last}. Resume with: mlp train --resume --out {out}", err=True)
+        ctx.exit(128 + result.signum)
     if as_json:
-        click.echo(json.dumps({"config": trainer.cfg.to_dict(), "epochs": st.history,
-                               "best_epoch": st.best_epoch, "checkpoint": str(out)}))
-    else:
-        click.echo(f"best val accuracy {100 * st.best_val_accuracy:.2f}% at epoch "
-                   f"{st.best_epoch}; saved {out}")
+        click.echo(json.dumps({"config": result.trainer.cfg.to_dict(), "epochs": st.history,
+                               "best_epoch": st.best_epoch, "checkpoint": str(out),
+                               "curves": None if no_plots else str(files.curves)}))
+        return
+    kept = (f"best val accuracy {100 * st.best_val_accuracy:.2f}% at epoch {st.best_epoch}"
+            if result.trainer.cfg.val_size else f"no validation split; kept epoch {st.epoch}")
+    click.echo(f"{kept}; saved {out}")
+    if not no_plots:
+        click.echo(f"curves: {files.curves}")
 
 
 # ---------------------------------------------------------------- eval
-
-def _load_checkpoint(path: Path):
-    from .checkpoint import CheckpointError, load
-
-    try:
-        return load(path)
-    except CheckpointError as exc:
-        raise _fail(exc) from None
-
 
 def _format_report(result: dict[str, Any]) -> str:
     lines = [f"accuracy {100 * result['accuracy']:.2f}%  loss {result['loss']:.4f}  "
@@ -309,36 +276,44 @@ def _format_report(result: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 @click.option("--errors", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
               help="Also save a grid of up to 100 misclassified digits.")
+@click.option("--confusion", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE.png", help="Also save the confusion matrix as a heatmap.")
 @click.option("-q", "--quiet", is_flag=True, help="No download progress bar.")
-def eval_(model: Path, data_dir: Path, mirrors: tuple[str, ...], split: str, as_json: bool,
-          errors: Path | None, quiet: bool) -> None:
+def eval_(model: Path, data_dir: Path, mirrors: tuple[str, ...], download_timeout: float,
+          split: str, as_json: bool, errors: Path | None, confusion: Path | None,
+          quiet: bool) -> None:
     """Score a checkpoint: accuracy, loss, per-class scores, confusion matrix."""
     from . import metrics
+    from .run import saved_config
 
     ckpt = _load_checkpoint(model)
-    val_size = int(ckpt.meta.get("config", {}).get("val_size", 0)) if split != "test" else 0
-    _ensure_data(data_dir, mirrors, quiet)
-    X, y = _load(split, data_dir, val_size)
-    logits = ckpt.net.logits(X)
-    pred = logits.argmax(axis=1)
-    confusion = metrics.confusion_matrix(y, pred)
-    scores = metrics.per_class_scores(confusion)
-    result = {
-        "accuracy": metrics.accuracy(y, pred),
-        "loss": metrics.mean_cross_entropy(logits, y),
-        "n": len(y),
-        "per_class": [{k: (int(v[d]) if k == "support" else float(v[d]))
-                       for k, v in scores.items()} for d in range(10)],
-        "confusion": confusion.tolist(),
-    }
+    val_size = 0
+    if split != "test":
+        try:
+            val_size = saved_config(ckpt.meta).val_size
+        except ConfigError as exc:
+            raise _fail(f"{model}: its training config is unusable ({exc}); only --split "
+                        "test works for it") from None
+    _ensure_data(data_dir, mirrors, download_timeout, quiet)
+    X, y = _load_split(split, data_dir, val_size)
+    result = metrics.evaluate(ckpt.net, X, y)
     if errors is not None:
         from .gallery import save_errors
 
+        pred = ckpt.net.predict(X)
         wrong = (pred != y).nonzero()[0][:100]
         try:
-            save_errors(errors, X[wrong].reshape(-1, 28, 28), y[wrong], pred[wrong])
+            save_errors(errors, X[wrong].reshape(-1, IMAGE_SIDE, IMAGE_SIDE), y[wrong],
+                        pred[wrong])
         except OSError as exc:
-            raise _fail(f"{errors}: {exc.strerror or exc}") from None
+            raise _output_error(errors, exc) from None
+    if confusion is not None:
+        from .plots import confusion_figure, save_figure
+
+        try:
+            save_figure(confusion_figure(result["confusion"], result["accuracy"]), confusion)
+        except OSError as exc:
+            raise _output_error(confusion, exc) from None
     click.echo(json.dumps(result) if as_json else _format_report(result))
 
 
@@ -361,44 +336,82 @@ def predict(images: tuple[Path, ...], model: Path, top_k: int, as_json: bool,
     is prepared as MNIST's digits were: polarity, background and noise handled,
     the digit fitted to 20x20 and centred by its centre of mass in 28x28.
     """
-    import numpy as np
-
     from . import imaging
+    from .classify import Prediction, classify
 
     ckpt = _load_checkpoint(model)
-    scale = ckpt.input_scale
     paths = imaging.expand_paths(list(images))
     if not paths:
         raise _fail(f"no image files ({', '.join(imaging.IMAGE_SUFFIXES)}) in "
                     f"{', '.join(map(str, images))}")
-    results, inputs, failed = [], [], 0
-    for path in paths:
-        try:
-            digit = imaging.load_digit(path)                  # uint8 (28, 28)
-        except imaging.ImageError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            failed += 1
-            continue
-        x = digit.reshape(1, -1).astype(np.float32) / scale  # (1, 784), as in training
-        proba = ckpt.net.predict_proba(x)[0]                  # (10,)
-        top = np.argsort(proba)[::-1][:top_k]
-        results.append({"path": str(path), "digit": int(top[0]),
-                        "confidence": float(proba[top[0]]),
-                        "top": [[int(d), float(proba[d])] for d in top]})
-        inputs.append(digit)
-        if not as_json:
-            others = ", ".join(f"{d} {100 * p:.1f}%" for d, p in results[-1]["top"][1:])
-            click.echo(f"{path}: {top[0]} ({100 * proba[top[0]]:.1f}%)"
+    results = classify(ckpt, paths)
+    good = [r for r in results if isinstance(r, Prediction)]
+    for r in results:
+        if not isinstance(r, Prediction):
+            click.echo(f"Error: {r}", err=True)
+        elif not as_json:
+            top = r.top(top_k)
+            others = ", ".join(f"{d} {100 * p:.1f}%" for d, p in top[1:])
+            click.echo(f"{r.source}: {r.digit} ({100 * r.confidence:.1f}%)"
                        + (f"  then {others}" if others else ""))
     if as_json:
-        click.echo(json.dumps(results))
-    if show_input is not None and inputs:
+        click.echo(json.dumps([{"path": r.source, "digit": r.digit, "confidence": r.confidence,
+                                "top": r.top(top_k)} for r in good]))
+    if show_input is not None and good:
+        import numpy as np
+
         from .gallery import save_grid
 
         try:
-            save_grid(show_input, np.stack(inputs) / np.float32(255),
-                      [f"{r['digit']} {Path(r['path']).name[:10]}" for r in results])
+            save_grid(show_input, np.stack([r.pixels for r in good]) / np.float32(255),
+                      [f"{r.digit} {Path(r.source).name[:10]}" for r in good])
         except OSError as exc:
-            raise _fail(f"{show_input}: {exc.strerror or exc}") from None
-    if failed:
+            raise _output_error(show_input, exc) from None
+    if len(good) < len(results):
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------- plot
+
+@main.command(context_settings=CONTEXT)
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--curves", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
+              help="Where the curves go. Default: NAME.curves.png beside a single run; "
+                   "runs.curves.png here for several.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
+              help="Where a single checkpoint's first-layer weights go. Default: "
+                   "NAME.weights.png beside it.")
+def plot(runs: tuple[Path, ...], curves: Path | None, weights: Path | None) -> None:
+    """Draw runs: their training curves, and a checkpoint's first-layer weights.
+
+    Each RUN is a checkpoint (its NAME.metrics.jsonl beside it) or a metrics
+    log. Several runs: their validation curves overlaid, one legend entry each.
+    """
+    from . import plots
+
+    try:
+        pictures = plots.draw_runs(list(runs), curves, weights,
+                                   note=lambda line: click.echo(line, err=True))
+    except plots.PlotError as exc:
+        raise _fail(exc) from None
+    for kind, path in pictures:
+        click.echo(f"{kind}: {path}")
+
+
+# ---------------------------------------------------------------- entry point
+
+def entry() -> None:
+    """The ``mlp`` executable: ``main`` with output errors as one line, not a traceback.
+
+    click already quiets a closed pipe (``mlp predict ... | head -1``); a full
+    disk or a device that refuses writes on stdout (``> /dev/full``) ends here.
+    """
+    try:
+        main(prog_name="mlp")
+    except OSError as exc:
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing more to flush at exit
+        click.echo(f"Error: cannot write the output: {exc.strerror or exc}", err=True)
         sys.exit(1)

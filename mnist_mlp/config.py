@@ -1,8 +1,10 @@
 """Training configuration: typed defaults, TOML presets, and their merge with flags.
 
-Precedence: built-in defaults < the ``--config`` file < flags given on the
-command line. Unknown keys and wrong types are errors that name the key and
-the file.
+Each ``TrainConfig`` field carries its default, help text, bounds and choices
+once (in its ``metadata``); validation, the ``mlp train`` options and the
+README's table all come from there. Precedence: built-in defaults < the
+``--config`` file < flags given on the command line. Unknown keys, wrong types
+and out-of-range values are errors that name the key (and the file).
 """
 
 from __future__ import annotations
@@ -10,42 +12,98 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-from dataclasses import dataclass, fields
+import typing
+from dataclasses import dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-PRESET_DIRS = (Path("configs"), Path(__file__).resolve().parent.parent / "configs")
+from .augment import AUGMENTATIONS
+from .data import N_CLASSES, N_PIXELS
+from .files import read_bounded
+from .network import MAX_LAYERS, MAX_WIDTH
+from .optim import OPTIMIZERS, SCHEDULES
+
+PRESET_DIR = Path("configs")          # ./configs/NAME.toml is looked at before the built-ins
+PRESET_PACKAGE_DIR = "configs"        # built-in presets: package data of mnist_mlp
 DEFAULT_OUT = Path("checkpoints/mnist-mlp.npz")  # best checkpoint of `mlp train`, read by eval
+MAX_CONFIG_BYTES = 1 << 20            # a preset is a few hundred bytes
 
 
 class ConfigError(ValueError):
-    """A config file or value that cannot be used; the message names the key."""
+    """A config value that cannot be used; the message names the key."""
+
+
+class ConfigFileError(ConfigError):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A closed or half-open interval of allowed numbers."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return math.isfinite(value) and above and below
+
+    def __str__(self) -> str:
+        return (f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                f"{')' if self.high_open else ']'}")
+
+
+def setting(default: Any, help: str, bounds: Bounds | None = None,
+            choices: tuple[str, ...] | None = None) -> Any:
+    """A TrainConfig field: its default, help text, bounds (per item for lists) and choices."""
+    return field(default=default, metadata={"help": help, "bounds": bounds, "choices": choices})
+
+
+PROBABILITY = Bounds(0, 1, high_open=True)
+MAX_TRAIN = 60_000  # MNIST's training images
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Every hyperparameter of a training run. The defaults are ``configs/default.toml``."""
 
-    hidden: tuple[int, ...] = (800,)  # hidden layer widths, e.g. (500, 300)
-    epochs: int = 12                  # passes over the training split
-    batch_size: int = 128             # samples per gradient step
-    lr: float = 0.1                   # peak learning rate
-    optimizer: str = "nesterov"       # sgd | nesterov | adam | adamw
-    momentum: float = 0.9             # SGD momentum, or Adam's beta1
-    weight_decay: float = 0.0         # L2 for sgd/nesterov/adam, decoupled for adamw
-    dropout: tuple[float, ...] = (0.0,)  # hidden-unit drop probability: one, or one per layer
-    input_dropout: float = 0.0        # drop probability of each input pixel
-    label_smoothing: float = 0.0      # ε: targets (1 - ε) one-hot + ε / 10
-    max_norm: float = 0.0             # bound on each unit's incoming weight norm; 0 = off
-    schedule: str = "cosine"          # constant | step | cosine
-    warmup_epochs: float = 0.0        # linear warm-up length, in epochs
-    augment: str = "none"             # none | affine | elastic
-    val_size: int = 5000              # last N training samples held out for validation
-    patience: int = 0                 # stop after N epochs without a better val accuracy; 0 = off
-    seed: int = 0                     # seeds initialisation, shuffling, dropout, augmentation
+    hidden: tuple[int, ...] = setting((800,), "Hidden layer widths, e.g. 500,300.",
+                                      Bounds(1, MAX_WIDTH))
+    epochs: int = setting(12, "Passes over the training split.", Bounds(1, 100_000))
+    batch_size: int = setting(128, "Samples per gradient step.", Bounds(1, MAX_TRAIN))
+    lr: float = setting(0.1, "Peak learning rate.", Bounds(0, 1e6, low_open=True))
+    optimizer: str = setting("nesterov", "Update rule.", choices=tuple(OPTIMIZERS))
+    momentum: float = setting(0.9, "SGD momentum, or Adam's beta1.", PROBABILITY)
+    weight_decay: float = setting(0.0, "L2 (sgd, nesterov, adam) or decoupled (adamw) decay "
+                                       "of the weights; biases are not decayed.", Bounds(0, 10))
+    dropout: tuple[float, ...] = setting((0.0,), "Hidden-unit drop probability: one, or one "
+                                                 "per hidden layer.", PROBABILITY)
+    input_dropout: float = setting(0.0, "Input-pixel drop probability.", PROBABILITY)
+    label_smoothing: float = setting(0.0, "ε: targets (1 - ε) one-hot + ε/10.", PROBABILITY)
+    max_norm: float = setting(0.0, "Bound on each unit's incoming weight norm (0: off).",
+                              Bounds(0, 1e6))
+    schedule: str = setting("cosine", "Learning-rate schedule after warm-up.",
+                            choices=tuple(SCHEDULES))
+    warmup_epochs: float = setting(0.0, "Linear learning-rate warm-up, in epochs (at most "
+                                        "--epochs).", Bounds(0, 100_000))
+    augment: str = setting("none", "Random distortions of each training batch.",
+                           choices=tuple(AUGMENTATIONS))
+    val_size: int = setting(5000, "Last N training samples held out for validation (0: train "
+                                  "on all 60,000; the last epoch is the model).",
+                            Bounds(0, MAX_TRAIN - 1))
+    patience: int = setting(0, "Early stopping after N epochs without a better validation "
+                               "accuracy (0: off; needs --val-size > 0).", Bounds(0, 100_000))
+    seed: int = setting(0, "Seeds initialisation, shuffling, dropout, distortions.",
+                        Bounds(0, 2**63 - 1))
 
     def __post_init__(self):
-        _validate(self)
+        for f in fields(self):
+            check_value(f.name, getattr(self, f.name))
+        _check_together(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/TOML-friendly values (tuples become lists)."""
@@ -55,113 +113,149 @@ class TrainConfig:
     @property
     def sizes(self) -> list[int]:
         """Layer widths of the network: [784, *hidden, 10]."""
-        return [784, *self.hidden, 10]
+        return [N_PIXELS, *self.hidden, N_CLASSES]
 
 
-FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
-CHOICES = {
-    "optimizer": ("sgd", "nesterov", "adam", "adamw"),
-    "schedule": ("constant", "step", "cosine"),
-    "augment": ("none", "affine", "elastic"),
-}
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+FIELD_TYPES = typing.get_type_hints(TrainConfig)
 
 
-def _validate(cfg: TrainConfig) -> None:
-    def need(ok: bool, key: str, what: str) -> None:
-        if not ok:
-            raise ConfigError(f"{key} must be {what}, not {getattr(cfg, key)!r}")
+def item_type(key: str) -> type:
+    """int, float or str: the field's type, or the item type of a tuple field."""
+    kind = FIELD_TYPES[key]
+    return typing.get_args(kind)[0] if typing.get_origin(kind) is tuple else kind
 
-    need(len(cfg.hidden) >= 1 and all(h >= 1 for h in cfg.hidden), "hidden",
-         "one or more positive widths")
-    need(cfg.epochs >= 1, "epochs", ">= 1")
-    need(cfg.batch_size >= 1, "batch_size", ">= 1")
-    need(cfg.lr > 0 and math.isfinite(cfg.lr), "lr", "> 0")
-    need(0 <= cfg.momentum < 1, "momentum", "in [0, 1)")
-    need(cfg.weight_decay >= 0, "weight_decay", ">= 0")
-    for key in ("input_dropout", "label_smoothing"):
-        need(0 <= getattr(cfg, key) < 1, key, "in [0, 1)")
-    need(len(cfg.dropout) in (1, len(cfg.hidden)) and all(0 <= p < 1 for p in cfg.dropout),
-         "dropout", "in [0, 1), one rate or one per hidden layer")
-    need(cfg.max_norm >= 0, "max_norm", ">= 0")
-    need(0 <= cfg.warmup_epochs <= cfg.epochs, "warmup_epochs", "between 0 and epochs")
-    need(0 < cfg.val_size < 60_000, "val_size", "in [1, 60000)")
-    need(cfg.patience >= 0, "patience", ">= 0")
-    need(cfg.seed >= 0, "seed", ">= 0")
-    for key, options in CHOICES.items():
-        need(getattr(cfg, key) in options, key, "one of " + ", ".join(options))
+
+def is_list(key: str) -> bool:
+    return typing.get_origin(FIELD_TYPES[key]) is tuple
+
+
+def check_value(key: str, value: Any) -> None:
+    """Bounds and choices of one field, from its metadata.
+
+    Raises:
+        ConfigError: out of range or not a choice; the message names the key.
+    """
+    meta = FIELDS[key].metadata
+    bounds, choices = meta["bounds"], meta["choices"]
+    items = value if is_list(key) else (value,)
+    if is_list(key) and not items:
+        raise ConfigError(f"{key} must have at least one value")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
+    if bounds is not None and not all(v in bounds for v in items):
+        raise ConfigError(f"{key} must be in {bounds}, not {_show(value)}")
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else repr(value)
+
+
+def _check_together(cfg: TrainConfig) -> None:
+    """Rules that tie two fields together."""
+    if len(cfg.hidden) >= MAX_LAYERS:
+        raise ConfigError(f"hidden may have at most {MAX_LAYERS - 1} layers, not "
+                          f"{len(cfg.hidden)}")
+    if len(cfg.dropout) not in (1, len(cfg.hidden)):
+        raise ConfigError(f"dropout must be one rate or one per hidden layer "
+                          f"({len(cfg.hidden)}), not {_show(cfg.dropout)}")
+    if cfg.warmup_epochs > cfg.epochs:
+        raise ConfigError(f"warmup_epochs ({cfg.warmup_epochs:g}) must be between 0 and "
+                          f"epochs ({cfg.epochs})")
+    if cfg.patience and not cfg.val_size:
+        raise ConfigError("patience needs a validation split: val_size 0 trains on all "
+                          "the data and keeps the last epoch")
 
 
 def coerce(key: str, value: Any) -> Any:
-    """Check ``value`` against the field's type and convert it (int -> float, list -> tuple).
+    """Check ``value``'s type and range for ``key`` and convert it (int -> float, list -> tuple).
 
     Raises:
-        ConfigError: unknown key or wrong type.
+        ConfigError: unknown key, wrong type, or out of range.
     """
-    if key not in FIELD_TYPES:
-        raise ConfigError(f"unknown key {key!r}; known keys: {', '.join(FIELD_TYPES)}")
-    kind = FIELD_TYPES[key]
-    if kind.startswith("tuple["):
-        item = kind[len("tuple["):-len(", ...]")]                 # "int" or "float"
+    if key not in FIELDS:
+        raise ConfigError(f"unknown key {key!r}; known keys: {', '.join(FIELDS)}")
+    kind = item_type(key)
+    if is_list(key):
         items = value if isinstance(value, list) else [value]
         try:
-            return tuple(coerce_scalar(key, item, v) for v in items)
+            value = tuple(_coerce_scalar(key, kind, v) for v in items)
         except ConfigError:
-            one, many = {"int": ("an integer", "integers"), "float": ("a number", "numbers")}[item]
+            one, many = {int: ("an integer", "integers"), float: ("a number", "numbers")}[kind]
             raise ConfigError(f"{key} must be {one} or a list of {many}, not {value!r}") from None
-    return coerce_scalar(key, kind, value)
+    else:
+        value = _coerce_scalar(key, kind, value)
+    check_value(key, value)
+    return value
 
 
-def coerce_scalar(key: str, kind: str, value: Any) -> Any:
-    """``value`` as ``kind`` ("int", "float", "str"); ints are accepted as floats, bools never.
-
-    Raises:
-        ConfigError: wrong type.
-    """
-    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+def _coerce_scalar(key: str, kind: type, value: Any) -> Any:
+    """``value`` as ``kind`` (int, float, str); ints are accepted as floats, bools never."""
+    if isinstance(value, bool):
+        pass
+    elif kind is int and isinstance(value, int):
         return value
-    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+    elif kind is float and isinstance(value, (int, float)):
         return float(value)
-    if kind == "str" and isinstance(value, str):
+    elif kind is str and isinstance(value, str):
         return value
-    raise ConfigError(f"{key} must be of type {kind}, not {type(value).__name__} ({value!r})")
+    raise ConfigError(f"{key} must be of type {kind.__name__}, not {type(value).__name__} "
+                      f"({value!r})")
+
+
+def preset_names() -> list[str]:
+    """Names of the built-in presets."""
+    folder = resources.files("mnist_mlp") / PRESET_PACKAGE_DIR
+    return sorted(p.name.removesuffix(".toml") for p in folder.iterdir()
+                  if p.name.endswith(".toml"))
 
 
 def find_preset(name: str) -> Path:
-    """A config file path, or a bare preset name looked up in ``./configs`` then the project's.
+    """A config file path, or a bare preset name looked up in ``./configs``, then built in.
 
     Raises:
-        ConfigError: nothing by that name.
+        ConfigFileError: nothing by that name.
     """
     path = Path(name)
-    if path.is_file():
-        return path
     if path.suffix == "" and len(path.parts) == 1:
-        for folder in PRESET_DIRS:
-            candidate = folder / f"{name}.toml"
-            if candidate.is_file():
-                return candidate
-    known = sorted({p.stem for d in PRESET_DIRS if d.is_dir() for p in d.glob("*.toml")})
-    raise ConfigError(f"no config file or preset {name!r}; presets: {', '.join(known) or 'none'}")
+        local = PRESET_DIR / f"{name}.toml"
+        if local.exists():
+            return local
+        if name in preset_names():
+            return Path(str(resources.files("mnist_mlp") / PRESET_PACKAGE_DIR / f"{name}.toml"))
+    if path.exists():
+        return path
+    raise ConfigFileError(f"no config file or preset {name!r}; presets: "
+                          f"{', '.join(preset_names())}")
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML preset into checked field values.
 
     Raises:
-        ConfigError: unreadable TOML, unknown key or wrong type; the message names the file.
+        ConfigFileError: unreadable or not TOML, an unknown key, a wrong type or
+            a value out of range; the message names the file and the key.
     """
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raw = tomllib.loads(read_bounded(Path(path), MAX_CONFIG_BYTES).decode("utf-8"))
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigFileError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise ConfigFileError(f"{path}: nested too deeply to be a config") from None
     try:
         return {key: coerce(key, value) for key, value in raw.items()}
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigFileError(f"{path}: {exc}") from None
 
 
 def resolve(file_values: dict[str, Any] | None = None, flag_values: dict[str, Any] | None = None,
             base: TrainConfig | None = None) -> TrainConfig:
-    """``base`` (default: built-in defaults) overridden by the file, then by the flags."""
+    """``base`` (default: built-in defaults) overridden by the file, then by the flags.
+
+    Raises:
+        ConfigError: a value out of range, or fields that do not fit together.
+    """
     merged = {**(file_values or {}), **(flag_values or {})}
     return dataclasses.replace(base or TrainConfig(), **merged)

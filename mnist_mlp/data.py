@@ -1,18 +1,22 @@
 """MNIST on disk: the resource table, verified downloads, IDX parsing, splits.
 
-The four files are checked by the SHA-256 of their *decompressed* IDX payload,
-so a mirror that recompresses the gzip container still verifies. Downloads are
-streamed to a ``*.part`` file in the data folder and renamed into place only
-after the checksum holds.
+Each of the four files is checked by the SHA-256 of its *decompressed* IDX
+payload, so a mirror that recompresses the gzip container still verifies.
+One check serves every path: ``PayloadDecoder`` takes a file's bytes as they
+arrive (from disk or from a mirror), gzip or raw, stops at the first byte past
+the payload's known size, refuses anything after the end of the gzip stream,
+and hashes as it goes. Downloads are streamed to a ``*.part`` file beside their
+final name and renamed into place only after that check holds.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
+import math
 import os
+import re
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +24,12 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 
-from .atomic import atomic_writer, write_bytes_atomic
+from .files import atomic_writer, exclusive_lock, open_regular, remove_stale_parts
+
+IMAGE_SIDE = 28                       # MNIST digits are 28x28 pixels
+N_PIXELS = IMAGE_SIDE * IMAGE_SIDE    # 784: the network's input width
+N_CLASSES = 10                        # digits 0-9: the network's output width
+PIXEL_SCALE = 255.0                   # X = pixels / PIXEL_SCALE, so X lies in [0, 1]
 
 DEFAULT_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -28,27 +37,42 @@ DEFAULT_MIRRORS = (
 )
 DATA_DIR_ENV = "MLP_DATA_DIR"
 MIRRORS_ENV = "MLP_MNIST_MIRRORS"
-STAMP_NAME = ".mnist-verified.json"
+DEFAULT_DATA_DIR = Path("data")
+LOCK_NAME = ".mnist-download.lock"
 
 IMAGES_MAGIC = 0x00000803  # uint8 data, 3 dimensions
 LABELS_MAGIC = 0x00000801  # uint8 data, 1 dimension
-PIXEL_SCALE = 255.0  # X = pixels / PIXEL_SCALE, so X lies in [0, 1]
 CONNECT_TIMEOUT_S = 10
-READ_TIMEOUT_S = 30
+READ_TIMEOUT_S = 30        # the longest silence from a mirror
+DOWNLOAD_DEADLINE_S = 300  # the longest one file's download may take, retries included
+GZIP_SLACK = 1 << 16       # a gzip file may exceed its payload by headers and stored blocks
+CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
 class Resource:
-    """One MNIST file: its canonical name and the SHA-256 of its IDX payload."""
+    """One MNIST file: its canonical name, sample count and the SHA-256 of its IDX payload."""
 
     name: str  # e.g. "train-images-idx3-ubyte"
     sha256: str
     split: Literal["train", "test"]
     kind: Literal["images", "labels"]
+    count: int  # samples in the file
 
     @property
     def gz_name(self) -> str:
         return self.name + ".gz"
+
+    @property
+    def magic(self) -> int:
+        return IMAGES_MAGIC if self.kind == "images" else LABELS_MAGIC
+
+    @property
+    def size(self) -> int:
+        """Bytes of the IDX payload: header, then one byte per pixel or label."""
+        if self.kind == "images":
+            return 16 + self.count * N_PIXELS
+        return 8 + self.count
 
     def candidates(self, folder: Path) -> list[Path]:
         """Where this file may sit in ``folder``: gzipped or not, either naming style."""
@@ -59,13 +83,17 @@ class Resource:
 
 RESOURCES = (
     Resource("train-images-idx3-ubyte",
-             "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", "train", "images"),
+             "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", "train", "images",
+             60_000),
     Resource("train-labels-idx1-ubyte",
-             "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", "train", "labels"),
+             "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", "train", "labels",
+             60_000),
     Resource("t10k-images-idx3-ubyte",
-             "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", "test", "images"),
+             "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", "test", "images",
+             10_000),
     Resource("t10k-labels-idx1-ubyte",
-             "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", "test", "labels"),
+             "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", "test", "labels",
+             10_000),
 )
 
 
@@ -87,7 +115,7 @@ class DownloadError(DataError):
 
 def default_data_dir() -> Path:
     """``$MLP_DATA_DIR`` if set, else ``./data``."""
-    return Path(os.environ.get(DATA_DIR_ENV) or "data")
+    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
 
 
 def default_mirrors() -> tuple[str, ...]:
@@ -97,21 +125,111 @@ def default_mirrors() -> tuple[str, ...]:
     return mirrors or DEFAULT_MIRRORS
 
 
-# ---------------------------------------------------------------- reading files
+def redact(url: str) -> str:
+    """``url`` without a password or token: ``https://user:pw@host/`` -> ``https://***@host/``."""
+    return re.sub(r"(?<=://)[^/@]*@", "***@", url)
 
-def read_payload(path: Path) -> bytes:
-    """The IDX bytes of ``path``, decompressed when it is gzip.
+
+def _redo_hint(path: Path | str) -> str:
+    return f"delete {Path(str(path)).name} and run `mlp download`"
+
+
+# ---------------------------------------------------------------- the one check
+
+class PayloadDecoder:
+    """A file's bytes, fed as they arrive -> its verified IDX payload.
+
+    gzip or raw IDX is told from the first two bytes. The payload may not grow
+    past ``resource.size`` (a gzip bomb stops there), nothing may follow the
+    gzip stream, and ``finish`` checks the size and the SHA-256.
+    """
+
+    def __init__(self, resource: Resource, source: str, keep: bool = True):
+        self.resource, self.source, self.keep = resource, source, keep
+        self.digest = hashlib.sha256()
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.head = b""           # the first bytes, until gzip or raw is decided
+        self.inflate = None       # zlib decompressor when gzip
+        self.raw = False
+
+    def _fail(self, what: str) -> CorruptFile:
+        hint = _redo_hint(self.source) if "://" not in self.source else "not MNIST's file"
+        return CorruptFile(f"{self.source}: {what}; {hint}")
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next bytes of the file.
+
+        Raises:
+            CorruptFile: damaged gzip data, data after the gzip stream, or a
+                payload longer than the resource's.
+        """
+        if not self.raw and self.inflate is None:
+            self.head += chunk
+            if len(self.head) < 2:
+                return
+            chunk, self.head = self.head, b""
+            if chunk[:2] == b"\x1f\x8b":
+                self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip container
+            else:
+                self.raw = True
+        if self.raw:
+            self._take(chunk)
+            return
+        if self.inflate.eof:
+            if chunk:
+                raise self._fail("data after the end of the gzip stream")
+            return
+        room = self.resource.size - self.size
+        try:
+            out = self.inflate.decompress(chunk, room + 1)  # never more than one byte too many
+        except zlib.error as exc:
+            raise self._fail(f"damaged gzip data ({exc})") from None
+        self._take(out)
+        if self.inflate.eof and self.inflate.unused_data:
+            raise self._fail("data after the end of the gzip stream")
+
+    def _take(self, out: bytes) -> None:
+        self.size += len(out)
+        if self.size > self.resource.size:
+            raise self._fail(f"longer than the {self.resource.size:,} bytes of MNIST's "
+                             f"{self.resource.name}")
+        self.digest.update(out)
+        if self.keep:
+            self.parts.append(out)
+
+    def finish(self) -> bytes:
+        """The payload (empty unless ``keep``), once the whole file has been fed.
+
+        Raises:
+            CorruptFile: cut short, or a checksum that is not MNIST's.
+        """
+        if self.head or (self.inflate is not None and not self.inflate.eof):
+            raise self._fail("the gzip stream ends early (truncated)")
+        if self.size != self.resource.size:
+            raise self._fail(f"{self.size:,} bytes, MNIST's {self.resource.name} has "
+                             f"{self.resource.size:,}")
+        digest = self.digest.hexdigest()
+        if digest != self.resource.sha256:
+            raise self._fail(f"SHA-256 {digest[:12]}... does not match MNIST's "
+                             f"{self.resource.sha256[:12]}...")
+        return b"".join(self.parts)
+
+
+def read_payload(path: Path, resource: Resource) -> bytes:
+    """The verified IDX payload of ``path``, decompressed when it is gzip.
 
     Raises:
-        CorruptFile: the gzip stream is truncated or damaged.
+        CorruptFile: not a regular file, unreadable, damaged, or not MNIST's file.
     """
-    raw = path.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        return raw
+    decoder = PayloadDecoder(resource, str(path))
     try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise CorruptFile(f"{path}: damaged gzip data ({exc}); {_redo_hint(path)}") from None
+        with open_regular(path) as f:
+            while chunk := f.read(1 << 20):
+                decoder.feed(chunk)
+    except OSError as exc:
+        raise CorruptFile(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return decoder.finish()
 
 
 def parse_idx(payload: bytes, expected_magic: int, source: Path | str = "<bytes>") -> np.ndarray:
@@ -138,67 +256,16 @@ def parse_idx(payload: bytes, expected_magic: int, source: Path | str = "<bytes>
         raise CorruptFile(f"{source}: too short for an IDX header ({len(payload)} bytes); "
                           f"{_redo_hint(source)}")
     shape = struct.unpack(f">{ndim}I", payload[4:header_len])
-    expected_len = header_len + int(np.prod(shape, dtype=np.int64))
+    expected_len = header_len + math.prod(shape)  # Python ints: no overflow
     if len(payload) != expected_len:
         raise CorruptFile(f"{source}: {len(payload)} bytes but the header {shape} calls for "
                           f"{expected_len}; {_redo_hint(source)}")
     return np.frombuffer(payload, dtype=np.uint8, offset=header_len).reshape(shape)
 
 
-def _redo_hint(path: Path | str) -> str:
-    return f"delete {Path(path).name} and run `mlp download`"
-
-
-# ---------------------------------------------------------------- verification
-
-def _stamp_key(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
-def _read_stamps(folder: Path) -> dict[str, dict[str, str]]:
-    try:
-        stamps = json.loads((folder / STAMP_NAME).read_text())
-    except (OSError, ValueError):
-        return {}
-    return stamps if isinstance(stamps, dict) else {}
-
-
-def _write_stamp(path: Path, sha256: str) -> None:
-    """Record that ``path`` verified; best effort (a read-only folder just rehashes)."""
-    folder = path.parent
-    stamps = _read_stamps(folder)
-    stamps[path.name] = {"key": _stamp_key(path), "sha256": sha256}
-    try:
-        write_bytes_atomic(folder / STAMP_NAME, json.dumps(stamps, indent=1).encode())
-    except OSError:
-        pass
-
-
-def _is_stamped(path: Path, resource: Resource) -> bool:
-    entry = _read_stamps(path.parent).get(path.name)
-    return (isinstance(entry, dict) and entry.get("sha256") == resource.sha256
-            and entry.get("key") == _stamp_key(path))
-
-
-def verify_file(path: Path, resource: Resource) -> bytes:
-    """Check ``path`` against ``resource``'s SHA-256 and return its IDX payload.
-
-    Raises:
-        CorruptFile: damaged gzip, or a checksum that does not match.
-    """
-    payload = read_payload(path)
-    digest = hashlib.sha256(payload).hexdigest()
-    if digest != resource.sha256:
-        raise CorruptFile(f"{path}: SHA-256 {digest[:12]}... does not match MNIST's "
-                          f"{resource.sha256[:12]}...; {_redo_hint(path)}")
-    _write_stamp(path, digest)
-    return payload
-
-
 def find_file(folder: Path, resource: Resource) -> Path | None:
-    """The first existing candidate file for ``resource`` in ``folder``."""
-    return next((p for p in resource.candidates(folder) if p.is_file()), None)
+    """The first candidate name for ``resource`` that exists in ``folder`` (of any kind)."""
+    return next((p for p in resource.candidates(folder) if os.path.lexists(p)), None)
 
 
 def _load_payload(folder: Path, resource: Resource) -> tuple[bytes, Path]:
@@ -207,20 +274,18 @@ def _load_payload(folder: Path, resource: Resource) -> tuple[bytes, Path]:
         raise DatasetNotFound(
             f"MNIST file {resource.gz_name} not found in {folder}. Run `mlp download "
             f"--data-dir {folder}`, or copy the MNIST files there.")
-    if _is_stamped(path, resource):
-        return read_payload(path), path
-    return verify_file(path, resource), path
+    return read_payload(path, resource), path
 
 
 # ---------------------------------------------------------------- download
 
 def _session(retries: int):
-    """A requests session that retries transient failures with exponential backoff."""
+    """A requests session that retries refused connections and 429/5xx, not silences."""
     import requests
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
 
-    retry = Retry(total=retries, connect=retries, read=retries, backoff_factor=0.5,
+    retry = Retry(total=retries, connect=retries, read=0, backoff_factor=0.5,
                   status_forcelist=(429, 500, 502, 503, 504), allowed_methods=("GET",),
                   raise_on_status=False)
     session = requests.Session()
@@ -230,76 +295,91 @@ def _session(retries: int):
     return session
 
 
-def _fetch(session, url: str, out: BinaryIO, progress: bool) -> str:
-    """Stream ``url`` into ``out`` with a byte progress bar on stderr.
+class _TooSlow(Exception):
+    """The file's deadline passed mid-download."""
 
-    Returns:
-        the SHA-256 of the gzip payload, decompressed on the fly.
+
+def _fetch(session, url: str, out: BinaryIO, resource: Resource, progress: bool,
+           deadline: float) -> None:
+    """Stream ``url`` into ``out`` through the payload check, with a bar on stderr.
 
     Raises:
-        CorruptFile: the body is not a complete gzip stream.
+        CorruptFile: too long, damaged, or not MNIST's file.
+        _TooSlow: ``deadline`` (a ``time.monotonic`` value) passed.
     """
     from tqdm import tqdm
 
-    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip container
-    digest = hashlib.sha256()
-    with session.get(url, stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) as resp:
+    decoder = PayloadDecoder(resource, redact(url), keep=False)
+    cap = resource.size + GZIP_SLACK
+    read_timeout = max(0.1, min(READ_TIMEOUT_S, deadline - time.monotonic()))
+    with session.get(url, stream=True, timeout=(CONNECT_TIMEOUT_S, read_timeout)) as resp:
         resp.raise_for_status()
         total = int(resp.headers.get("Content-Length") or 0) or None
         with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                  desc=url.rsplit("/", 1)[-1], leave=False,
+                  desc=resource.gz_name, leave=False,
                   disable=not progress or None) as bar:  # None: off when stderr is no terminal
-            try:
-                for chunk in resp.iter_content(chunk_size=1 << 16):
-                    out.write(chunk)
-                    digest.update(inflate.decompress(chunk))
-                    bar.update(len(chunk))
-            except zlib.error as exc:
-                raise CorruptFile(f"{url}: not gzip data ({exc})") from None
-    if not inflate.eof:
-        raise CorruptFile(f"{url}: the gzip stream ends early")
-    return digest.hexdigest()
+            written = 0
+            while chunk := resp.raw.read1(CHUNK, decode_content=True):  # whatever has arrived
+                if time.monotonic() > deadline:
+                    raise _TooSlow
+                written += len(chunk)
+                if written > cap:
+                    raise CorruptFile(f"{redact(url)}: sent more than {cap:,} bytes; not "
+                                      "MNIST's file")
+                out.write(chunk)
+                decoder.feed(chunk)
+                bar.update(len(chunk))
+    decoder.finish()
 
 
 def _describe(exc: Exception) -> str:
+    """A short reason for a failed request, naming a timeout as one."""
     import requests
+    import urllib3
 
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return f"HTTP {exc.response.status_code} {exc.response.reason}"
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)) or isinstance(
+            reason, urllib3.exceptions.ReadTimeoutError):
+        if isinstance(exc, requests.ConnectTimeout):
+            return f"timed out connecting (no answer in {CONNECT_TIMEOUT_S} s)"
+        return "timed out: connected, but the server sent nothing for too long"
     if isinstance(exc, requests.ConnectionError):
         return "could not connect"
-    if isinstance(exc, requests.Timeout):
-        return "timed out"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
 
 
 def download_resource(resource: Resource, folder: Path, mirrors: tuple[str, ...],
-                      progress: bool = True, retries: int = 3) -> Path:
+                      progress: bool = True, retries: int = 3,
+                      deadline_s: float = DOWNLOAD_DEADLINE_S) -> Path:
     """Download one file, trying ``mirrors`` in order, and return its verified path.
 
     The bytes go to ``<name>.gz.<random>.part`` in ``folder`` and are renamed to
-    ``<name>.gz`` only after the decompressed payload's SHA-256 holds; a file
-    that fails is deleted and the next mirror tried.
+    ``<name>.gz`` only after the payload check holds; a file that fails is
+    deleted and the next mirror tried. Each mirror gets ``deadline_s`` seconds.
 
     Raises:
         DownloadError: no mirror gave a file that verifies; the message names each.
     """
     import requests
+    import urllib3
 
     final = folder / resource.gz_name
     failures = []
     with _session(retries) as session:
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + resource.gz_name
+            deadline = time.monotonic() + deadline_s
             try:
                 with atomic_writer(final) as out:
-                    digest = _fetch(session, url, out, progress)
-                    if digest != resource.sha256:
-                        raise CorruptFile(f"{url}: payload SHA-256 {digest[:12]}... is not MNIST's")
-                _write_stamp(final, digest)
+                    _fetch(session, url, out, resource, progress, deadline)
                 return final
-            except requests.RequestException as exc:
-                failures.append(f"{url}: {_describe(exc)}")
+            except _TooSlow:
+                failures.append(f"{redact(url)}: timed out: not complete after {deadline_s:g} s")
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                failures.append(f"{redact(url)}: {_describe(exc)}")
             except CorruptFile as exc:
                 failures.append(str(exc))
             except OSError as exc:  # the folder, not the mirror: no point trying others
@@ -310,28 +390,50 @@ def download_resource(resource: Resource, folder: Path, mirrors: tuple[str, ...]
 
 
 def ensure_mnist(folder: Path, mirrors: tuple[str, ...] | None = None, progress: bool = True,
+                 verify: bool = True, deadline_s: float = DOWNLOAD_DEADLINE_S,
                  ) -> list[tuple[Resource, str]]:
-    """Make all four files present and verified in ``folder``, downloading what is missing.
+    """Make all four files present in ``folder``, downloading (and verifying) what is missing.
+
+    Args:
+        verify: also check the files already there (loading checks them anyway).
 
     Returns:
         (resource, status) pairs, status one of "present" or "downloaded".
 
     Raises:
-        DownloadError: a missing file could not be downloaded.
+        DownloadError: a missing file could not be downloaded, or the folder is
+            busy with another download.
         CorruptFile: a file already there is damaged (it is left for the user to delete).
     """
+    from .files import LockHeld
+
     mirrors = mirrors or default_mirrors()
     report = []
+    missing = []
     for resource in RESOURCES:
         path = find_file(folder, resource)
-        if path is not None:
-            if not _is_stamped(path, resource):
-                verify_file(path, resource)
-            report.append((resource, "present"))
-        else:
-            download_resource(resource, folder, mirrors, progress)
-            report.append((resource, "downloaded"))
-    return report
+        if path is None:
+            missing.append(resource)
+        elif verify:
+            read_payload(path, resource)
+        report.append([resource, "present"])
+    if missing:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with exclusive_lock(folder / LOCK_NAME):
+                for resource in missing:
+                    remove_stale_parts(folder / resource.gz_name)
+                    if find_file(folder, resource) is None:  # not fetched by another meanwhile
+                        download_resource(resource, folder, mirrors, progress,
+                                          deadline_s=deadline_s)
+                        report[RESOURCES.index(resource)][1] = "downloaded"
+        except LockHeld as exc:
+            raise DownloadError(f"another mlp is downloading into {folder} "
+                                f"({exc}); wait for it to finish") from None
+        except OSError as exc:
+            raise DownloadError(f"cannot write {exc.filename or folder}: "
+                                f"{exc.strerror or exc}") from None
+    return [tuple(pair) for pair in report]
 
 
 def checksums() -> dict[str, str]:
@@ -342,6 +444,17 @@ def checksums() -> dict[str, str]:
 # ---------------------------------------------------------------- loading
 
 Split = Literal["train", "val", "test"]
+
+
+def to_input(pixels: np.ndarray, scale: float = PIXEL_SCALE) -> np.ndarray:
+    """uint8 pixels (n, 28, 28) or (n, 784), white ink on black -> network input X float32 (n, 784).
+
+    X = pixels / scale: the one place pixels become inputs, for training data,
+    users' images and the server alike (``scale`` comes from the checkpoint).
+    """
+    X = pixels.reshape(len(pixels), N_PIXELS).astype(np.float32)  # (n, 784)
+    X /= np.float32(scale)
+    return X
 
 
 def load_mnist(split: Split = "train", data_dir: Path | None = None, *, flat: bool = True,
@@ -369,7 +482,7 @@ def load_mnist(split: Split = "train", data_dir: Path | None = None, *, flat: bo
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
     if split == "val" and val_size == 0:
-        raise ValueError("the 'val' split needs val_size > 0")
+        raise ValueError("there is no validation split: the model was trained with val_size 0")
     if split == "test":
         return _to_arrays(*_read_split(data_dir, "test"), flat)
     X, y, X_val, y_val = load_train_val(data_dir, val_size, flat=flat)
@@ -400,10 +513,13 @@ def _read_split(data_dir: Path | None, split: Literal["train", "test"]
     labels_payload, labels_path = _load_payload(folder, labels_res)
     images = parse_idx(images_payload, IMAGES_MAGIC, images_path)  # (n, 28, 28) uint8
     labels = parse_idx(labels_payload, LABELS_MAGIC, labels_path)  # (n,) uint8
+    if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        raise CorruptFile(f"{images_path}: images of {images.shape[1:]} pixels, not 28x28; "
+                          f"{_redo_hint(images_path)}")
     if images.shape[0] != labels.shape[0]:
         raise CorruptFile(f"{images_path} has {images.shape[0]} images but {labels_path} has "
                           f"{labels.shape[0]} labels; {_redo_hint(labels_path)}")
-    if labels.size and labels.max() > 9:
+    if labels.size and labels.max() >= N_CLASSES:
         raise CorruptFile(f"{labels_path}: label {labels.max()} outside 0-9; "
                           f"{_redo_hint(labels_path)}")
     return images, labels
@@ -414,9 +530,4 @@ def _to_arrays(images: np.ndarray, labels: np.ndarray, flat: bool
     y = labels.astype(np.int64)  # (n,)
     if not flat:
         return images.copy(), y  # (n, 28, 28) uint8, writable
-    n, rows, cols = images.shape
-    X = images.reshape(n, rows * cols).astype(np.float32)  # (n, 784)
-    X /= np.float32(PIXEL_SCALE)
-    return X, y
-
-
+    return to_input(images), y

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_writer
+from .files import atomic_writer
 
 SCALE = 3          # each digit drawn at 84 x 84 pixels
 CAPTION_H = 14     # caption strip under each digit

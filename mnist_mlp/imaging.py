@@ -10,14 +10,18 @@ uneven lighting and faint noise removed. Each step is one function below;
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+from .data import IMAGE_SIDE
+from .files import open_regular
+
 MAX_PIXELS = 40_000_000  # larger images are refused (decompression bombs)
 WORK_SIDE = 128          # long side of the working copy, in pixels
 BOX = 20                 # MNIST's size-normalisation box
-FIELD = 28               # MNIST's field
+FIELD = IMAGE_SIDE       # MNIST's field
 CENTRE = 14.0            # where MNIST puts the centre of mass (row, col), index coordinates
 MIN_CONTRAST = 0.15      # ink this faint against the paper counts as no ink
 NOISE_FLOOR = 0.05       # ink below this (of the paper's brightness) is always cut
@@ -33,33 +37,57 @@ class ImageError(Exception):
     """An image that cannot be turned into a digit; the message names the file."""
 
 
-def open_image(path: Path):
-    """Decode ``path`` fully (first frame, EXIF orientation applied).
+Source = Path | bytes  # an image file, or an image file's bytes (an upload)
+
+
+def describe(source: Source) -> str:
+    """How error messages name a source."""
+    return "the image" if isinstance(source, bytes) else str(source)
+
+
+def open_image(source: Source):
+    """Decode an image file, or its bytes, fully (first frame, EXIF orientation applied).
+
+    Only regular files are opened: a FIFO or device is refused, never waited on.
 
     Raises:
-        ImageError: missing, not an image, truncated, or larger than MAX_PIXELS.
+        ImageError: missing, not a regular file, not an image, truncated, or
+            larger than MAX_PIXELS.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
+    path = describe(source)
     try:
-        img = Image.open(path)
-        width, height = img.size
-        if width * height > MAX_PIXELS:
-            raise ImageError(f"{path}: {width}x{height} pixels is larger than the "
-                             f"{MAX_PIXELS // 1_000_000} megapixel limit; scale it down")
-        img.load()
-        return ImageOps.exif_transpose(img)
+        f = io.BytesIO(source) if isinstance(source, bytes) else open_regular(source)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        with f:
+            return _decode(f, path)
+    except ImageError:
+        raise
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file Pillow can read") from None
     except Image.DecompressionBombError:
         raise ImageError(f"{path}: too many pixels (a decompression bomb?); scale it "
                          "down") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{path}: damaged or truncated image ({exc})") from None
+
+
+def _decode(f, path: str):
+    """The decoded first frame of an open image file, its size checked before decoding."""
+    from PIL import Image, ImageOps
+
+    img = Image.open(f)
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{path}: {width}x{height} pixels is larger than the "
+                         f"{MAX_PIXELS // 1_000_000} megapixel limit; scale it down")
+    img.load()
+    return ImageOps.exif_transpose(img)
 
 
 def flatten_to_gray(img) -> np.ndarray:
@@ -70,8 +98,10 @@ def flatten_to_gray(img) -> np.ndarray:
     white) and white strokes do too (on black).
     """
     if img.mode.startswith(("I", "F")):                        # 16/32-bit grey, float
-        values = np.asarray(img, dtype=np.float32)
-        return np.clip(values / (65535 if values.max() > 255 else 255), 0, 1)
+        values = np.nan_to_num(np.asarray(img, dtype=np.float32))
+        top = values.max(initial=0)
+        full = 1 if img.mode == "F" and top <= 1 else 255 if top <= 255 else 65535
+        return np.clip(values / full, 0, 1)                    # float images in [0, 1] kept
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
     if not has_alpha:
         return np.asarray(img.convert("L"), dtype=np.float32) / 255
@@ -266,21 +296,21 @@ def preprocess(gray: np.ndarray) -> np.ndarray:
     return np.round(digit * 255).astype(np.uint8)
 
 
-def load_digit(path: Path) -> np.ndarray:
-    """Read an image file and prepare it as MNIST's digits were: uint8 (28, 28).
+def load_digit(source: Source) -> np.ndarray:
+    """Read an image file (or its bytes) and prepare it as MNIST's digits were: uint8 (28, 28).
 
     Raises:
         ImageError: unreadable, too large, or blank; the message names the file.
     """
-    gray = flatten_to_gray(open_image(path))
+    gray = flatten_to_gray(open_image(source))
     try:
         return preprocess(gray)
     except ValueError:
-        raise ImageError(f"{path}: no digit found (the image looks blank)") from None
+        raise ImageError(f"{describe(source)}: no digit found (the image looks blank)") from None
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:
-    """Files as given; folders replaced by their image files, sorted by name."""
+    """Files as given; folders replaced by their image files (regular files), sorted by name."""
     out = []
     for path in paths:
         if path.is_dir():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from .network import log_softmax
+from .network import MLP, log_softmax
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -36,3 +38,26 @@ def per_class_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
     total = precision + recall
     f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(tp), where=total > 0)
     return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+
+
+def evaluate(net: MLP, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Score ``net`` on X (n, 784) with labels y int (n,).
+
+    Returns:
+        {"accuracy", "loss", "n", "per_class": [{"precision", "recall", "f1",
+        "support"} for each digit], "confusion": (k, k) nested lists}, plain
+        Python numbers throughout (JSON-ready).
+    """
+    logits = net.logits(X)                                    # (n, k)
+    pred = logits.argmax(axis=1)
+    k = logits.shape[1]
+    confusion = confusion_matrix(y, pred, k)
+    scores = per_class_scores(confusion)
+    return {
+        "accuracy": accuracy(y, pred),
+        "loss": mean_cross_entropy(logits, y),
+        "n": len(y),
+        "per_class": [{name: (int(v[d]) if name == "support" else float(v[d]))
+                       for name, v in scores.items()} for d in range(k)],
+        "confusion": confusion.tolist(),
+    }

@@ -8,8 +8,8 @@ Rows are samples. For layer l with input A (n, in), W[l] (out, in), b[l] (out,):
     output layer         P = softmax(Z),         L = mean(-log P[i, y_i])
                          dL/dZ = (P - Y) / n     (Y one-hot; the 1/n is the batch mean)
 
-These are the founding note's per-sample equations dL/dz = a - y,
-dL/dW = dL/dz · xᵀ, dL/db = dL/dz, dL/dx = Wᵀ · dL/dz, stacked over a batch.
+These are the per-sample equations dL/dz = a - y, dL/dW = dL/dz · xᵀ,
+dL/db = dL/dz, dL/dx = Wᵀ · dL/dz, stacked over a batch.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+MAX_WIDTH = 65_536  # the widest layer this engine builds or loads
+MAX_LAYERS = 32     # the most weight layers
 
 def relu_(Z: np.ndarray) -> np.ndarray:
     """A = ReLU(Z), computed in place; returns Z."""

@@ -1,10 +1,11 @@
 """Optimisers that update parameter arrays in place, and learning-rate schedules.
 
-Contract (as in tinygrad's ``_step``): an optimiser is built on the list of
-parameter arrays, holds its own state arrays shaped like them, and
-``step(grads, lr)`` updates every parameter in place. ``grads`` must line up
-with the parameters and may be overwritten. ``state_dict()`` exports the state
-as arrays; ``load_state_dict`` restores it so a run continues exactly.
+Contract: an optimiser is built on the list of parameter arrays (and, for
+weight decay, which of them are decayed), holds its own state arrays shaped
+like them, and ``step(grads, lr)`` updates every parameter in place through
+``_update(i, p, g, lr)``. ``grads`` must line up with the parameters and may be
+overwritten. ``state_dict()`` exports the state as arrays; ``load_state_dict``
+restores it so a run continues exactly.
 """
 
 from __future__ import annotations
@@ -18,8 +19,14 @@ import numpy as np
 class Optimizer:
     """Base class: parameter list, step counter, state export/restore."""
 
-    def __init__(self, params: Sequence[np.ndarray]):
+    def __init__(self, params: Sequence[np.ndarray], weight_decay: float = 0.0,
+                 decayed: Sequence[bool] | None = None):
         self.params = list(params)
+        weight_decay = _check("weight_decay", weight_decay, 0.0, math.inf)
+        decayed = [True] * len(self.params) if decayed is None else list(decayed)
+        if len(decayed) != len(self.params):
+            raise ValueError(f"{len(decayed)} decay flags for {len(self.params)} parameters")
+        self.decay = [weight_decay if d else 0.0 for d in decayed]  # λ per parameter
         self.t = 0  # steps taken
         self.slots: dict[str, list[np.ndarray]] = {}  # named state arrays, one per parameter
         # Work space, so that updates allocate nothing: fresh multi-MB temporaries each
@@ -48,19 +55,30 @@ class Optimizer:
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Restore what ``state_dict`` exported. Raises ValueError on a mismatch."""
+        """Restore what ``state_dict`` exported.
+
+        Raises:
+            ValueError: missing or extra keys, wrong shapes or kinds, non-finite values.
+        """
         expected = set(self.state_dict())
         if set(state) != expected:
             raise ValueError(f"optimiser state has keys {sorted(state)}, expected "
                              f"{sorted(expected)}")
-        self.t = int(state["t"])
+        t = state["t"]
+        if t.shape != () or t.dtype.kind not in "iu" or not 0 <= int(t) < 2**62:
+            raise ValueError(f"optimiser step count {t!r} is not a count")
         for name, arrays in self.slots.items():
             for i, a in enumerate(arrays):
                 src = state[f"{name}.{i}"]
-                if src.shape != a.shape:
-                    raise ValueError(f"optimiser state {name}.{i} has shape {src.shape}, "
-                                     f"expected {a.shape}")
-                a[...] = src
+                if src.shape != a.shape or src.dtype.kind != "f":
+                    raise ValueError(f"optimiser state {name}.{i} is {src.dtype} {src.shape}, "
+                                     f"expected float {a.shape}")
+                if not np.isfinite(src).all():
+                    raise ValueError(f"optimiser state {name}.{i} holds NaN or infinity")
+        self.t = int(t)
+        for name, arrays in self.slots.items():
+            for i, a in enumerate(arrays):
+                a[...] = state[f"{name}.{i}"]
 
 
 def _check(name: str, value: float, low: float, high: float, high_open: bool = True) -> float:
@@ -78,10 +96,10 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params: Sequence[np.ndarray], momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0):
-        super().__init__(params)
+                 nesterov: bool = False, weight_decay: float = 0.0,
+                 decayed: Sequence[bool] | None = None):
+        super().__init__(params, weight_decay, decayed)
         self.momentum = _check("momentum", momentum, 0.0, 1.0)
-        self.weight_decay = _check("weight_decay", weight_decay, 0.0, math.inf)
         if nesterov and not self.momentum:
             raise ValueError("nesterov needs momentum > 0")
         self.nesterov = nesterov
@@ -89,8 +107,8 @@ class SGD(Optimizer):
 
     def _update(self, i, p, g, lr):
         s = self.scratch[i]
-        if self.weight_decay:
-            g += np.multiply(p, p.dtype.type(self.weight_decay), out=s)  # g ← g + λ p
+        if self.decay[i]:
+            g += np.multiply(p, p.dtype.type(self.decay[i]), out=s)      # g ← g + λ p
         if self.velocity is None:
             p -= np.multiply(g, lr, out=s)                               # p ← p - lr g
             return
@@ -115,24 +133,24 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, params: Sequence[np.ndarray], betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0):
-        super().__init__(params)
+                 eps: float = 1e-8, weight_decay: float = 0.0,
+                 decayed: Sequence[bool] | None = None):
+        super().__init__(params, weight_decay, decayed)
         self.beta1 = _check("beta1", betas[0], 0.0, 1.0)
         self.beta2 = _check("beta2", betas[1], 0.0, 1.0)
         if not eps > 0:
             raise ValueError(f"eps must be > 0, not {eps}")
         self.eps = float(eps)
-        self.weight_decay = _check("weight_decay", weight_decay, 0.0, math.inf)
         self.m = self._slot("m")
         self.v = self._slot("v")
 
     def _update(self, i, p, g, lr):
         dt, s = p.dtype.type, self.scratch[i]
-        if self.weight_decay:
+        if self.decay[i]:
             if self.decoupled:
-                p *= dt(1 - lr * self.weight_decay)   # AdamW: p ← p - lr λ p, apart from g
+                p *= dt(1 - lr * self.decay[i])       # AdamW: p ← p - lr λ p, apart from g
             else:
-                g += np.multiply(p, dt(self.weight_decay), out=s)
+                g += np.multiply(p, dt(self.decay[i]), out=s)
         m, v = self.m[i], self.v[i]
         m *= dt(self.beta1)
         m += np.multiply(g, dt(1 - self.beta1), out=s)        # m ← β1 m + (1-β1) g
@@ -154,39 +172,45 @@ class AdamW(Adam):
     decoupled = True
 
     def __init__(self, params: Sequence[np.ndarray], betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.01):
-        super().__init__(params, betas, eps, weight_decay)
+                 eps: float = 1e-8, weight_decay: float = 0.01,
+                 decayed: Sequence[bool] | None = None):
+        super().__init__(params, betas, eps, weight_decay, decayed)
 
 
-def _sgd(params, momentum, weight_decay):
-    return SGD(params, momentum=momentum, weight_decay=weight_decay)
+def _sgd(params, momentum, weight_decay, decayed):
+    return SGD(params, momentum=momentum, weight_decay=weight_decay, decayed=decayed)
 
 
-def _nesterov(params, momentum, weight_decay):
-    return SGD(params, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+def _nesterov(params, momentum, weight_decay, decayed):
+    return SGD(params, momentum=momentum, nesterov=True, weight_decay=weight_decay,
+               decayed=decayed)
 
 
-def _adam(params, momentum, weight_decay):
-    return Adam(params, betas=(momentum, 0.999), weight_decay=weight_decay)
+def _adam(params, momentum, weight_decay, decayed):
+    return Adam(params, betas=(momentum, 0.999), weight_decay=weight_decay, decayed=decayed)
 
 
-def _adamw(params, momentum, weight_decay):
-    return AdamW(params, betas=(momentum, 0.999), weight_decay=weight_decay)
+def _adamw(params, momentum, weight_decay, decayed):
+    return AdamW(params, betas=(momentum, 0.999), weight_decay=weight_decay, decayed=decayed)
 
 
-# Config string -> factory(params, momentum, weight_decay). For Adam and AdamW the
-# config's momentum is β1.
+# Config string -> factory(params, momentum, weight_decay, decayed). For Adam and AdamW
+# the config's momentum is β1.
 OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
     "sgd": _sgd, "nesterov": _nesterov, "adam": _adam, "adamw": _adamw,
 }
 
 
 def make_optimizer(name: str, params: Sequence[np.ndarray], momentum: float = 0.9,
-                   weight_decay: float = 0.0) -> Optimizer:
-    """Build the optimiser ``name`` ("sgd", "nesterov", "adam", "adamw")."""
+                   weight_decay: float = 0.0, decayed: Sequence[bool] | None = None
+                   ) -> Optimizer:
+    """Build the optimiser ``name`` ("sgd", "nesterov", "adam", "adamw").
+
+    ``decayed[i]`` says whether weight decay applies to ``params[i]`` (default: all).
+    """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](params, momentum, weight_decay)
+    return OPTIMIZERS[name](params, momentum, weight_decay, decayed)
 
 
 def clip_row_norms_(W: np.ndarray, max_norm: float) -> None:

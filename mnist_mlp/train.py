@@ -1,7 +1,8 @@
 """The training loop: shuffled mini-batches, epochs, validation, early stopping.
 
-``fit`` owns no I/O: progress and checkpoints go through the ``Reporter`` the
-caller hands in. All randomness after initialisation (shuffling, dropout,
+``fit`` owns no I/O: progress, checkpoints and pictures are callbacks the
+caller hands in, called in turn at each batch's and epoch's end (as Keras's
+``fit(callbacks=[...])``). All randomness after initialisation (shuffling, dropout,
 augmentation) comes from one generator whose state is part of ``TrainState``,
 so a run stopped after any step resumes to bit-identical parameters.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,18 +50,55 @@ class TrainState:
         return {k: v for k, v in self.__dict__.items() if k != "order"}
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any], order: np.ndarray | None) -> "TrainState":
+    def from_meta(cls, meta: Any, order: np.ndarray | None, n_train: int, batch_size: int
+                  ) -> "TrainState":
+        """The state saved by ``to_meta`` (and ``order``), checked before it is trusted.
+
+        Raises:
+            ValueError: a field missing, of the wrong type or out of range; a
+                sample order that is not a permutation of ``n_train``.
+        """
+        names = [f for f in cls.__dataclass_fields__ if f != "order"]
+        if not isinstance(meta, dict) or sorted(meta) != sorted(names):
+            raise ValueError(f"train state must have exactly the keys {', '.join(names)}")
+        n_batches = math.ceil(n_train / batch_size)
+        counts = {"epoch": 100_000, "step": 2**62, "batch": n_batches, "correct": n_train,
+                  "seen": n_train, "best_epoch": meta.get("epoch")}
+        for key, high in counts.items():
+            value = meta[key]
+            if type(value) is not int or not 0 <= value <= high:
+                raise ValueError(f"train state {key} {value!r} is not a count in [0, {high}]")
+        for key in ("loss_sum", "seconds", "best_val_accuracy"):
+            value = meta[key]
+            if type(value) not in (int, float) or not math.isfinite(value):
+                raise ValueError(f"train state {key} {value!r} is not a finite number")
+        history = meta["history"]
+        if not isinstance(history, list) or len(history) != meta["epoch"] or not all(
+                isinstance(row, dict) for row in history):
+            raise ValueError("train state history is not one row per finished epoch")
+        try:
+            np.random.default_rng().bit_generator.state = meta["rng_state"]
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise ValueError(f"train state rng_state is not a generator state ({exc})") from None
+        if meta["batch"] > 0:
+            if (order is None or order.shape != (n_train,) or order.dtype.kind not in "iu"
+                    or not np.array_equal(np.sort(order), np.arange(n_train))):
+                raise ValueError(f"the saved sample order is not a permutation of {n_train}")
+        else:
+            order = None
         return cls(**{**meta, "order": order})
 
 
-class Reporter:
-    """Hooks the loop calls; the CLI implements them (progress bars, checkpoints). No-ops here."""
+class Callback:
+    """Hooks the loop calls in turn: progress display, checkpoints, pictures. No-ops here."""
 
-    def epoch_start(self, epoch: int, n_samples: int, done: int) -> None: ...
+    def on_epoch_begin(self, trainer: "Trainer", epoch: int, n_samples: int, done: int
+                       ) -> None: ...
 
-    def batch_end(self, n: int, loss: float) -> None: ...
+    def on_batch_end(self, trainer: "Trainer", n: int, loss: float) -> None: ...
 
-    def epoch_end(self, row: dict[str, Any], state: TrainState, improved: bool) -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", row: dict[str, Any], improved: bool
+                     ) -> None: ...
 
 
 @dataclass
@@ -76,27 +114,29 @@ class Trainer:
 
     def __post_init__(self):
         cfg = self.cfg
+        decayed = [True] * len(self.net.W) + [False] * len(self.net.b)  # weights, not biases
         self.optimizer = make_optimizer(cfg.optimizer, self.net.params, cfg.momentum,
-                                        cfg.weight_decay)
+                                        cfg.weight_decay, decayed)
         steps_per_epoch = math.ceil(self.n_train / cfg.batch_size)
         self.lr_at = make_schedule(cfg.schedule, cfg.lr, cfg.epochs * steps_per_epoch,
                                    round(cfg.warmup_epochs * steps_per_epoch))
         hidden = cfg.dropout if len(cfg.dropout) > 1 else cfg.dropout * len(cfg.hidden)
         self.dropout = [cfg.input_dropout, *hidden]  # per layer input, as MLP.forward takes
-        self.distortion = AUGMENTATIONS.get(cfg.augment)  # None for "none"
+        self.distortion = AUGMENTATIONS[cfg.augment]  # None for "none"
         if self.state.rng_state is None:
             # Stream 1 of the seed: initialisation used the seed itself.
             self.state.rng_state = np.random.default_rng([cfg.seed, 1]).bit_generator.state
 
     def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-            reporter: Reporter | None = None,
+            callbacks: Sequence[Callback] = (),
             should_stop: Callable[[], bool] = lambda: False) -> bool:
         """Train until ``cfg.epochs`` or early stopping; return False if ``should_stop`` fired.
 
         Args:
             X, y: training split, float (n, 784) and int64 (n,).
-            X_val, y_val: validation split, same layout.
-            reporter: progress and checkpoint hooks.
+            X_val, y_val: validation split, same layout; empty (val_size 0) for
+                none, when every epoch counts as the best so far.
+            callbacks: called in order after each batch and epoch.
             should_stop: polled after each step; True ends the run at that step,
                 with ``state`` ready to save and resume.
 
@@ -108,18 +148,19 @@ class Trainer:
         try:
             # Overflow shows up as a non-finite loss, which _step reports: no warnings.
             with np.errstate(over="ignore", invalid="ignore"):
-                return self._run(X, y, X_val, y_val, reporter or Reporter(), should_stop, rng)
+                return self._run(X, y, X_val, y_val, list(callbacks), should_stop, rng)
         finally:
             self.state.rng_state = rng.bit_generator.state
 
-    def _run(self, X, y, X_val, y_val, reporter, should_stop, rng) -> bool:
+    def _run(self, X, y, X_val, y_val, callbacks, should_stop, rng) -> bool:
         cfg, st = self.cfg, self.state
         n, B = len(X), cfg.batch_size
         n_batches = math.ceil(n / B)
         while st.epoch < cfg.epochs:
             if st.order is None:
                 st.order = rng.permutation(n)
-            reporter.epoch_start(st.epoch + 1, n, st.seen)
+            for cb in callbacks:
+                cb.on_epoch_begin(self, st.epoch + 1, n, st.seen)
             while st.batch < n_batches:
                 idx = st.order[st.batch * B:(st.batch + 1) * B]
                 t0 = time.perf_counter()
@@ -129,11 +170,13 @@ class Trainer:
                 st.loss_sum += loss * len(idx)
                 st.correct += correct
                 st.seen += len(idx)
-                reporter.batch_end(len(idx), loss)
+                for cb in callbacks:
+                    cb.on_batch_end(self, len(idx), loss)
                 if should_stop():
                     return False
             row, improved = self._end_epoch(X_val, y_val)
-            reporter.epoch_end(row, st, improved)
+            for cb in callbacks:
+                cb.on_epoch_end(self, row, improved)
             if cfg.patience and st.epoch - st.best_epoch >= cfg.patience:
                 break
         return True
@@ -161,22 +204,25 @@ class Trainer:
 
     def _end_epoch(self, X_val: np.ndarray, y_val: np.ndarray) -> tuple[dict[str, Any], bool]:
         st = self.state
-        logits = self.net.logits(X_val)
-        val_accuracy = metrics.accuracy(y_val, logits.argmax(axis=1))
+        val_loss = val_accuracy = None
+        if len(y_val):
+            logits = self.net.logits(X_val)
+            val_accuracy = metrics.accuracy(y_val, logits.argmax(axis=1))
+            val_loss = metrics.mean_cross_entropy(logits, y_val)
         row = {
             "epoch": st.epoch + 1,
             "lr": self.lr_at(max(st.step - 1, 0)),
             "train_loss": st.loss_sum / st.seen,
             "train_accuracy": st.correct / st.seen,
-            "val_loss": metrics.mean_cross_entropy(logits, y_val),
+            "val_loss": val_loss,
             "val_accuracy": val_accuracy,
             "train_seconds": st.seconds,
         }
         st.epoch += 1
         st.history.append(row)
-        improved = val_accuracy > st.best_val_accuracy
+        improved = val_accuracy is None or val_accuracy > st.best_val_accuracy
         if improved:
-            st.best_val_accuracy, st.best_epoch = val_accuracy, st.epoch
+            st.best_val_accuracy, st.best_epoch = val_accuracy or -1.0, st.epoch
         st.order, st.batch = None, 0
         st.loss_sum, st.correct, st.seen, st.seconds = 0.0, 0, 0, 0.0
         return row, improved

@@ -49,8 +49,10 @@ def tiny_mnist(tmp_path, monkeypatch) -> Path:
         prefix = "train" if split == "train" else "t10k"
         payloads[f"{prefix}-images-idx3-ubyte"] = idx_bytes(images)
         payloads[f"{prefix}-labels-idx1-ubyte"] = idx_bytes(labels)
+    counts = {"train": 600, "test": 200}
     resources = tuple(
-        data.Resource(r.name, hashlib.sha256(payloads[r.name]).hexdigest(), r.split, r.kind)
+        data.Resource(r.name, hashlib.sha256(payloads[r.name]).hexdigest(), r.split, r.kind,
+                      counts[r.split])
         for r in data.RESOURCES)
     monkeypatch.setattr(data, "RESOURCES", resources)
     for name, payload in payloads.items():
@@ -58,9 +60,25 @@ def tiny_mnist(tmp_path, monkeypatch) -> Path:
     return folder
 
 
-@pytest.fixture
-def real_mnist() -> Path:
+def _real_mnist() -> Path:
     if not all((REAL_MNIST / f"{r.gz_name}").is_file() for r in data.RESOURCES):
         pytest.skip(f"real MNIST not found in {REAL_MNIST} (set MLP_TEST_MNIST to a folder of "
                     "the four .gz files)")
     return REAL_MNIST
+
+
+@pytest.fixture
+def real_mnist() -> Path:
+    return _real_mnist()
+
+
+@pytest.fixture(scope="session")
+def real_model(tmp_path_factory) -> Path:
+    """The `quick` preset (784-128-10, 3 epochs, ~97% test) trained once per session on real
+    MNIST, through the library's run: its checkpoint, with the metrics log beside it."""
+    from mnist_mlp import run
+
+    folder = _real_mnist()
+    out = tmp_path_factory.mktemp("real-model") / "quick.npz"
+    run.train(out, config="quick", data_dir=folder, progress=False, plots=False)
+    return out

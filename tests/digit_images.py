@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,24 @@ def stroke_digit(digit: int) -> np.ndarray:
 
 
 STROKE_DIGITS = (0, 1, 4, 7)
+
+
+def write_bad_images(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A good digit image and files of each kind predict must refuse: name -> message."""
+    good = tmp_path / "good.png"
+    Image.fromarray(np.round(stroke_digit(1) * 255).astype(np.uint8)).resize((400, 400)).save(good)
+    cases = {
+        "text.png": (lambda p: p.write_text("not an image"), "not an image file"),
+        "empty.png": (lambda p: p.write_bytes(b""), "not an image file"),
+        "truncated.png": (lambda p: p.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 3]),
+                          "damaged or truncated"),
+        "blank.png": (lambda p: Image.new("L", (64, 64), 230).save(p), "looks blank"),
+        "noise.png": (lambda p: Image.fromarray(np.random.default_rng(0).integers(
+            120, 136, (64, 64)).astype(np.uint8)).save(p), "looks blank"),
+        "huge.png": (lambda p: Image.new("1", (8000, 6000), 1).save(p), "megapixel limit"),
+        "missing.png": (lambda p: None, "no such file"),
+        "fifo.png": (os.mkfifo, "is a FIFO, not a regular file"),
+    }
+    for name, (make, _) in cases.items():
+        make(tmp_path / name)
+    return good, {name: message for name, (_, message) in cases.items()}

@@ -59,7 +59,7 @@ def test_rotation_by_90_degrees_is_exact():
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(augment.AUGMENTATIONS))
+@pytest.mark.parametrize("name", sorted(n for n, d in augment.AUGMENTATIONS.items() if d))
 def test_distortions_stay_in_range_and_repeat_with_the_seed(name):
     X = _batch(32)
     d = augment.AUGMENTATIONS[name]

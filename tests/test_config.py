@@ -49,7 +49,7 @@ def test_bad_files_name_the_key_and_file(tmp_path, text, message):
 
 
 def test_values_are_checked():
-    with pytest.raises(ConfigError, match="lr must be > 0"):
+    with pytest.raises(ConfigError, match=r"lr must be in \(0, 1e\+06\], not -1.0"):
         resolve({}, {"lr": -1.0})
     with pytest.raises(ConfigError, match="optimizer must be one of"):
         resolve({"optimizer": "rmsprop"})

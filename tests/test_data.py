@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
-import shutil
+import hashlib
+import os
+import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -92,8 +94,8 @@ def _damage(folder: Path, name: str, how: str) -> None:
 
 
 @pytest.mark.parametrize("how, message", [
-    ("truncated-gzip", "damaged gzip data"),
-    ("truncated-payload", "does not match MNIST"),
+    ("truncated-gzip", "the gzip stream ends early"),
+    ("truncated-payload", "bytes, MNIST's train-images-idx3-ubyte has"),
     ("flipped-byte", "does not match MNIST"),
     ("wrong-magic", "does not match MNIST"),
 ])
@@ -105,19 +107,29 @@ def test_damaged_file_is_named_with_the_fix(tiny_mnist, how, message):
     assert "mlp download" in str(info.value)
 
 
+def _trust(monkeypatch, payloads: dict[str, bytes]) -> None:
+    """Make the resource table expect these payloads, as if they were MNIST's."""
+    resources = tuple(
+        data.Resource(r.name, hashlib.sha256(payloads[r.name]).hexdigest(), r.split, r.kind,
+                      r.count) if r.name in payloads else r
+        for r in data.RESOURCES)
+    monkeypatch.setattr(data, "RESOURCES", resources)
+
+
 def test_structural_checks_behind_the_checksum(tiny_mnist, monkeypatch):
-    """Counts and label range are checked even for files whose checksum is trusted."""
+    """Counts, image size and label range are checked even for files whose checksum holds."""
     images, labels = synthetic_digits(600, seed=1)
     labels[7] = 12
-    files = {"train-images-idx3-ubyte": idx_bytes(images[:599]),
-             "train-labels-idx1-ubyte": idx_bytes(labels)}
+    files = {"train-labels-idx1-ubyte": idx_bytes(labels)}
     for name, payload in files.items():
         (tiny_mnist / f"{name}.gz").write_bytes(gzip.compress(payload))
-    monkeypatch.setattr(data, "_is_stamped", lambda path, resource: True)
-    with pytest.raises(data.CorruptFile, match="599 images but .* 600 labels"):
-        data.load_mnist("train", tiny_mnist)
-    (tiny_mnist / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(images)))
+    _trust(monkeypatch, files)
     with pytest.raises(data.CorruptFile, match="label 12 outside 0-9"):
+        data.load_mnist("train", tiny_mnist)
+    bad_images = idx_bytes(np.zeros((600, 14, 56), np.uint8))
+    (tiny_mnist / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(bad_images))
+    _trust(monkeypatch, {"train-images-idx3-ubyte": bad_images})
+    with pytest.raises(data.CorruptFile, match=r"images of \(14, 56\) pixels, not 28x28"):
         data.load_mnist("train", tiny_mnist)
 
 
@@ -126,18 +138,20 @@ def test_missing_file_says_how_to_get_it(tmp_path):
         data.load_mnist("test", tmp_path)
 
 
-def test_verification_is_stamped_not_repeated(tiny_mnist, monkeypatch):
-    calls = []
-    real_verify = data.verify_file
-    monkeypatch.setattr(data, "verify_file", lambda p, r: calls.append(p) or real_verify(p, r))
-    data.load_mnist("train", tiny_mnist)
-    assert len(calls) == 2
-    data.load_mnist("train", tiny_mnist)
-    assert len(calls) == 2, "a verified, unchanged file was hashed again"
-    path = tiny_mnist / "train-labels-idx1-ubyte.gz"
-    path.write_bytes(path.read_bytes())  # same bytes, new mtime: checked again
-    data.load_mnist("train", tiny_mnist)
-    assert len(calls) == 3
+def test_every_load_checks_the_content(tiny_mnist):
+    """A file changed in place, its size and modification time restored, is still caught."""
+    data.load_mnist("test", tiny_mnist)
+    path = tiny_mnist / "t10k-labels-idx1-ubyte.gz"
+    before = path.stat()
+    payload = bytearray(gzip.decompress(path.read_bytes()))
+    payload[20] = (payload[20] + 1) % 10
+    damaged = gzip.compress(bytes(payload), mtime=0)
+    damaged = damaged[:before.st_size].ljust(before.st_size, b"\0")
+    path.write_bytes(damaged)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+    with pytest.raises(data.CorruptFile, match="t10k-labels-idx1-ubyte.gz"):
+        data.load_mnist("test", tiny_mnist)
 
 
 def test_cli_reports_damaged_file_in_one_line(tiny_mnist):
@@ -203,7 +217,7 @@ def test_download_then_nothing_more(served):
     mirror, target = served
     report = data.ensure_mnist(target, (mirror.url,), progress=False)
     assert [status for _, status in report] == ["downloaded"] * 4
-    assert _listing(target) == sorted(GZ_NAMES + [data.STAMP_NAME])
+    assert _listing(target) == sorted(GZ_NAMES + [data.LOCK_NAME])
     assert len(mirror.requests) == 4
     report = data.ensure_mnist(target, ("http://127.0.0.1:9/",), progress=False)
     assert [status for _, status in report] == ["present"] * 4
@@ -216,7 +230,7 @@ def test_falls_through_a_404_mirror(served):
     mirror, target = served
     missing = mirror.url.replace("/mnist/", "/elsewhere/")
     data.ensure_mnist(target, (missing, mirror.url), progress=False)
-    assert _listing(target) == sorted(GZ_NAMES + [data.STAMP_NAME])
+    assert _listing(target) == sorted(GZ_NAMES + [data.LOCK_NAME])
 
 
 @pytest.mark.parametrize("damage", ["flipped", "not-gzip", "cut-short"])
@@ -236,9 +250,9 @@ def test_bad_payload_leaves_nothing_and_falls_through(served, damage):
     with pytest.raises(data.DownloadError) as info:
         data.ensure_mnist(target, (bad_url,), progress=False)
     assert bad_url in str(info.value)
-    assert _listing(target) == [], "a file that failed verification was left behind"
+    assert _listing(target) == [data.LOCK_NAME], "a file that failed verification was left behind"
     data.ensure_mnist(target, (bad_url, mirror.url), progress=False)
-    assert _listing(target) == sorted(GZ_NAMES + [data.STAMP_NAME])
+    assert _listing(target) == sorted(GZ_NAMES + [data.LOCK_NAME])
 
 
 def test_all_mirrors_fail_names_each(tmp_path):
@@ -292,18 +306,16 @@ def _no_retry_session(real):
 
 # ---------------------------------------------------------------- real MNIST
 
-def test_real_mnist(real_mnist, tmp_path):
-    for r in data.RESOURCES:  # a copy, so the verification stamp is written and read here
-        shutil.copy(real_mnist / r.gz_name, tmp_path / r.gz_name)
-    report = data.ensure_mnist(tmp_path, ("http://127.0.0.1:9/",), progress=False)
+def test_real_mnist(real_mnist):
+    report = data.ensure_mnist(real_mnist, ("http://127.0.0.1:9/",), progress=False)
     assert [s for _, s in report] == ["present"] * 4
-    X, y = data.load_mnist("train", tmp_path)
+    X, y = data.load_mnist("train", real_mnist)
     assert X.shape == (60_000, 784) and X.dtype == np.float32
     assert float(X.min()) == 0.0 and float(X.max()) == 1.0
     counts = np.bincount(y, minlength=10)
     assert counts.sum() == 60_000
     assert counts.tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-    images, y_test = data.load_mnist("test", tmp_path, flat=False)
+    images, y_test = data.load_mnist("test", real_mnist, flat=False)
     assert images.shape == (10_000, 28, 28)
     assert np.bincount(y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974,
                                             1009]
@@ -317,4 +329,4 @@ def test_real_mnist_download_from_local_mirror(real_mnist, tmp_path):
         data.ensure_mnist(tmp_path, (url,), progress=False)
     finally:
         mirror.close()
-    assert _listing(tmp_path) == sorted(GZ_NAMES + [data.STAMP_NAME])
+    assert _listing(tmp_path) == sorted(GZ_NAMES + [data.LOCK_NAME])

@@ -8,7 +8,7 @@ from PIL import Image
 
 from mnist_mlp import imaging
 
-from .digit_images import STROKE_DIGITS, render_all, stroke_digit
+from .digit_images import STROKE_DIGITS, render_all, stroke_digit, write_bad_images
 
 
 def _mean_abs(a: np.ndarray, b: np.ndarray) -> float:
@@ -131,27 +131,8 @@ def test_deep_grey_images_keep_their_range(mode):
     np.testing.assert_allclose(imaging.flatten_to_gray(img), 1 - ink, atol=1e-4)
 
 
-def _write_bad(tmp_path):
-    good = tmp_path / "good.png"
-    Image.fromarray(np.round(stroke_digit(1) * 255).astype(np.uint8)).resize((400, 400)).save(good)
-    cases = {
-        "text.png": (lambda p: p.write_text("not an image"), "not an image file"),
-        "empty.png": (lambda p: p.write_bytes(b""), "not an image file"),
-        "truncated.png": (lambda p: p.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 3]),
-                          "damaged or truncated"),
-        "blank.png": (lambda p: Image.new("L", (64, 64), 230).save(p), "looks blank"),
-        "noise.png": (lambda p: Image.fromarray(np.random.default_rng(0).integers(
-            120, 136, (64, 64)).astype(np.uint8)).save(p), "looks blank"),
-        "huge.png": (lambda p: Image.new("1", (8000, 6000), 1).save(p), "megapixel limit"),
-        "missing.png": (lambda p: None, "no such file"),
-    }
-    for name, (make, _) in cases.items():
-        make(tmp_path / name)
-    return good, {name: message for name, (_, message) in cases.items()}
-
-
 def test_bad_images_raise_one_clear_error(tmp_path):
-    _, cases = _write_bad(tmp_path)
+    _, cases = write_bad_images(tmp_path)
     for name, message in cases.items():
         with pytest.raises(imaging.ImageError, match=message) as info:
             imaging.load_digit(tmp_path / name)

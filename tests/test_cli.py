@@ -1,4 +1,4 @@
-"""`mlp train` and `mlp eval` end to end through click's CliRunner on a tiny synthetic MNIST."""
+"""The `mlp` commands end to end through click's CliRunner: options, output, exit codes."""
 
 from __future__ import annotations
 
@@ -13,16 +13,21 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mnist_mlp import checkpoint, cli
+from mnist_mlp import checkpoint, run
 from mnist_mlp.cli import main
+from mnist_mlp.network import MLP
+
+from .digit_images import write_bad_images
 
 TINY = ["--hidden", "16", "--epochs", "3", "--val-size", "100", "--batch-size", "32",
         "--quiet"]
 
 
 def _train(tiny_mnist, out, *extra, expect=0):
+    """`mlp train` on tiny_mnist; a new run replaces an earlier one at ``out``."""
+    again = () if "--resume" in extra else ("--overwrite",)
     result = CliRunner().invoke(main, ["train", "--data-dir", str(tiny_mnist), "--out", str(out),
-                                       *TINY, *extra])
+                                       *TINY, *again, *extra])
     assert result.exit_code == expect, result.output
     return result
 
@@ -42,7 +47,8 @@ def test_train_then_eval(tiny_mnist, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "m.metrics.jsonl").open()]
     assert log == summary["epochs"]
     assert sorted(p.name for p in out.parent.iterdir()) == [
-        "m.last.npz", "m.metrics.jsonl", "m.npz"]
+        "m.curves.png", "m.last.npz", "m.lock", "m.metrics.jsonl", "m.npz"]
+    assert summary["curves"] == str(out.parent / "m.curves.png")
 
     ckpt = checkpoint.load(out)
     assert ckpt.meta["sizes"] == [784, 16, 10] and ckpt.meta["epoch"] == best["epoch"]
@@ -88,14 +94,16 @@ def test_config_precedence_and_errors(tiny_mnist, tmp_path):
     result = _train(tiny_mnist, tmp_path / "m.npz", "--config", str(preset), expect=1)
     assert "epochs must be of type int" in result.output and str(preset) in result.output
     result = _train(tiny_mnist, tmp_path / "m.npz", "--lr", "-1", expect=2)
-    assert "lr must be > 0" in result.output
+    assert "Invalid value for '--lr': -1.0 is not in the range 0<x<=1000000.0" in result.output
+    result = _train(tiny_mnist, tmp_path / "m.npz", "--lr", "nan", expect=2)
+    assert "lr must be in (0, 1e+06], not nan" in result.output
     result = _train(tiny_mnist, tmp_path / "m.npz", "--hidden", "8,x", expect=2)
     assert "comma list" in result.output
 
 
 def test_dropout_per_hidden_layer(tiny_mnist, tmp_path):
     from mnist_mlp.config import resolve
-    from mnist_mlp.runner import new_trainer
+    from mnist_mlp.run import new_trainer
 
     result = _train(tiny_mnist, tmp_path / "m.npz", "--hidden", "16,8", "--dropout", "0.5,0.1",
                     "--input-dropout", "0.2", "--json")
@@ -110,41 +118,38 @@ def test_dropout_per_hidden_layer(tiny_mnist, tmp_path):
     assert "one rate or one per hidden layer" in result.output
 
 
-class _StopAfter:
-    """Stands in for the Ctrl-C flag: 'pressed' after a number of steps."""
+class _SignalAfter(run.StopSignals):
+    """The signal flag, with a SIGINT 'arriving' after a number of steps."""
 
     steps = 0
-
-    def __init__(self):
-        self.calls = 0
+    calls = 0
 
     def __call__(self):
         self.calls += 1
-        return self.calls >= self.steps
-
-    def restore(self):
-        pass
+        if self.calls >= self.steps:
+            self.signum = self.signum or signal.SIGINT
+        return super().__call__()
 
 
 def _params(path):
-    ckpt = checkpoint.load(path)
+    ckpt = checkpoint.load(path, with_state=True)
     return ckpt.net.params, ckpt.optimizer_state
 
 
 @pytest.mark.parametrize("stop_after", [7, 19 * 2])  # mid-epoch; an epoch's last step
-def test_interrupted_run_resumes_bit_for_bit(tiny_mnist, tmp_path, stop_after):
+def test_interrupted_run_resumes_bit_for_bit(tiny_mnist, tmp_path, stop_after, monkeypatch):
     extra = ("--dropout", "0.3", "--input-dropout", "0.1", "--epochs", "4", "--augment", "elastic",
-             "--max-norm", "2.0", "--label-smoothing", "0.1")
+             "--max-norm", "2.0", "--label-smoothing", "0.1", "--weight-decay", "0.01")
     _train(tiny_mnist, tmp_path / "a" / "m.npz", *extra)
 
-    real_flag = cli._StopFlag
-    _StopAfter.steps = stop_after
-    cli._StopFlag = _StopAfter
-    result = _train(tiny_mnist, tmp_path / "b" / "m.npz", *extra, expect=130)
+    with monkeypatch.context() as patch:
+        patch.setattr(_SignalAfter, "steps", stop_after)
+        patch.setattr(run, "StopSignals", _SignalAfter)
+        result = _train(tiny_mnist, tmp_path / "b" / "m.npz", *extra, expect=130)
+    assert "SIGINT: stopped at epoch" in result.output
     assert "mlp train --resume --out" in result.output
     assert not list((tmp_path / "b").glob("*.part")), "a temporary file was left behind"
     checkpoint.load(tmp_path / "b" / "m.last.npz")  # loadable
-    cli._StopFlag = real_flag
 
     _train(tiny_mnist, tmp_path / "b" / "m.npz", "--resume", "--epochs", "4")
     for name in ("m.last.npz", "m.npz"):
@@ -163,8 +168,13 @@ def test_resume_refuses_changed_hyperparameters_and_missing_state(tiny_mnist, tm
     result = _train(tiny_mnist, tmp_path / "m.npz", "--resume", expect=1)
     assert "m.last.npz: no such checkpoint" in result.output
     _train(tiny_mnist, tmp_path / "m.npz")
-    result = _train(tiny_mnist, tmp_path / "m.npz", "--resume", "--lr", "0.3", expect=1)
-    assert "only epochs, patience may change" in result.output
+    result = _train(tiny_mnist, tmp_path / "m.npz", "--resume", "--lr", "0.3", expect=2)
+    assert "only epochs, patience may change, not lr" in result.output
+    preset = tmp_path / "p.toml"
+    preset.write_text("epochs = 5\nlr = 0.7\n")
+    result = _train(tiny_mnist, tmp_path / "m.npz", "--resume", "--config", str(preset),
+                    expect=2)
+    assert "not lr" in result.output
 
 
 def test_unwritable_out_fails_before_training(tiny_mnist, tmp_path):
@@ -176,10 +186,17 @@ def test_unwritable_out_fails_before_training(tiny_mnist, tmp_path):
 
 
 def test_divergence_stops_with_advice(tiny_mnist, tmp_path):
-    result = _train(tiny_mnist, tmp_path / "m.npz", "--lr", "1e30", "--optimizer", "sgd",
-                    expect=1)
-    assert "lower learning rate" in result.output
-    assert "Traceback" not in result.output
+    out = tmp_path / "m.npz"
+    _train(tiny_mnist, out, "--epochs", "1")
+    ckpt = checkpoint.load(out.with_name("m.last.npz"), with_state=True)
+    for W in ckpt.net.W:
+        W *= np.float32(1e20)  # finite, but the logits overflow float32
+    checkpoint.save(out.with_name("m.last.npz"), ckpt.net, ckpt.meta, ckpt.optimizer_state,
+                    ckpt.extra)
+    result = _train(tiny_mnist, out, "--resume", "--epochs", "2", expect=1)
+    assert "the loss became" in result.output and "lower learning rate" in result.output
+    assert "the last good checkpoint is" in result.output
+    assert "Traceback" not in result.output and result.output.count("\n") == 1
 
 
 def _bad_checkpoints(tmp_path, good: Path) -> dict[str, tuple[Path, str]]:
@@ -231,22 +248,6 @@ def test_bad_checkpoints_give_one_line(tiny_mnist, tmp_path):
         assert result.output.count("\n") == 1 and "Traceback" not in result.output, name
 
 
-def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
-    from mnist_mlp.network import MLP
-
-    path = tmp_path / "m.npz"
-    checkpoint.save(path, MLP([4, 3, 2]), {"note": "first"})
-
-    def boom(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(np, "savez", boom)
-    with pytest.raises(KeyboardInterrupt):
-        checkpoint.save(path, MLP([4, 3, 2]), {"note": "second"})
-    assert checkpoint.load(path).meta["note"] == "first"
-    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
-
-
 # ---------------------------------------------------------------- real MNIST
 
 def test_quick_preset_on_real_mnist(real_mnist, tmp_path):
@@ -275,7 +276,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint(real_mnist, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Resume with: mlp train --resume --out" in err and "Traceback" not in err
-    ckpt = checkpoint.load(tmp_path / "m.last.npz")
+    ckpt = checkpoint.load(tmp_path / "m.last.npz", with_state=True)
     assert ckpt.meta["train_state"]["epoch"] >= 1 and ckpt.optimizer_state
     assert not list(tmp_path.glob("*.part"))
 
@@ -289,3 +290,59 @@ def test_resume_takes_the_saved_config_without_flags(tiny_mnist, tmp_path):
     summary = json.loads(result.stdout)
     assert summary["config"]["val_size"] == 100 and summary["config"]["hidden"] == [16]
     assert [row["epoch"] for row in summary["epochs"]] == [1, 2]
+
+
+# ---------------------------------------------------------------- predict
+
+def _toy_model(tmp_path):
+    path = tmp_path / "toy.npz"
+    checkpoint.save(path, MLP([784, 8, 10]), {"input_scale": 255.0})
+    return path
+
+
+def test_output_formats(tmp_path):
+    model = _toy_model(tmp_path)
+    good, _ = write_bad_images(tmp_path)
+    result = CliRunner().invoke(main, ["predict", "--model", str(model), "--json",
+                                       "--top-k", "4", str(good)])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert set(row) == {"path", "digit", "confidence", "top"}
+    assert len(row["top"]) == 4 and row["top"][0] == [row["digit"], row["confidence"]]
+    probs = [p for _, p in row["top"]]
+    assert probs == sorted(probs, reverse=True)
+    result = CliRunner().invoke(main, ["predict", "--model", str(model), str(good),
+                                       "--show-input", str(tmp_path / "seen.png")])
+    assert result.exit_code == 0
+    assert result.stdout.startswith(f"{good}: {row['digit']} (")
+    assert (tmp_path / "seen.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_images_fail_alone(tmp_path):
+    model = _toy_model(tmp_path)
+    good, cases = write_bad_images(tmp_path)
+    names = sorted(cases)
+    result = CliRunner().invoke(main, ["predict", "--model", str(model), "--json", str(good),
+                                       *[str(tmp_path / n) for n in names]])
+    assert result.exit_code == 1
+    assert [r["path"] for r in json.loads(result.stdout)] == [str(good)]
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == len(names)
+    for line, name in zip(errors, names):
+        assert line.startswith(f"Error: {tmp_path / name}: ") and cases[name] in line
+    assert "Traceback" not in result.output
+
+
+def test_missing_model_is_one_line(tmp_path):
+    good, _ = write_bad_images(tmp_path)
+    result = CliRunner().invoke(main, ["predict", "--model", str(tmp_path / "none.npz"),
+                                       str(good)])
+    assert result.exit_code == 1 and "no such checkpoint" in result.output
+    assert result.output.count("\n") == 1
+
+
+def test_a_folder_without_images_is_an_error(tmp_path):
+    model = _toy_model(tmp_path)
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(main, ["predict", "--model", str(model), str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "no image files" in result.output

@@ -1,0 +1,58 @@
+"""Users' images -> digits: each image prepared as MNIST's were, then one batched forward pass.
+
+``mlp predict`` and ``mlp serve`` both classify through ``classify``, so a
+file given to one and posted to the other get the same probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .checkpoint import Checkpoint
+from .data import to_input
+from .imaging import ImageError, Source, describe, load_digit
+
+
+@dataclass
+class Prediction:
+    """One image's result: where it came from, what the network saw, what it said."""
+
+    source: str
+    pixels: np.ndarray   # uint8 (28, 28): the prepared digit, white ink on black
+    proba: np.ndarray    # (10,) class probabilities
+
+    @property
+    def digit(self) -> int:
+        return int(self.proba.argmax())
+
+    @property
+    def confidence(self) -> float:
+        return float(self.proba.max())
+
+    def top(self, k: int = 10) -> list[list[float]]:
+        """The k likeliest digits, best first, as [[digit, probability], ...]."""
+        order = np.argsort(self.proba, kind="stable")[::-1][:k]
+        return [[int(d), float(self.proba[d])] for d in order]
+
+
+def predict_pixels(model: Checkpoint, pixels: np.ndarray) -> np.ndarray:
+    """Probabilities (n, 10) for prepared digits uint8 (n, 28, 28), scaled as in training."""
+    return model.net.predict_proba(to_input(pixels, model.input_scale))
+
+
+def classify(model: Checkpoint, sources: Sequence[Source]
+             ) -> list[Prediction | ImageError]:
+    """Each source's Prediction, or the ImageError that says why it has none; in order."""
+    prepared: list[np.ndarray | ImageError] = []
+    for source in sources:
+        try:
+            prepared.append(load_digit(source))              # uint8 (28, 28)
+        except ImageError as exc:
+            prepared.append(exc)
+    good = [p for p in prepared if isinstance(p, np.ndarray)]
+    proba = iter(predict_pixels(model, np.stack(good)) if good else [])   # (n, 10)
+    return [p if isinstance(p, ImageError) else Prediction(describe(s), p, next(proba))
+            for s, p in zip(sources, prepared)]

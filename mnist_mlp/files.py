@@ -1,0 +1,169 @@
+"""Safe file I/O: atomic writes that replace only regular files, bounded reads of
+regular files only, and an exclusive lock that names its holder.
+
+Writes go to a ``*.part`` file beside the target and are renamed over it only
+when complete, so readers see the old file or the whole new one. A symlink is
+written *through* (its target is replaced, the link kept). A device, FIFO,
+socket or folder is never replaced: that is an ``OSError`` before anything is
+written. Reads open a path only when it is a regular file (a FIFO would block,
+a device never ends) and never take more than a stated number of bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+PART_SUFFIX = ".part"
+
+
+def not_regular(path: Path, mode: int) -> OSError:
+    """The error for a path that is there but is not a regular file."""
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode)
+            or stat.S_ISBLK(mode) else "not a regular file")
+    return OSError(errno.EINVAL, f"is {kind}, not a regular file", str(path))
+
+
+def write_target(path: Path) -> Path:
+    """Where writing ``path`` really lands: the end of its symlinks, checked to be replaceable.
+
+    Raises:
+        OSError: the target exists and is not a regular file.
+    """
+    target = Path(os.path.realpath(path))
+    try:
+        mode = os.stat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # new; a bad folder fails when written
+        return target
+    if not stat.S_ISREG(mode):
+        raise not_regular(path, mode)
+    return target
+
+
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """Yield a binary file in the target's folder; rename it over the target on success.
+
+    On any exception (KeyboardInterrupt included) the temporary ``*.part`` file
+    is deleted and the target keeps whatever it held before.
+
+    Raises:
+        OSError: the target is not a regular file, or the folder is not writable.
+    """
+    target = write_target(Path(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=PART_SUFFIX, dir=target.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        write_target(target)  # still replaceable: nothing swapped in a FIFO meanwhile
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` (or its symlink's target) with ``data`` atomically."""
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+def remove_stale_parts(path: Path) -> list[Path]:
+    """Delete ``*.part`` files that ``atomic_writer`` left for ``path`` (a killed writer's).
+
+    Call only while holding the lock that serialises writers of ``path``.
+    """
+    target = Path(os.path.realpath(path))
+    stale = [p for p in target.parent.glob(target.name + ".*" + PART_SUFFIX)
+             if p.is_file() and not p.is_symlink()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file (never blocks on a FIFO).
+
+    Raises:
+        FileNotFoundError: no such file.
+        OSError: a folder, FIFO, device or socket, or unreadable.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise not_regular(Path(path), mode)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of regular file ``path``, refusing files larger than ``limit``.
+
+    Raises:
+        OSError: not a regular file, unreadable, or larger than ``limit`` (EFBIG).
+    """
+    with open_regular(path) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit:,} bytes", str(path))
+    return data
+
+
+class LockHeld(Exception):
+    """Another process holds the lock; ``pid`` is the holder's, when it said."""
+
+    def __init__(self, path: Path, pid: int | None):
+        self.path, self.pid = path, pid
+        holder = f"process {pid}" if pid else "another process"
+        super().__init__(f"{path} is locked by {holder}")
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the ``with`` block.
+
+    The lock file holds the holder's pid. The kernel drops the lock when the
+    process ends, however it ends, so a killed holder never blocks the next.
+
+    Raises:
+        LockHeld: another process holds it.
+        OSError: the lock file cannot be created or is not a regular file.
+    """
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise not_regular(Path(path), mode)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            raise LockHeld(Path(path), int(text) if text.isdigit() else None) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,290 @@
+"""Pictures of a run: training curves, runs compared, first-layer weights, confusion.
+
+Each picture is a function returning a matplotlib ``Figure`` (no pyplot, no
+display: the Agg canvas), so tests can read back what was drawn; callers save
+it with ``save_figure``, atomically. matplotlib is imported only here, and this
+module only by the commands that draw.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .data import IMAGE_SIDE
+from .files import atomic_writer, read_bounded
+from .train import Callback
+
+MAX_LOG_BYTES = 64 << 20   # a metrics log is a few hundred bytes an epoch
+WEIGHT_TILES = 64          # units shown in the weights picture, an 8 x 8 grid
+DPI = 100
+
+
+class PlotError(Exception):
+    """A metrics log or checkpoint that cannot be drawn; the message names the file."""
+
+
+# ---------------------------------------------------------------- reading
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a run's ``.metrics.jsonl``, checked: one object per epoch, in order.
+
+    Raises:
+        PlotError: missing, not a regular file, empty, truncated or not JSON lines.
+    """
+    try:
+        text = read_bounded(Path(path), MAX_LOG_BYTES).decode("utf-8")
+    except FileNotFoundError:
+        raise PlotError(f"{path}: no such metrics log") from None
+    except OSError as exc:
+        raise PlotError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise PlotError(f"{path}: not a text file; not a metrics log") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            raise PlotError(f"{path}: line {number} is not JSON (truncated?); not a metrics "
+                            "log of `mlp train`") from None
+        if not (isinstance(row, dict) and row.get("epoch") == number
+                and all(_number_or_none(row.get(k)) for k in CURVE_KEYS)):
+            raise PlotError(f"{path}: line {number} is not epoch {number} of a metrics log "
+                            "of `mlp train`")
+        rows.append(row)
+    if not rows:
+        raise PlotError(f"{path}: empty; the run has not finished an epoch yet")
+    return rows
+
+
+CURVE_KEYS = ("lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+def _number_or_none(value: Any) -> bool:
+    return value is None or (type(value) in (int, float) and math.isfinite(value))
+
+
+def best_epoch(history: Sequence[Mapping[str, Any]]) -> int:
+    """The epoch the run kept: first best validation accuracy, or the last without validation."""
+    scored = [(r["val_accuracy"], -r["epoch"]) for r in history if r["val_accuracy"] is not None]
+    return -max(scored)[1] if scored else history[-1]["epoch"]
+
+
+# ---------------------------------------------------------------- figures
+
+def _series(history, key):
+    """Epochs and values of ``key`` (error rates for accuracies), skipping missing values."""
+    rows = [r for r in history if r.get(key) is not None]
+    values = [r[key] for r in rows]
+    if key.endswith("accuracy"):
+        values = [max(1 - v, 1e-5) for v in values]           # error rate, log scale
+    return [r["epoch"] for r in rows], values
+
+
+def curves_figure(history: Sequence[Mapping[str, Any]], title: str) -> Figure:
+    """Loss and error rate (log scales) per epoch, train and validation; the kept epoch
+    marked; the learning rate in a small panel."""
+    fig = Figure(figsize=(9, 6), dpi=DPI, layout="constrained")
+    grid = fig.add_gridspec(2, 2, height_ratios=(3, 1))
+    loss, error, lr = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), \
+        fig.add_subplot(grid[1, :])
+    best = best_epoch(history)
+    for ax, key, name in ((loss, "loss", "loss (cross-entropy)"),
+                          (error, "accuracy", "error rate (1 - accuracy)")):
+        for split, style in (("train", "-"), ("val", "-")):
+            epochs, values = _series(history, f"{split}_{key}")
+            if values:
+                ax.plot(epochs, values, style, marker="." if len(values) < 40 else None,
+                        label={"train": "training", "val": "validation"}[split])
+        ax.axvline(best, color="0.6", linestyle=":", linewidth=1)
+        ax.set(yscale="log", xlabel="epoch", title=name)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="upper right", fontsize="small")
+    kept = next(r for r in history if r["epoch"] == best)
+    if kept["val_accuracy"] is not None:
+        error.plot([best], [max(1 - kept["val_accuracy"], 1e-5)], "*", color="C3",
+                   markersize=12, label=f"kept: epoch {best}, "
+                   f"{100 * kept['val_accuracy']:.2f}% val")
+        error.legend(loc="upper right", fontsize="small")
+    epochs, rates = _series(history, "lr")
+    lr.plot(epochs, rates, color="C2")
+    lr.set(xlabel="epoch", ylabel="learning rate")
+    lr.grid(True, alpha=0.3)
+    for ax in (loss, error, lr):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title)
+    return fig
+
+
+def compare_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Figure:
+    """Validation loss and error rate of several runs, overlaid, one colour a run."""
+    fig = Figure(figsize=(10, 4.5), dpi=DPI, layout="constrained")
+    loss, error = fig.subplots(1, 2)
+    for name, history in runs.items():
+        for ax, key in ((loss, "val_loss"), (error, "val_accuracy")):
+            epochs, values = _series(history, key)
+            if not values:  # no validation split: the training curve stands in
+                epochs, values = _series(history, key.replace("val_", "train_"))
+            ax.plot(epochs, values, label=name)
+    loss.set(yscale="log", xlabel="epoch", title="validation loss")
+    error.set(yscale="log", xlabel="epoch", title="validation error rate")
+    for ax in (loss, error):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"{len(runs)} runs compared")
+    return fig
+
+
+def strongest_units(W0: np.ndarray, n: int = WEIGHT_TILES) -> np.ndarray:
+    """Indices of the ``n`` hidden units with the largest incoming weight norms, largest first.
+
+    W0 (hidden, 784): the first layer's weights, one row per unit.
+    """
+    norms = np.linalg.norm(W0, axis=1)                     # (hidden,)
+    return np.argsort(-norms, kind="stable")[:n]
+
+
+def weights_figure(W0: np.ndarray, title: str) -> Figure:
+    """Each strong unit's 784 incoming weights as a 28x28 tile, red positive, blue negative."""
+    units = strongest_units(W0)
+    cols = math.ceil(math.sqrt(len(units)))
+    rows = math.ceil(len(units) / cols)
+    fig = Figure(figsize=(cols * 0.9, rows * 0.9 + 0.5), dpi=DPI, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, unit in zip(axes.flat, units):
+        tile = W0[unit].reshape(IMAGE_SIDE, IMAGE_SIDE)
+        limit = float(np.abs(tile).max()) or 1.0           # symmetric around 0
+        ax.imshow(tile, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set_title(str(unit), fontsize=6, pad=1)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def confusion_figure(confusion: np.ndarray, accuracy: float) -> Figure:
+    """The confusion matrix (rows: true digit) coloured by row share, counts in the cells."""
+    confusion = np.asarray(confusion)
+    k = len(confusion)
+    shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    fig = Figure(figsize=(6.5, 5.5), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    # Square-root colour: the rare mistakes (0.1% of a row) still show against the diagonal.
+    image = ax.imshow(np.sqrt(shares), cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if confusion[i, j]:
+                ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if shares[i, j] > 0.5 else "black")
+    ax.set(xticks=range(k), yticks=range(k), xlabel="predicted digit", ylabel="true digit",
+           title=f"confusion matrix: {100 * accuracy:.2f}% correct of {confusion.sum():,}")
+    bar = fig.colorbar(image, ax=ax, shrink=0.8)
+    ticks = [0, 0.01, 0.05, 0.2, 0.5, 1]
+    bar.set_ticks(np.sqrt(ticks), labels=[f"{t:.0%}" for t in ticks])
+    bar.set_label("share of the true digit's row")
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as a PNG, atomically (a reader sees the old picture or the new one).
+
+    Raises:
+        OSError: unwritable, or the target is not a regular file.
+    """
+    with atomic_writer(Path(path)) as f:
+        fig.savefig(f, format="png")
+
+
+class CurvesCallback(Callback):
+    """Redraws a run's curves after every epoch."""
+
+    def __init__(self, path: Path, title: str):
+        self.path, self.title = path, title
+
+    def on_epoch_end(self, trainer, row, improved):
+        save_figure(curves_figure(trainer.state.history, self.title), self.path)
+
+
+# ---------------------------------------------------------------- mlp plot
+
+def _run_paths(run: Path) -> tuple[Path | None, Path]:
+    """(checkpoint or None, metrics log) of a RUN argument: a checkpoint or a metrics log."""
+    from .run import RunFiles
+
+    name = run.name
+    if name.endswith(".metrics.jsonl"):
+        return None, run
+    if name.endswith(".npz"):
+        best = run.with_name(name.removesuffix(".last.npz") + ".npz") \
+            if name.endswith(".last.npz") else run
+        return run, RunFiles(best).metrics
+    raise PlotError(f"{run}: a RUN is a checkpoint (NAME.npz) or a metrics log "
+                    "(NAME.metrics.jsonl)")
+
+
+def draw_runs(runs: Sequence[Path], curves: Path | None = None, weights: Path | None = None,
+              note=lambda line: None) -> list[tuple[str, Path]]:
+    """Draw one run's curves and weights, or several runs' curves compared; save them.
+
+    Args:
+        runs: checkpoints or metrics logs.
+        curves, weights: where to save; default beside the (first) run.
+        note: receives a line about anything left out (a checkpoint without a log).
+
+    Returns:
+        (kind, path) of each picture written.
+
+    Raises:
+        PlotError: an unreadable log or checkpoint, or an unwritable picture.
+    """
+    from .checkpoint import CheckpointError, load
+    from .run import RunFiles
+
+    parts = [_run_paths(Path(r)) for r in runs]
+    figures: list[tuple[str, Path, Figure]] = []
+    if len(parts) == 1:
+        ckpt_path, log = parts[0]
+        stem = (ckpt_path or log).name.removesuffix(".metrics.jsonl").removesuffix(".npz") \
+            .removesuffix(".last")
+        base = RunFiles((ckpt_path or log).with_name(stem + ".npz"))
+        title = stem
+        if ckpt_path is not None:
+            try:
+                ckpt = load(ckpt_path)
+            except CheckpointError as exc:
+                raise PlotError(str(exc)) from None
+            sizes = "-".join(map(str, ckpt.meta["sizes"]))
+            title = f"{sizes} ({ckpt.meta.get('preset', stem)})"
+            figures.append(("weights", weights or base.best.with_name(stem + ".weights.png"),
+                            weights_figure(ckpt.net.W[0], f"{stem}: first-layer weights of "
+                                           f"the {WEIGHT_TILES} strongest of "
+                                           f"{ckpt.net.W[0].shape[0]} hidden units")))
+        if ckpt_path is not None and not log.exists():
+            note(f"no metrics log beside {ckpt_path} (looked for {log}); drew the weights only")
+        else:
+            figures.append(("curves", curves or base.curves,
+                            curves_figure(read_metrics(log), title)))
+    else:
+        histories = {}
+        for run, (_, log) in zip(runs, parts):
+            label = Path(run).name.removesuffix(".metrics.jsonl").removesuffix(".npz")
+            while label in histories:
+                label += "'"
+            histories[label] = read_metrics(log)
+        figures.append(("curves", curves or Path("runs.curves.png"), compare_figure(histories)))
+    written = []
+    for kind, path, fig in figures:
+        try:
+            save_figure(fig, path)
+        except OSError as exc:
+            raise PlotError(f"{path}: {exc.strerror or exc}") from None
+        written.append((kind, path))
+    return written
