@@ -398,6 +398,44 @@ def plot(runs: tuple[Path, ...], curves: Path | None, weights: Path | None) -> N
         click.echo(f"{kind}: {path}")
 
 
+# ---------------------------------------------------------------- serve
+
+@main.command(context_settings=CONTEXT)
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT,
+              help="Checkpoint to use.")
+@click.option("--host", default="127.0.0.1",
+              help="Address to listen on; anything but loopback lets others on the network "
+                   "use it.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000,
+              help="Port to listen on (0: any free port).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+def serve(model: Path, host: str, port: int, open_browser: bool) -> None:
+    """Serve a page to draw digits on and watch the network read them; Ctrl-C stops it."""
+    from .checkpoint import CheckpointError
+    from .serve import DigitServer, is_loopback
+
+    try:
+        server = DigitServer(model, host, port)
+    except CheckpointError as exc:
+        raise _fail(exc) from None
+    except OSError as exc:
+        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    if not is_loopback(host):
+        click.echo(f"Warning: listening on {host}: anyone who can reach this machine on the "
+                   "network can use this page.", err=True)
+    click.echo(f"serving {model} at {server.url} (Ctrl-C stops)")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 # ---------------------------------------------------------------- entry point
 
 def entry() -> None:

@@ -8,7 +8,6 @@ module only by the commands that draw.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,57 +18,19 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .data import IMAGE_SIDE
-from .files import atomic_writer, read_bounded
+from .files import atomic_writer
+from .run import CURVE_KEYS, RunError, read_metrics
 from .train import Callback
 
-MAX_LOG_BYTES = 64 << 20   # a metrics log is a few hundred bytes an epoch
 WEIGHT_TILES = 64          # units shown in the weights picture, an 8 x 8 grid
 DPI = 100
 
 
 class PlotError(Exception):
-    """A metrics log or checkpoint that cannot be drawn; the message names the file."""
+    """A run that cannot be drawn, or a picture that cannot be saved; names the file."""
 
 
 # ---------------------------------------------------------------- reading
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The rows of a run's ``.metrics.jsonl``, checked: one object per epoch, in order.
-
-    Raises:
-        PlotError: missing, not a regular file, empty, truncated or not JSON lines.
-    """
-    try:
-        text = read_bounded(Path(path), MAX_LOG_BYTES).decode("utf-8")
-    except FileNotFoundError:
-        raise PlotError(f"{path}: no such metrics log") from None
-    except OSError as exc:
-        raise PlotError(f"{path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise PlotError(f"{path}: not a text file; not a metrics log") from None
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        try:
-            row = json.loads(line)
-        except (ValueError, RecursionError):
-            raise PlotError(f"{path}: line {number} is not JSON (truncated?); not a metrics "
-                            "log of `mlp train`") from None
-        if not (isinstance(row, dict) and row.get("epoch") == number
-                and all(_number_or_none(row.get(k)) for k in CURVE_KEYS)):
-            raise PlotError(f"{path}: line {number} is not epoch {number} of a metrics log "
-                            "of `mlp train`")
-        rows.append(row)
-    if not rows:
-        raise PlotError(f"{path}: empty; the run has not finished an epoch yet")
-    return rows
-
-
-CURVE_KEYS = ("lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
-
-
-def _number_or_none(value: Any) -> bool:
-    return value is None or (type(value) in (int, float) and math.isfinite(value))
-
 
 def best_epoch(history: Sequence[Mapping[str, Any]]) -> int:
     """The epoch the run kept: first best validation accuracy, or the last without validation."""
@@ -230,6 +191,13 @@ def _run_paths(run: Path) -> tuple[Path | None, Path]:
                     "(NAME.metrics.jsonl)")
 
 
+def _history(log: Path) -> list[dict[str, Any]]:
+    try:
+        return read_metrics(log)
+    except RunError as exc:
+        raise PlotError(str(exc)) from None
+
+
 def draw_runs(runs: Sequence[Path], curves: Path | None = None, weights: Path | None = None,
               note=lambda line: None) -> list[tuple[str, Path]]:
     """Draw one run's curves and weights, or several runs' curves compared; save them.
@@ -271,14 +239,14 @@ def draw_runs(runs: Sequence[Path], curves: Path | None = None, weights: Path | 
             note(f"no metrics log beside {ckpt_path} (looked for {log}); drew the weights only")
         else:
             figures.append(("curves", curves or base.curves,
-                            curves_figure(read_metrics(log), title)))
+                            curves_figure(_history(log), title)))
     else:
         histories = {}
         for run, (_, log) in zip(runs, parts):
             label = Path(run).name.removesuffix(".metrics.jsonl").removesuffix(".npz")
             while label in histories:
                 label += "'"
-            histories[label] = read_metrics(log)
+            histories[label] = _history(log)
         figures.append(("curves", curves or Path("runs.curves.png"), compare_figure(histories)))
     written = []
     for kind, path, fig in figures:

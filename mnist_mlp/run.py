@@ -30,8 +30,8 @@ from typing import Any
 from . import checkpoint, data
 from .config import (ConfigError, TrainConfig, coerce, find_preset, load_config_file,
                      resolve)
-from .files import (LockHeld, exclusive_lock, remove_stale_parts, write_bytes_atomic,
-                    write_target)
+from .files import (LockHeld, exclusive_lock, read_bounded, remove_stale_parts,
+                    write_bytes_atomic, write_target)
 from .network import MLP
 from .train import Callback, Trainer, TrainState
 
@@ -177,6 +177,47 @@ class CheckpointCallback(Callback):
             save_best(self.files, trainer, self.preset)
         save_last(self.files, trainer, self.preset)
         write_metrics(self.files, trainer.state.history)
+
+
+# ---------------------------------------------------------------- reading the log
+
+MAX_LOG_BYTES = 64 << 20   # a metrics log is a few hundred bytes an epoch
+CURVE_KEYS = ("lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a run's ``.metrics.jsonl``, checked: one object per epoch, in order.
+
+    Raises:
+        RunError: missing, not a regular file, empty, truncated or not JSON lines.
+    """
+    try:
+        text = read_bounded(Path(path), MAX_LOG_BYTES).decode("utf-8")
+    except FileNotFoundError:
+        raise RunError(f"{path}: no such metrics log") from None
+    except OSError as exc:
+        raise RunError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise RunError(f"{path}: not a text file; not a metrics log") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            raise RunError(f"{path}: line {number} is not JSON (truncated?); not a metrics "
+                           "log of `mlp train`") from None
+        if not (isinstance(row, dict) and row.get("epoch") == number
+                and all(_number_or_none(row.get(k)) for k in CURVE_KEYS)):
+            raise RunError(f"{path}: line {number} is not epoch {number} of a metrics log "
+                           "of `mlp train`")
+        rows.append(row)
+    if not rows:
+        raise RunError(f"{path}: empty; the run has not finished an epoch yet")
+    return rows
+
+
+def _number_or_none(value: Any) -> bool:
+    return value is None or (type(value) in (int, float) and math.isfinite(value))
 
 
 # ---------------------------------------------------------------- resuming

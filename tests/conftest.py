@@ -67,7 +67,7 @@ def _real_mnist() -> Path:
     return REAL_MNIST
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_mnist() -> Path:
     return _real_mnist()
 

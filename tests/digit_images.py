@@ -45,6 +45,15 @@ def transparent_rgba(ink: np.ndarray, path: Path) -> Path:
     return path
 
 
+def canvas_png(ink: np.ndarray, path: Path) -> Path:
+    """What a browser canvas exports: 280x280 RGBA PNG, white strokes on transparency."""
+    big = _place(_enlarge(ink, 8), (280, 280), (28, 28))
+    rgba = np.full(big.shape + (4,), 255, dtype=np.uint8)
+    rgba[..., 3] = np.round(big * 255).astype(np.uint8)  # colour white, ink in alpha
+    Image.fromarray(rgba, "RGBA").save(path)
+    return path
+
+
 def noisy_photo_jpeg(ink: np.ndarray, path: Path, seed: int = 0) -> Path:
     """A phone photo: off-white paper lit unevenly, grey ink, sensor noise, JPEG at 80."""
     rng = np.random.default_rng(seed)

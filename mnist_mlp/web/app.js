@@ -1,0 +1,239 @@
+// The draw-a-digit page: strokes on a canvas, sent as PNG to POST /api/predict.
+"use strict";
+
+const pad = document.getElementById("pad");
+const ctx = pad.getContext("2d");
+const BRUSH = 20;          // pen width in canvas pixels: MNIST's strokes are ~9% of the digit
+const THROTTLE_MS = 150;   // live predictions while drawing, at most this often
+
+let strokes = [];          // each stroke: a list of [x, y] in canvas pixels
+let current = null;        // the stroke being drawn
+let whiteInk = true;       // white ink on black (as MNIST), or black on white
+let lastSent = 0;
+let pending = null;        // timer of a throttled prediction
+let sequence = 0;          // answers to older requests are ignored
+const seen = document.getElementById("seen");
+const NOTHING_SEEN = seen.src;   // a black pixel, until the network has seen something
+
+function colours() {
+  return whiteInk ? ["#000", "#fff"] : ["#fff", "#000"];
+}
+
+function redraw() {
+  const [paper, ink] = colours();
+  ctx.fillStyle = paper;
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  ctx.strokeStyle = ink;
+  ctx.fillStyle = ink;
+  ctx.lineWidth = BRUSH;
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+  for (const stroke of strokes) {
+    if (stroke.length === 1) {                       // a dot
+      ctx.beginPath();
+      ctx.arc(stroke[0][0], stroke[0][1], BRUSH / 2, 0, 2 * Math.PI);
+      ctx.fill();
+      continue;
+    }
+    ctx.beginPath();                                 // straight segments between samples
+    ctx.moveTo(stroke[0][0], stroke[0][1]);
+    for (const [x, y] of stroke.slice(1)) ctx.lineTo(x, y);
+    ctx.stroke();
+  }
+}
+
+function point(event) {
+  const box = pad.getBoundingClientRect();
+  return [(event.clientX - box.left) * pad.width / box.width,
+          (event.clientY - box.top) * pad.height / box.height];
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  event.preventDefault();
+  pad.setPointerCapture(event.pointerId);
+  current = [point(event)];
+  strokes.push(current);
+  redraw();
+});
+
+pad.addEventListener("pointermove", (event) => {
+  if (!current) return;
+  event.preventDefault();
+  const samples = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+  for (const e of (samples.length ? samples : [event])) current.push(point(e));
+  redraw();
+  schedulePrediction();
+});
+
+function endStroke(event) {
+  if (!current) return;
+  event.preventDefault();
+  current = null;
+  predictNow();                                      // the final answer on pen-up
+}
+pad.addEventListener("pointerup", endStroke);
+pad.addEventListener("pointercancel", endStroke);
+
+function schedulePrediction() {
+  const wait = THROTTLE_MS - (Date.now() - lastSent);
+  if (pending) return;
+  pending = setTimeout(predictNow, Math.max(0, wait));
+}
+
+function predictNow() {
+  clearTimeout(pending);
+  pending = null;
+  if (!strokes.length) return;
+  lastSent = Date.now();
+  const mine = ++sequence;                           // numbered now: toBlob answers later
+  pad.toBlob((blob) => send(blob, mine), "image/png");
+}
+
+async function send(blob, mine = ++sequence) {
+  let answer;
+  try {
+    const response = await fetch("/api/predict", {method: "POST", body: blob});
+    answer = await response.json();
+    if (!response.ok) answer = {error: answer.error || response.statusText};
+  } catch (err) {
+    answer = {error: "the server did not answer (" + err.message + ")"};
+  }
+  if (mine === sequence) show(answer);
+}
+
+function show(answer) {
+  const error = document.getElementById("error");
+  if (answer.error) {
+    error.textContent = answer.error;
+    error.hidden = false;
+    return;
+  }
+  error.hidden = true;
+  document.getElementById("digit").textContent = answer.digit;
+  document.getElementById("confidence").textContent =
+    (100 * answer.confidence).toFixed(1) + "% sure";
+  seen.src = answer.input;
+  const probability = Object.fromEntries(answer.top);
+  const bars = document.getElementById("bars");
+  bars.replaceChildren(...[...Array(10).keys()].map((d) => {
+    const item = document.createElement("li");
+    item.dataset.digit = d;
+    if (d === answer.digit) item.className = "best";
+    const percent = 100 * probability[d];
+    item.innerHTML = `<b>${d}</b><div class="bar"><span style="width:${percent}%"></span>` +
+                     `</div><span>${percent.toFixed(1)}%</span>`;
+    return item;
+  }));
+}
+
+function clearAll() {
+  strokes = [];
+  current = null;
+  clearTimeout(pending);
+  pending = null;
+  sequence++;                                        // drop answers still on their way
+  redraw();
+  document.getElementById("digit").textContent = "?";
+  document.getElementById("confidence").textContent = "draw a digit";
+  seen.src = NOTHING_SEEN;
+  document.getElementById("bars").replaceChildren();
+  document.getElementById("error").hidden = true;
+}
+
+document.getElementById("clear").addEventListener("click", clearAll);
+document.getElementById("undo").addEventListener("click", () => {
+  strokes.pop();
+  redraw();
+  if (strokes.length) predictNow(); else clearAll();
+});
+document.getElementById("ink").addEventListener("click", (event) => {
+  whiteInk = !whiteInk;
+  event.target.textContent = whiteInk ? "Black on white" : "White on black";
+  event.target.setAttribute("aria-pressed", String(!whiteInk));
+  redraw();
+  predictNow();
+});
+
+function classifyFile(file) {
+  if (!file) return;
+  strokes = [];
+  redraw();
+  send(file);
+}
+document.getElementById("file").addEventListener("change", (event) => {
+  classifyFile(event.target.files[0]);
+  event.target.value = "";
+});
+pad.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  pad.classList.add("dropping");
+});
+pad.addEventListener("dragleave", () => pad.classList.remove("dropping"));
+pad.addEventListener("drop", (event) => {
+  event.preventDefault();
+  pad.classList.remove("dropping");
+  classifyFile(event.dataTransfer.files[0]);
+});
+
+// ---------------------------------------------------------------- the model panel
+
+function fact(list, name, value) {
+  const dt = document.createElement("dt");
+  const dd = document.createElement("dd");
+  dt.textContent = name;
+  dd.textContent = value;
+  list.append(dt, dd);
+}
+
+function drawCurves(history) {
+  const chart = document.getElementById("curves");
+  const c = chart.getContext("2d");
+  const series = [["val_accuracy", "#d62", "validation error"],
+                  ["train_accuracy", "#46a", "training error"]];
+  const errors = series.map(([key]) => history.map((row) =>
+    row[key] === null ? null : Math.max(1 - row[key], 1e-4)));
+  const all = errors.flat().filter((v) => v !== null);
+  if (!all.length) return;
+  const [lo, hi] = [Math.log10(Math.min(...all)), Math.log10(Math.max(...all))];
+  const left = 40, bottom = chart.height - 20, width = chart.width - 50, height = bottom - 10;
+  const x = (i) => left + (history.length > 1 ? i / (history.length - 1) : 0.5) * width;
+  const y = (v) => bottom - (hi > lo ? (Math.log10(v) - lo) / (hi - lo) : 0.5) * height;
+  c.fillStyle = "#fff";
+  c.fillRect(0, 0, chart.width, chart.height);
+  c.fillStyle = "#555";
+  c.font = "11px system-ui";
+  c.fillText((100 * 10 ** hi).toPrecision(2) + "%", 2, 14);
+  c.fillText((100 * 10 ** lo).toPrecision(2) + "%", 2, bottom);
+  c.fillText("epoch 1", left, chart.height - 4);
+  c.fillText(String(history.length), left + width - 10, chart.height - 4);
+  series.forEach(([, colour, label], s) => {
+    c.strokeStyle = colour;
+    c.beginPath();
+    errors[s].forEach((v, i) => v !== null && (i ? c.lineTo(x(i), y(v)) : c.moveTo(x(i), y(v))));
+    c.stroke();
+    c.fillStyle = colour;
+    c.fillText(label, left + 10 + 110 * s, 14);
+  });
+  chart.hidden = false;
+}
+
+async function loadModel() {
+  const info = await (await fetch("/api/model")).json();
+  const facts = document.getElementById("model-facts");
+  fact(facts, "file", info.model);
+  fact(facts, "layers", info.sizes.join("-"));
+  if (info.preset) fact(facts, "preset", info.preset);
+  if (info.epoch !== null) fact(facts, "epoch kept", `${info.epoch} of ${info.epochs}`);
+  if (info.val_accuracy !== null && info.val_accuracy !== undefined)
+    fact(facts, "validation accuracy", (100 * info.val_accuracy).toFixed(2) + "%");
+  const note = document.getElementById("curves-note");
+  if (info.history) {
+    drawCurves(info.history);
+    note.textContent = "error rate per epoch (log scale)";
+  } else {
+    note.textContent = "no metrics log beside the checkpoint: no curves";
+  }
+}
+
+redraw();
+loadModel();
