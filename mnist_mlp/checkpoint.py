@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import json
 import math
+import struct
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,11 @@ FORMAT_VERSION = 1
 MAX_META_BYTES = 1 << 20      # the metadata is a few KB
 MAX_NPY_HEADER = 4096          # .npy headers are 128 bytes or so
 MAX_STATE_ELEMENTS = 1 << 28   # no optimiser or resume array is larger than this
+
+
+# What zipfile and zlib raise on damaged archives (bad headers, CRC, deflate data).
+DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
+          RuntimeError, struct.error, UnicodeDecodeError)
 
 
 class CheckpointError(Exception):
@@ -98,8 +106,10 @@ class _Archive:
                 read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                                else np.lib.format.read_array_header_2_0)
                 found, fortran, dtype = read_header(f, max_header_size=MAX_NPY_HEADER)
-            except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
-                raise self.fail(f"{name} is not a readable array ({exc})") from None
+            except (ValueError, OSError, EOFError, SyntaxError, TypeError,
+                    tokenize.TokenError) as exc:               # numpy tokenizes the header
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise self.fail(f"{name} is not a readable array ({reason})") from None
             if dtype.hasobject:
                 raise self.fail(f"{name} holds Python objects (a pickle); refused")
             count = math.prod(found)
@@ -111,10 +121,7 @@ class _Archive:
             nbytes = count * dtype.itemsize
             if info.file_size > nbytes + MAX_NPY_HEADER:
                 raise self.fail(f"{name} declares {info.file_size:,} bytes for {nbytes:,}")
-            try:
-                raw = f.read(nbytes)
-            except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-                raise self.fail(f"{name} is damaged ({exc})") from None
+            raw = f.read(nbytes)
         if len(raw) != nbytes:
             raise self.fail(f"{name} is cut short")
         order = "F" if fortran else "C"
@@ -142,11 +149,15 @@ def load(path: Path, *, with_state: bool = False) -> Checkpoint:
     with f:
         try:
             zf = zipfile.ZipFile(f)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        except DAMAGE:
             raise CheckpointError(f"{path}: not a readable .npz checkpoint (not a complete zip "
                                   "archive; truncated, or another kind of file)") from None
         with zf:
-            return _read(_Archive(zf, path), with_state)
+            try:
+                return _read(_Archive(zf, path), with_state)
+            except DAMAGE as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise CheckpointError(f"{path}: a damaged .npz checkpoint ({reason})") from None
 
 
 def _read(archive: _Archive, with_state: bool) -> Checkpoint:

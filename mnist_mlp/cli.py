@@ -207,20 +207,52 @@ def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
     settings; only --epochs and --patience may change.
     """
     from . import run
+
+    flags = {k: v for k, v in settings.items()
+             if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    display = ProgressDisplay(quiet)
+    with run.StopSignals() as signals:  # held until exit, so a second signal never kills it
+        try:
+            result = _run_training(out, config_name, flags, resume, overwrite, data_dir,
+                                   mirrors, download_timeout, quiet, no_plots, display, signals)
+        except KeyboardInterrupt:
+            click.echo("SIGINT: stopped before training started; nothing to save", err=True)
+            ctx.exit(128 + signal.SIGINT)
+        if not result.finished:
+            signals.ignore_from_now()
+            st = result.trainer.state
+            click.echo(f"{signal.Signals(result.signum).name}: stopped at epoch {st.epoch + 1}, "
+                       f"batch {st.batch}; saved {result.files.last}. Resume with: "
+                       f"mlp train --resume --out {out}", err=True)
+            ctx.exit(128 + result.signum)
+    st, files = result.trainer.state, result.files
+    if as_json:
+        click.echo(json.dumps({"config": result.trainer.cfg.to_dict(), "epochs": st.history,
+                               "best_epoch": st.best_epoch, "checkpoint": str(out),
+                               "curves": None if no_plots else str(files.curves)}))
+        return
+    kept = (f"best val accuracy {100 * st.best_val_accuracy:.2f}% at epoch {st.best_epoch}"
+            if result.trainer.cfg.val_size else f"no validation split; kept epoch {st.epoch}")
+    click.echo(f"{kept}; saved {out}")
+    if not no_plots:
+        click.echo(f"curves: {files.curves}")
+
+
+def _run_training(out, config_name, flags, resume, overwrite, data_dir, mirrors,
+                  download_timeout, quiet, no_plots, display, signals):
+    """``run.train`` with its errors as one line each (exit 2 for a bad value, else 1)."""
+    from . import run
     from .checkpoint import CheckpointError
     from .config import ConfigFileError
     from .data import DataError
     from .train import TrainingDiverged
 
-    flags = {k: v for k, v in settings.items()
-             if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-    display = ProgressDisplay(quiet)
     try:
-        result = run.train(out, config=config_name, flags=flags, resume=resume,
-                           overwrite=overwrite, data_dir=data_dir, mirrors=mirrors or None,
-                           download_deadline_s=download_timeout, progress=not quiet,
-                           plots=not no_plots, callbacks=[display],
-                           log=lambda line: quiet or click.echo(line, err=True))
+        return run.train(out, config=config_name, flags=flags, resume=resume,
+                         overwrite=overwrite, data_dir=data_dir, mirrors=mirrors or None,
+                         download_deadline_s=download_timeout, progress=not quiet,
+                         plots=not no_plots, callbacks=[display],
+                         log=lambda line: quiet or click.echo(line, err=True), signals=signals)
     except ConfigFileError as exc:
         raise _fail(exc) from None
     except ConfigError as exc:
@@ -233,23 +265,6 @@ def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
         raise _fail(f"{exc}{kept}") from None
     finally:
         display.close()
-
-    st, files = result.trainer.state, result.files
-    if not result.finished:
-        name = signal.Signals(result.signum).name
-        click.echo(f"{name}: stopped at epoch {st.epoch + 1}, batch {st.batch}; saved "
-                   f"{files.last}. Resume with: mlp train --resume --out {out}", err=True)
-        ctx.exit(128 + result.signum)
-    if as_json:
-        click.echo(json.dumps({"config": result.trainer.cfg.to_dict(), "epochs": st.history,
-                               "best_epoch": st.best_epoch, "checkpoint": str(out),
-                               "curves": None if no_plots else str(files.curves)}))
-        return
-    kept = (f"best val accuracy {100 * st.best_val_accuracy:.2f}% at epoch {st.best_epoch}"
-            if result.trainer.cfg.val_size else f"no validation split; kept epoch {st.epoch}")
-    click.echo(f"{kept}; saved {out}")
-    if not no_plots:
-        click.echo(f"curves: {files.curves}")
 
 
 # ---------------------------------------------------------------- eval

@@ -105,9 +105,12 @@ def open_regular(path: Path) -> BinaryIO:
         FileNotFoundError: no such file.
         OSError: a folder, FIFO, device or socket, or unreadable.
     """
+    mode = os.stat(path).st_mode           # a clear refusal before open (a socket: ENXIO)
+    if not stat.S_ISREG(mode):
+        raise not_regular(Path(path), mode)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        mode = os.fstat(fd).st_mode
+        mode = os.fstat(fd).st_mode        # and what was opened, in case it was swapped
         if not stat.S_ISREG(mode):
             raise not_regular(Path(path), mode)
         os.set_blocking(fd, True)

@@ -30,6 +30,8 @@ THIN = 0.6               # strokes thinner than this share of MNIST_STROKE are t
 LINE_SPAN = 0.8          # a straight run of ink this share of the image long is a ruled line
 LINE_LEVEL = 0.05        # ... if its ink is at least this strong (faint rulings count)
 RULED_LINES = 3          # this many parallel lines are ruled paper; a digit has at most two
+MAX_STROKE = 8.0         # wider "strokes" in the 28x28 field are a filled area or noise
+                         # (MNIST's test digits: median 2.0 px, widest 5.9 px)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -156,13 +158,13 @@ def ink_map(gray: np.ndarray) -> np.ndarray:
     threshold = otsu_threshold(ink)
     strokes, background = ink[ink > threshold], ink[ink <= threshold]
     if strokes.size == 0:
-        raise ValueError("no ink")
+        raise ValueError("the image looks blank")
     median = np.median(background)
     spread = 1.4826 * np.median(np.abs(background - median))   # robust sd of paper noise
     low = min(max(median + 5 * spread, NOISE_FLOOR), threshold / 2)
     high = np.percentile(strokes, 90)
     if high - low < MIN_CONTRAST:
-        raise ValueError("no ink")
+        raise ValueError("the image looks blank")
     return np.clip((ink - low) / (high - low), 0, 1)
 
 
@@ -288,11 +290,14 @@ def preprocess(gray: np.ndarray) -> np.ndarray:
     """Luminance (h, w) in [0, 1] -> MNIST-like digit, uint8 (28, 28), white ink on black.
 
     Raises:
-        ValueError: no ink found.
+        ValueError: no ink found, or ink that is not pen strokes (noise, a filled
+            area); the message says which.
     """
     ink = remove_ruled_lines(ink_map(dark_ink_on_light(to_working_size(gray))))
     rows, cols = ink_bounds(ink)
     digit = centre_in_field(fit_box(thicken_thin_strokes(ink[rows, cols])))
+    if stroke_width(digit > 0.5) > MAX_STROKE:
+        raise ValueError("the ink is a filled area or noise, not pen strokes")
     return np.round(digit * 255).astype(np.uint8)
 
 
@@ -305,8 +310,8 @@ def load_digit(source: Source) -> np.ndarray:
     gray = flatten_to_gray(open_image(source))
     try:
         return preprocess(gray)
-    except ValueError:
-        raise ImageError(f"{describe(source)}: no digit found (the image looks blank)") from None
+    except ValueError as exc:
+        raise ImageError(f"{describe(source)}: no digit found ({exc})") from None
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:

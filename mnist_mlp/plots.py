@@ -15,7 +15,11 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+# Plain tick labels: mathtext (10⁻¹) is slow to lay out, and redrawn every epoch.
+PLAIN = FuncFormatter(lambda v, _: f"{v:g}")
+PERCENT = FuncFormatter(lambda v, _: f"{100 * v:g}%")
 
 from .data import IMAGE_SIDE
 from .files import atomic_writer
@@ -52,8 +56,10 @@ def _series(history, key):
 def curves_figure(history: Sequence[Mapping[str, Any]], title: str) -> Figure:
     """Loss and error rate (log scales) per epoch, train and validation; the kept epoch
     marked; the learning rate in a small panel."""
-    fig = Figure(figsize=(9, 6), dpi=DPI, layout="constrained")
-    grid = fig.add_gridspec(2, 2, height_ratios=(3, 1))
+    # Fixed margins: a layout engine would double the drawing time, redone every epoch.
+    fig = Figure(figsize=(9, 6), dpi=DPI)
+    grid = fig.add_gridspec(2, 2, height_ratios=(3, 1), left=0.08, right=0.98, bottom=0.08,
+                            top=0.88, wspace=0.22, hspace=0.4)
     loss, error, lr = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), \
         fig.add_subplot(grid[1, :])
     best = best_epoch(history)
@@ -66,6 +72,9 @@ def curves_figure(history: Sequence[Mapping[str, Any]], title: str) -> Figure:
                         label={"train": "training", "val": "validation"}[split])
         ax.axvline(best, color="0.6", linestyle=":", linewidth=1)
         ax.set(yscale="log", xlabel="epoch", title=name)
+        formatter = PERCENT if key == "accuracy" else PLAIN
+        ax.yaxis.set_major_formatter(formatter)
+        ax.yaxis.set_minor_formatter(formatter)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="upper right", fontsize="small")
     kept = next(r for r in history if r["epoch"] == best)
@@ -96,7 +105,9 @@ def compare_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Figure:
             ax.plot(epochs, values, label=name)
     loss.set(yscale="log", xlabel="epoch", title="validation loss")
     error.set(yscale="log", xlabel="epoch", title="validation error rate")
-    for ax in (loss, error):
+    for ax, formatter in ((loss, PLAIN), (error, PERCENT)):
+        ax.yaxis.set_major_formatter(formatter)
+        ax.yaxis.set_minor_formatter(formatter)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

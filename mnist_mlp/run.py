@@ -22,7 +22,7 @@ import os
 import signal
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,10 @@ def available_memory() -> int:
     return int(limit)
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
 def check_memory(cfg: TrainConfig, n_train: int, n_val: int) -> None:
     """Refuse, with the estimate, a run that cannot fit in memory.
 
@@ -128,8 +132,8 @@ def check_memory(cfg: TrainConfig, n_train: int, n_val: int) -> None:
     need, have = estimate_memory(cfg, n_train, n_val), available_memory()
     if need > have:
         raise RunError(f"a {'-'.join(map(str, cfg.sizes))} network with batch "
-                       f"{cfg.batch_size} needs about {need / 2**30:.1f} GiB, more than the "
-                       f"{have / 2**30:.1f} GiB of memory available; choose smaller layers")
+                       f"{cfg.batch_size} needs about {_size(need)}, more than the "
+                       f"{_size(have)} of memory available; choose smaller layers")
 
 
 # ---------------------------------------------------------------- saving
@@ -296,17 +300,22 @@ def load_saved_run(files: RunFiles, overrides: dict[str, Any]) -> SavedRun:
 class StopSignals:
     """SIGINT and SIGTERM ask training to stop after the current step.
 
-    Further signals while the run stops and saves are noted, not acted on, so
-    the resumable state is always written whole. ``signum`` is the first one.
+    Until ``armed`` (training has started) a signal interrupts at once, as
+    usual: there is nothing to save yet. Once armed, signals are noted, not
+    acted on, so the resumable state is always written whole, however many
+    arrive. ``signum`` is the first one.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.signum: int | None = None
+        self.armed = False
         self.previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame):
+        if not self.armed:
+            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
         self.signum = self.signum or signum
 
     def __call__(self) -> bool:
@@ -323,6 +332,10 @@ class StopSignals:
     def __exit__(self, *exc) -> None:
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+
+    def ignore_from_now(self) -> None:
+        """Leave the signals ignored on exit: for a process that is about to end anyway."""
+        self.previous = {s: signal.SIG_IGN for s in self.previous}
 
 
 # ---------------------------------------------------------------- the job
@@ -369,7 +382,8 @@ def train(out: Path, *, config: str | None = None, flags: dict[str, Any] | None 
           mirrors: tuple[str, ...] | None = None,
           download_deadline_s: float = data.DOWNLOAD_DEADLINE_S, progress: bool = True,
           plots: bool = True, callbacks: Sequence[Callback] = (),
-          log: Callable[[str], None] = lambda line: None) -> RunResult:
+          log: Callable[[str], None] = lambda line: None,
+          signals: StopSignals | None = None) -> RunResult:
     """Train a new run, or resume the one at ``out``, until done or stopped by a signal.
 
     Args:
@@ -380,6 +394,8 @@ def train(out: Path, *, config: str | None = None, flags: dict[str, Any] | None 
         plots: redraw ``NAME.curves.png`` after every epoch.
         callbacks: more epoch and batch hooks (a progress display), called last.
         log: receives a line for each file downloaded.
+        signals: the caller's own, already entered ``StopSignals`` (so it can keep
+            them until it exits); by default the run installs its own while training.
 
     Raises:
         ConfigError: a bad value (ConfigFileError: in the config file).
@@ -413,14 +429,14 @@ def train(out: Path, *, config: str | None = None, flags: dict[str, Any] | None 
             check_memory(cfg, n_all - cfg.val_size, cfg.val_size)
             preset = saved.preset if saved else Path(config).stem if config else "flags"
             return _train(files, cfg, saved, preset, data_dir, mirrors, download_deadline_s,
-                          progress, plots, callbacks, log)
+                          progress, plots, callbacks, log, signals)
     except OSError as exc:  # the folder, or a full disk while saving
         raise RunError(f"cannot write checkpoints to {files.best.parent}: "
                        f"{exc.strerror or exc}") from None
 
 
 def _train(files, cfg, saved, preset, data_dir, mirrors, deadline_s, progress, plots, callbacks,
-           log):
+           log, signals):
     folder = Path(data_dir) if data_dir is not None else data.default_data_dir()
     report = data.ensure_mnist(folder, mirrors, progress=progress, verify=False,
                                deadline_s=deadline_s)
@@ -438,7 +454,8 @@ def _train(files, cfg, saved, preset, data_dir, mirrors, deadline_s, progress, p
 
         title = f"{'-'.join(map(str, cfg.sizes))} ({preset})"
         hooks.append(CurvesCallback(files.curves, title))
-    with StopSignals() as stop:
+    with StopSignals() if signals is None else nullcontext(signals) as stop:
+        stop.armed = True
         finished = trainer.fit(X, y, X_val, y_val, [*hooks, *callbacks], should_stop=stop)
         if not finished:
             save_last(files, trainer, preset)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import signal
 import struct
 from pathlib import Path
 
@@ -12,6 +13,16 @@ import numpy as np
 import pytest
 
 from mnist_mlp import data
+
+@pytest.fixture(autouse=True)
+def _signal_handlers():
+    """Each test leaves SIGINT and SIGTERM as it found them: `mlp train` stopped by a signal
+    ignores further ones until its process exits, and these tests run it in-process."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
 
 REAL_MNIST = Path(os.environ.get("MLP_TEST_MNIST")
                   or Path(__file__).resolve().parents[2] / "shared" / "mnist")

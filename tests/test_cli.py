@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -261,26 +262,6 @@ def test_quick_preset_on_real_mnist(real_mnist, tmp_path):
     assert scores["n"] == 10_000 and scores["accuracy"] >= 0.95
 
 
-def test_ctrl_c_saves_a_resumable_checkpoint(real_mnist, tmp_path):
-    """A real SIGINT to a real process: exit 130, the resume hint, a loadable .last.npz."""
-    out = tmp_path / "m.npz"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mnist_mlp", "train", "--hidden", "32", "--epochs", "50",
-         "--data-dir", str(real_mnist), "--out", str(out), "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "m.metrics.jsonl"
-    deadline = time.monotonic() + 60
-    while not metrics.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Resume with: mlp train --resume --out" in err and "Traceback" not in err
-    ckpt = checkpoint.load(tmp_path / "m.last.npz", with_state=True)
-    assert ckpt.meta["train_state"]["epoch"] >= 1 and ckpt.optimizer_state
-    assert not list(tmp_path.glob("*.part"))
-
-
 def test_resume_takes_the_saved_config_without_flags(tiny_mnist, tmp_path):
     _train(tiny_mnist, tmp_path / "m.npz", "--epochs", "1")
     result = CliRunner().invoke(main, ["train", "--resume", "--epochs", "2", "--quiet", "--json",
@@ -346,3 +327,105 @@ def test_a_folder_without_images_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(main, ["predict", "--model", str(model), str(tmp_path / "empty")])
     assert result.exit_code == 1 and "no image files" in result.output
+
+
+# ---------------------------------------------------------------- hostile input
+
+def _mlp(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mnist_mlp", *args], capture_output=True,
+                          text=True, timeout=60, **kwargs)
+
+
+def test_output_streams_that_fail(tmp_path):
+    model = _toy_model(tmp_path)
+    good, _ = write_bad_images(tmp_path)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "mnist_mlp", "predict", "--model",
+                               str(model), str(good)], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == "Error: cannot write the output: No space left on device\n"
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "predict", "--model",
+                             str(model), *[str(good)] * 50], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()                        # a reader that went away (`| head -0`)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) != 0
+    assert "Traceback" not in err and "Exception ignored" not in err
+
+
+def test_a_fifo_among_images_neither_hangs_nor_stops_the_others(tmp_path):
+    model = _toy_model(tmp_path)
+    good, _ = write_bad_images(tmp_path)
+    proc = _mlp("predict", "--model", str(model), str(good), str(tmp_path / "fifo.png"),
+                str(good), "--json")
+    assert proc.returncode == 1
+    assert [r["path"] for r in json.loads(proc.stdout)] == [str(good), str(good)]
+    assert proc.stderr == f"Error: {tmp_path / 'fifo.png'}: is a FIFO, not a regular file\n"
+
+
+def test_pictures_never_replace_special_files(tmp_path):
+    model = _toy_model(tmp_path)
+    good, _ = write_bad_images(tmp_path)
+    targets = {"fifo.png": "is a FIFO"}
+    if os.geteuid() == 0:
+        os.mknod(tmp_path / "full", stat.S_IFCHR | 0o666, os.makedev(1, 7))  # like /dev/full
+        targets["full"] = "is a device"
+    for name, message in targets.items():
+        before = os.lstat(tmp_path / name)
+        result = CliRunner().invoke(main, ["predict", "--model", str(model), str(good),
+                                           "--show-input", str(tmp_path / name)])
+        assert result.exit_code == 1 and message in result.stderr, result.output
+        after = os.lstat(tmp_path / name)
+        assert (after.st_mode, after.st_ino, after.st_rdev) == (
+            before.st_mode, before.st_ino, before.st_rdev)
+    (tmp_path / "seen-link.png").symlink_to(tmp_path / "seen-real.png")
+    result = CliRunner().invoke(main, ["predict", "--model", str(model), str(good),
+                                       "--show-input", str(tmp_path / "seen-link.png")])
+    assert result.exit_code == 0 and (tmp_path / "seen-link.png").is_symlink()
+    assert (tmp_path / "seen-real.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--hidden", "9223372036854775808"], 2, "hidden must be in [1, 65536]"),
+    (["--hidden", "3000000"], 2, "hidden must be in [1, 65536], not 3000000"),
+    (["--weight-decay", "inf"], 2, "Invalid value for '--weight-decay'"),
+    (["--dropout", "nan"], 2, "dropout must be in [0, 1), not nan"),
+    (["--epochs", "0"], 2, "Invalid value for '--epochs'"),
+    (["--warmup-epochs", "5", "--epochs", "2"], 2, "warmup_epochs (5) must be between 0 and"),
+])
+def test_bad_settings_fail_before_any_data_is_read(tmp_path, args, code, message):
+    result = CliRunner().invoke(main, ["train", "--data-dir", str(tmp_path / "none"), "--out",
+                                       str(tmp_path / "m.npz"), *args])
+    assert result.exit_code == code and message in result.output, result.output
+    assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lr = -1.0\n", "lr must be in (0, 1e+06], not -1.0"),
+    ("hidden = [100000]\n", "hidden must be in [1, 65536], not 100000"),
+    ("optimizer = 'rmsprop'\n", "optimizer must be one of sgd, nesterov, adam, adamw"),
+    ("hidden = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+])
+def test_bad_config_files_name_the_file_and_key(tmp_path, text, message):
+    preset = tmp_path / "p.toml"
+    preset.write_text(text)
+    result = CliRunner().invoke(main, ["train", "--config", str(preset), "--data-dir",
+                                       str(tmp_path / "none"), "--out", str(tmp_path / "m.npz")])
+    assert result.exit_code == 1 and f"{preset}: " in result.output, result.output
+    assert message in result.output and result.output.count("\n") == 1
+
+
+def test_eval_of_a_checkpoint_with_a_bad_saved_config(tiny_mnist, tmp_path):
+    out = tmp_path / "m.npz"
+    _train(tiny_mnist, out)
+    ckpt = checkpoint.load(out)
+    ckpt.meta["config"]["val_size"] = "lots"
+    checkpoint.save(out, ckpt.net, ckpt.meta)
+    result = CliRunner().invoke(main, ["eval", "--model", str(out), "--data-dir",
+                                       str(tiny_mnist), "--split", "val"])
+    assert result.exit_code == 1 and "its training config is unusable" in result.output
+    assert result.output.count("\n") == 1
+    result = CliRunner().invoke(main, ["eval", "--model", str(out), "--data-dir",
+                                       str(tiny_mnist)])
+    assert result.exit_code == 0

@@ -5,14 +5,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mnist_mlp import data
 from mnist_mlp.cli import main
@@ -330,3 +334,166 @@ def test_real_mnist_download_from_local_mirror(real_mnist, tmp_path):
     finally:
         mirror.close()
     assert _listing(tmp_path) == sorted(GZ_NAMES + [data.LOCK_NAME])
+
+
+# ---------------------------------------------------------------- hostile files and mirrors
+
+def test_a_gzip_bomb_stops_at_the_payload_size(tiny_mnist):
+    path = tiny_mnist / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(b"\0" * (64 << 20)))    # 64 MiB of zeros, 64 KiB on disk
+    resource = next(r for r in data.RESOURCES if r.name == "t10k-images-idx3-ubyte")
+    fed = []
+    real_take = data.PayloadDecoder._take
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(data.PayloadDecoder, "_take",
+                      lambda self, out: fed.append(len(out)) or real_take(self, out))
+        with pytest.raises(data.CorruptFile, match=f"longer than the {resource.size:,} bytes"):
+            data.load_mnist("test", tiny_mnist)
+    assert sum(fed) <= resource.size + 1, "decompressed past the payload's size"
+
+
+def test_trailing_bytes_are_refused_by_load_and_download_alike(tiny_mnist, served):
+    mirror, target = served
+    path = tiny_mnist / "t10k-labels-idx1-ubyte.gz"
+    padded = path.read_bytes() + b"trailing"
+    path.write_bytes(padded)
+    with pytest.raises(data.CorruptFile, match="data after the end of the gzip stream"):
+        data.load_mnist("test", tiny_mnist)
+    with pytest.raises(data.CorruptFile, match="data after the end of the gzip stream"):
+        data.ensure_mnist(tiny_mnist, ("http://127.0.0.1:9/",), progress=False)
+    mirror.files["/mnist/t10k-labels-idx1-ubyte.gz"] = padded
+    with pytest.raises(data.DownloadError, match="data after the end of the gzip stream"):
+        data.ensure_mnist(target, (mirror.url,), progress=False)
+    assert not (target / "t10k-labels-idx1-ubyte.gz").exists()
+
+
+@pytest.mark.parametrize("shape", [(2**31, 2**31, 4), (2**32 - 1, 2**32 - 1, 2**32 - 1)])
+def test_overflowing_idx_headers_are_corrupt_files(shape):
+    header = struct.pack(">I", data.IMAGES_MAGIC) + struct.pack(">3I", *shape)
+    with pytest.raises(data.CorruptFile, match="calls for"):
+        data.parse_idx(header + b"\0" * 64, data.IMAGES_MAGIC, "x")
+
+
+def test_special_files_in_the_data_folder_are_refused(tiny_mnist):
+    path = tiny_mnist / "t10k-images-idx3-ubyte.gz"
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(data.CorruptFile, match="is a FIFO, not a regular file"):
+        data.load_mnist("test", tiny_mnist)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(payload=st.binary(max_size=200), magic=st.sampled_from([data.IMAGES_MAGIC,
+                                                                data.LABELS_MAGIC]))
+def test_fuzzed_idx_raises_only_corrupt_file(payload, magic):
+    try:
+        parsed = data.parse_idx(payload, magic, "fuzz")
+    except data.CorruptFile:
+        return
+    assert parsed.dtype == np.uint8 and parsed.ndim == (magic & 0xFF)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.data())
+def test_fuzzed_files_raise_only_corrupt_file(data_):
+    images, labels = synthetic_digits(3, seed=0)
+    payload = idx_bytes(labels)
+    resource = data.Resource("t10k-labels-idx1-ubyte",
+                             hashlib.sha256(payload).hexdigest(), "test", "labels", 3)
+    raw = bytearray(data_.draw(st.sampled_from([gzip.compress(payload), payload])))
+    for i in data_.draw(st.lists(st.integers(0, len(raw) - 1), max_size=4)):
+        raw[i] = data_.draw(st.integers(0, 255))
+    raw = raw[:data_.draw(st.integers(0, len(raw)))] + data_.draw(st.binary(max_size=8))
+    decoder = data.PayloadDecoder(resource, "fuzz")
+    try:
+        for start in range(0, len(raw), 7):        # fed in pieces, as a download arrives
+            decoder.feed(bytes(raw[start:start + 7]))
+        got = decoder.finish()
+    except data.CorruptFile:
+        return
+    assert got == payload
+
+
+class HostileMirror:
+    """A loopback server that misbehaves: sends forever, drips, or never answers."""
+
+    def __init__(self, how: str):
+        self.how, self.stop = how, threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        conns = []
+        self.sock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            conns.append(conn)
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+        for conn in conns:
+            conn.close()
+
+    def _answer(self, conn):
+        try:
+            conn.recv(65536)
+            if self.how == "silent":
+                self.stop.wait(30)
+                return
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+            if self.how == "endless":
+                block = os.urandom(1 << 16)
+                head = gzip.compress(b"")[:10]        # a gzip header, then stored noise
+                conn.sendall(head)
+                while not self.stop.is_set():
+                    conn.sendall(block)
+            elif self.how == "drip":
+                for byte in gzip.compress(b"\0" * 1000):
+                    if self.stop.wait(0.3):
+                        return
+                    conn.sendall(bytes([byte]))
+        except OSError:
+            pass
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("how, message", [
+    ("endless", "longer than the|sent more than|damaged gzip"),
+    ("drip", "timed out: not complete after 2 s"),
+    ("silent", "timed out: connected, but the server sent nothing"),
+])
+def test_hostile_mirrors_fail_in_bounded_time(tmp_path, monkeypatch, how, message):
+    monkeypatch.setattr(data, "READ_TIMEOUT_S", 1)
+    mirror = HostileMirror(how)
+    start = time.monotonic()
+    try:
+        with pytest.raises(data.DownloadError, match=message):
+            data.download_resource(data.RESOURCES[3], tmp_path, (mirror.url,), progress=False,
+                                   retries=0, deadline_s=2)
+    finally:
+        mirror.close()
+    assert time.monotonic() - start < 10
+    assert _listing(tmp_path) == [], "a partial download was left behind"
+
+
+def test_mirror_credentials_are_never_shown(tmp_path):
+    with pytest.raises(data.DownloadError) as info:
+        data.download_resource(data.RESOURCES[3], tmp_path,
+                               ("http://user:s3cret@127.0.0.1:9/",), progress=False, retries=0)
+    assert "s3cret" not in str(info.value) and "http://***@127.0.0.1:9/" in str(info.value)
+
+
+def test_stale_parts_of_a_killed_download_are_cleaned(served):
+    mirror, target = served
+    target.mkdir()
+    stale = target / "t10k-images-idx3-ubyte.gz.k1ll3d.part"
+    stale.write_bytes(b"half a download")
+    data.ensure_mnist(target, (mirror.url,), progress=False)
+    assert _listing(target) == sorted(GZ_NAMES + [data.LOCK_NAME])

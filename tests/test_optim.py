@@ -44,6 +44,24 @@ def test_sgd_weight_decay_is_l2():
     assert p[0] == pytest.approx(1 - 0.1 * 0.5)
 
 
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_weight_decay_spares_what_is_not_decayed(name):
+    W, b = np.ones((2, 3)), np.ones(3)
+    opt = make_optimizer(name, [W, b], momentum=0.9, weight_decay=0.5, decayed=[True, False])
+    opt.step([np.zeros((2, 3)), np.zeros(3)], 0.1)
+    assert (W < 1).all(), "the weights decay"
+    np.testing.assert_array_equal(b, np.ones(3))  # a zero gradient leaves the biases alone
+
+
+def test_the_trainer_decays_weights_not_biases():
+    from mnist_mlp.config import resolve
+    from mnist_mlp.run import new_trainer
+
+    trainer = new_trainer(resolve({"hidden": (8,), "weight_decay": 0.1}), 100)
+    n = len(trainer.net.W)
+    assert trainer.optimizer.decay == [0.1] * n + [0.0] * n
+
+
 def test_adam_bias_correction_and_second_step():
     p = np.array([1.0])
     opt = Adam([p], betas=(0.9, 0.999), eps=1e-8)

@@ -1,0 +1,193 @@
+"""Checkpoints: round trip, atomic writes, and hostile files refused before they cost memory."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mnist_mlp import checkpoint
+from mnist_mlp.network import MLP
+
+META = {"input_scale": 255.0}
+
+
+@pytest.fixture
+def good(tmp_path):
+    path = tmp_path / "good.npz"
+    net = MLP([784, 16, 10], seed=3)
+    checkpoint.save(path, net, META, {"t": np.array(5), "velocity.0": np.ones((16, 784))},
+                    {"order": np.arange(10)})
+    return path
+
+
+def _arrays(path) -> dict[str, np.ndarray]:
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def _rewrite(src, dst, meta_change=None, **arrays):
+    """A copy of ``src`` with metadata keys changed and arrays replaced (None: removed)."""
+    items = _arrays(src)
+    meta = json.loads(str(items["meta"]))
+    meta.update(meta_change or {})
+    items["meta"] = np.array(json.dumps(meta))
+    for name, value in arrays.items():
+        name = name.replace("_", ".")
+        if value is None:
+            del items[name]
+        else:
+            items[name] = value
+    np.savez(dst, **items)
+    return dst
+
+
+def test_round_trip(good):
+    ckpt = checkpoint.load(good, with_state=True)
+    net = MLP([784, 16, 10], seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(ckpt.net.params, net.params))
+    assert ckpt.net.sizes == [784, 16, 10] and ckpt.input_scale == 255.0
+    assert int(ckpt.optimizer_state["t"]) == 5 and ckpt.extra["order"].tolist() == list(range(10))
+    plain = checkpoint.load(good)
+    assert plain.optimizer_state == {} and plain.extra == {}
+
+
+def test_writes_are_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "m.npz"
+    checkpoint.save(path, MLP([784, 3, 10]), {**META, "note": "first"})
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(path, MLP([784, 3, 10]), {**META, "note": "second"})
+    assert checkpoint.load(path).meta["note"] == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"sizes": [100, 10]}, "not a network for MNIST"),
+    ({"sizes": [784, 5]}, "not a network for MNIST"),
+    ({"sizes": [784, 20]}, "not a network for MNIST"),
+    ({"sizes": [784, 0, 10]}, "not a network for MNIST"),
+    ({"sizes": [784, 10**12, 10]}, "not a network for MNIST"),
+    ({"sizes": [784, 16.0, 10]}, "not a network for MNIST"),
+    ({"sizes": [784, True, 10]}, "not a network for MNIST"),
+    ({"sizes": "784-16-10"}, "not a network for MNIST"),
+    ({"sizes": [784] + [16] * 40 + [10]}, "not a network for MNIST"),
+    ({"input_scale": 0}, "input_scale 0 is not a positive number"),
+    ({"input_scale": -255}, "is not a positive number"),
+    ({"input_scale": "255"}, "is not a positive number"),
+    ({"input_scale": None}, "is not a positive number"),
+    ({"format_version": 99}, "checkpoint format 99"),
+    ({"activation": "tanh"}, "unknown activation"),
+])
+def test_metadata_is_checked(good, tmp_path, change, message):
+    bad = _rewrite(good, tmp_path / "bad.npz", change)
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+        checkpoint.load(bad)
+
+
+def test_non_finite_weights_are_refused(good, tmp_path):
+    W = _arrays(good)["W.1"]
+    W[3, 4] = np.nan
+    with pytest.raises(checkpoint.CheckpointError, match="W.1 holds NaN or infinite"):
+        checkpoint.load(_rewrite(good, tmp_path / "nan.npz", W_1=W))
+
+
+def test_deeply_nested_metadata_is_a_clean_error(good, tmp_path):
+    items = _arrays(good)
+    items["meta"] = np.array("[" * 100_000 + "]" * 100_000)
+    np.savez(tmp_path / "deep.npz", **items)
+    with pytest.raises(checkpoint.CheckpointError, match="not an mnist-mlp checkpoint"):
+        checkpoint.load(tmp_path / "deep.npz")
+
+
+def _npy_header(shape, dtype="<f4") -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def test_a_member_declaring_terabytes_is_not_allocated(good, tmp_path):
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            if info.filename == "W.0.npy":   # 3.6 TiB declared, a few bytes present
+                dst.writestr(info.filename, _npy_header((1 << 20, 1 << 20, 900)) + b"\0" * 64)
+            else:
+                dst.writestr(info, src.read(info))
+    start = time.monotonic()
+    with pytest.raises(checkpoint.CheckpointError, match=r"W.0 is float32 \(1048576, "):
+        checkpoint.load(path)
+    assert time.monotonic() - start < 1
+
+
+def test_a_zip_bomb_member_is_not_read_in_full(good, tmp_path):
+    path = tmp_path / "bomb.npz"
+    W0 = _arrays(good)["W.0"]
+    padding = b"\0" * (64 << 20)                  # 64 MiB of zeros: 64 KiB compressed
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            body = src.read(info)
+            if info.filename == "W.0.npy":
+                body = _npy_header(W0.shape) + W0.tobytes() + padding
+            dst.writestr(info.filename, body)
+            if info.filename == "extra.order.npy":  # an extra too: ignored unless resuming
+                dst.writestr("extra.junk.npy", _npy_header((1 << 31,), "<f8") + padding)
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(checkpoint.CheckpointError, match="W.0 declares"):
+        checkpoint.load(path)
+
+
+def test_extras_are_ignored_unless_resuming(good, tmp_path):
+    path = tmp_path / "junk.npz"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+        dst.writestr("extra.junk.npy", _npy_header((1 << 31,), "<f8") + b"\0" * 1024)
+    assert checkpoint.load(path).net.sizes == [784, 16, 10]   # not read at all
+    with pytest.raises(checkpoint.CheckpointError, match="extra.junk is float64"):
+        checkpoint.load(path, with_state=True)
+
+
+def test_pickled_objects_are_refused(good, tmp_path):
+    evil = np.array([{"code": "anything"}], dtype=object)
+    for name in ("extra.evil", "W.0", "meta"):
+        items = _arrays(good)
+        items[name] = evil
+        np.savez(tmp_path / "evil.npz", **items)   # numpy pickles object arrays on save
+        with pytest.raises(checkpoint.CheckpointError, match="holds Python objects"):
+            checkpoint.load(tmp_path / "evil.npz", with_state=True)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_checkpoints_raise_only_checkpoint_errors(good, tmp_path, data):
+    raw = bytearray(good.read_bytes())
+    how = data.draw(st.sampled_from(["flip", "cut", "splice"]))
+    if how == "flip":
+        for i in data.draw(st.lists(st.integers(0, len(raw) - 1), min_size=1, max_size=8)):
+            raw[i] = data.draw(st.integers(0, 255))
+    elif how == "cut":
+        raw = raw[:data.draw(st.integers(0, len(raw)))]
+    else:
+        at = data.draw(st.integers(0, len(raw)))
+        raw[at:at] = data.draw(st.binary(min_size=1, max_size=64))
+    path = tmp_path / "fuzzed.npz"
+    path.write_bytes(bytes(raw))
+    try:
+        ckpt = checkpoint.load(path, with_state=True)
+    except checkpoint.CheckpointError:
+        return
+    assert ckpt.net.sizes[0] == 784 and ckpt.net.sizes[-1] == 10
+    assert all(np.isfinite(p).all() for p in ckpt.net.params)

@@ -1,0 +1,120 @@
+"""Safe file I/O: what is not a regular file is never replaced nor waited on; symlinks are
+written through; stale parts are cleaned; the lock names its holder."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mnist_mlp import files
+
+
+def _special_files(tmp_path):
+    """A FIFO, a socket and (as root) a character device, each where a file might go."""
+    made = {}
+    os.mkfifo(tmp_path / "fifo")
+    made["fifo"] = "a FIFO"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock"))
+    made["sock"] = "a socket"
+    if os.geteuid() == 0:
+        os.mknod(tmp_path / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))  # like /dev/null
+        made["null"] = "a device"
+    return made, sock
+
+
+def test_atomic_writes_never_replace_special_files(tmp_path):
+    made, sock = _special_files(tmp_path)
+    try:
+        for name, kind in made.items():
+            before = os.lstat(tmp_path / name)
+            with pytest.raises(OSError, match=f"is {kind}, not a regular file"):
+                files.write_bytes_atomic(tmp_path / name, b"data")
+            after = os.lstat(tmp_path / name)
+            assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino), name
+        (tmp_path / "dir").mkdir()
+        with pytest.raises(OSError, match="is a folder"):
+            files.write_bytes_atomic(tmp_path / "dir", b"data")
+        assert not list(tmp_path.glob("*.part"))
+    finally:
+        sock.close()
+
+
+def test_symlinks_are_written_through(tmp_path):
+    target = tmp_path / "real.txt"
+    target.write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    files.write_bytes_atomic(link, b"new")
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_text() == "new"
+    dangling = tmp_path / "dangling.txt"
+    dangling.symlink_to(tmp_path / "sub-missing.txt")
+    files.write_bytes_atomic(dangling, b"made")
+    assert dangling.is_symlink() and (tmp_path / "sub-missing.txt").read_bytes() == b"made"
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "to-fifo").symlink_to(tmp_path / "fifo")
+    with pytest.raises(OSError, match="is a FIFO"):
+        files.write_bytes_atomic(tmp_path / "to-fifo", b"x")
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with files.atomic_writer(path) as f:
+            f.write(b"half")
+            raise KeyboardInterrupt
+    assert path.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_reads_open_only_regular_files_and_are_bounded(tmp_path):
+    made, sock = _special_files(tmp_path)
+    try:
+        for name, kind in made.items():
+            start = time.monotonic()
+            with pytest.raises(OSError, match=f"is {kind}"):
+                files.read_bounded(tmp_path / name, 100)
+            assert time.monotonic() - start < 1, f"{name}: waited"
+    finally:
+        sock.close()
+    (tmp_path / "big").write_bytes(b"x" * 101)
+    with pytest.raises(OSError, match="larger than 100 bytes"):
+        files.read_bounded(tmp_path / "big", 100)
+    assert files.read_bounded(tmp_path / "big", 101) == b"x" * 101
+
+
+def test_stale_parts_are_removed(tmp_path):
+    target = tmp_path / "m.npz"
+    stale = [tmp_path / "m.npz.abc123.part", tmp_path / "m.npz.zz.part"]
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    other = tmp_path / "n.npz.abc.part"
+    other.write_bytes(b"another file's")
+    assert sorted(files.remove_stale_parts(target)) == sorted(stale)
+    assert sorted(tmp_path.iterdir()) == [other]
+
+
+def test_the_lock_is_exclusive_and_names_its_holder(tmp_path):
+    lock = tmp_path / "run.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from mnist_mlp.files import exclusive_lock\n"
+         f"with exclusive_lock({str(lock)!r}):\n    print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(files.LockHeld) as info:
+            with files.exclusive_lock(lock):
+                pass
+        assert info.value.pid == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+    with files.exclusive_lock(lock):  # a killed holder's lock is gone with it
+        assert lock.read_text().strip() == str(os.getpid())
