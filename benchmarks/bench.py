@@ -3,6 +3,7 @@
     python benchmarks/bench.py --data-dir ../shared/mnist            # everything
     python benchmarks/bench.py --data-dir ../shared/mnist --only engine --reps 7
     python benchmarks/bench.py --data-dir ../shared/mnist --profile 784-800-10
+    python benchmarks/bench.py --data-dir ../shared/mnist --only serve
 
 Engine: training-loop seconds per epoch (``train_seconds``, no data loading or
 validation) for each model at batch 128 with SGD momentum 0.9, alternating
@@ -10,8 +11,11 @@ mnist-mlp and PyTorch epochs (A B A B ...) when torch is importable, both on
 the same threads. The matmul limit is N·(6·Σ dᵢdᵢ₊₁ − 2·d₀d₁) FLOPs per epoch
 (forward, weight gradients, input gradients but the first layer's) at the
 float32 GEMM rate of a 2048³ product measured here. Commands: wall seconds and
-peak RSS of ``mlp train`` (default config), ``mlp eval``, ``mlp predict``, each
-from process start. Prints a Markdown table; figures are medians.
+peak RSS of ``mlp train`` (default config, with and without its per-epoch
+curves), ``mlp eval``, ``mlp predict``, each from process start. Serve: latency
+of ``POST /api/predict`` for a 280x280 canvas PNG against ``mlp serve`` in its
+own process (median and 95th percentile of sequential requests), and requests
+per second with 8 concurrent clients. Prints Markdown tables; figures are medians.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from mnist_mlp import data  # noqa: E402
 from mnist_mlp.config import resolve  # noqa: E402
-from mnist_mlp.runner import new_trainer  # noqa: E402
+from mnist_mlp.run import new_trainer  # noqa: E402
 
 MODELS = {"784-128-10": (128,), "784-800-10": (800,), "784-1024-1024-10": (1024, 1024)}
 BATCH, LR, MOMENTUM = 128, 0.05, 0.9
@@ -166,7 +170,11 @@ def bench_commands(data_dir: Path, reps: int) -> list[dict]:
 
         digits, _ = data.load_mnist("test", data_dir, flat=False)
         Image.fromarray(255 - digits[0]).resize((300, 300)).save(image)
-        rows = [{"command": "mlp train (default config)", "seconds": train[0], "rss": train[1]}]
+        no_plots = measure([*mlp, "train", "--quiet", "--no-plots", *data_opts, "--out",
+                            str(Path(tmp) / "n.npz")])
+        rows = [{"command": "mlp train (default config)", "seconds": train[0], "rss": train[1]},
+                {"command": "mlp train --no-plots", "seconds": no_plots[0],
+                 "rss": no_plots[1]}]
         for label, cmd in (("mlp eval (10,000 images)", ["eval", "--model", str(model),
                                                           *data_opts]),
                            ("mlp predict (one image)", ["predict", "--model", str(model),
@@ -177,7 +185,67 @@ def bench_commands(data_dir: Path, reps: int) -> list[dict]:
     return rows
 
 
-def markdown(engine: list[dict], commands: list[dict], threads: int) -> str:
+def canvas_png(digit: np.ndarray) -> bytes:
+    """A 280x280 RGBA PNG of an MNIST digit, white strokes on transparency, as a canvas exports."""
+    import io
+
+    from PIL import Image
+
+    alpha = Image.fromarray(digit).resize((200, 200), Image.BICUBIC)
+    rgba = Image.new("RGBA", (280, 280), (255, 255, 255, 0))
+    layer = Image.new("L", (280, 280), 0)
+    layer.paste(alpha, (40, 40))
+    rgba.putalpha(layer)
+    out = io.BytesIO()
+    rgba.save(out, format="PNG")
+    return out.getvalue()
+
+
+def bench_serve(data_dir: Path, requests: int = 200, clients: int = 8) -> list[dict]:
+    """Latency and throughput of ``POST /api/predict`` against ``mlp serve`` on loopback."""
+    import http.client
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mnist_mlp import run
+
+    digits, _ = data.load_mnist("test", data_dir, flat=False)
+    bodies = [canvas_png(d) for d in digits[:50]]
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "m.npz"
+        run.train(model, data_dir=data_dir, progress=False, plots=False)   # the default model
+        server = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "serve", "--model",
+                                   str(model), "--port", "0"], stdout=subprocess.PIPE, text=True)
+        try:
+            host, port = server.stdout.readline().split("http://")[1].split("/")[0].split(":")
+
+            def post(body: bytes) -> float:
+                conn = http.client.HTTPConnection(host, int(port), timeout=30)
+                t = time.perf_counter()
+                conn.request("POST", "/api/predict", body=body)
+                response = conn.getresponse()
+                response.read()
+                assert response.status == 200
+                conn.close()
+                return time.perf_counter() - t
+
+            for body in bodies[:10]:
+                post(body)                                          # warm up
+            latencies = sorted(post(bodies[i % len(bodies)]) for i in range(requests))
+            t = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                list(pool.map(post, [bodies[i % len(bodies)] for i in range(requests)]))
+            rate = requests / (time.perf_counter() - t)
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=30)
+    return [{"median_ms": 1000 * statistics.median(latencies),
+             "p95_ms": 1000 * latencies[int(0.95 * len(latencies)) - 1],
+             "rate": rate, "clients": clients, "bytes": statistics.median(map(len, bodies))}]
+
+
+def markdown(engine: list[dict], commands: list[dict], threads: int,
+             serving: list[dict] = ()) -> str:
     lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"{threads} BLAS threads, Python {platform.python_version()}, "
              f"NumPy {np.__version__}.", ""]
@@ -196,6 +264,12 @@ def markdown(engine: list[dict], commands: list[dict], threads: int) -> str:
     if commands:
         lines += ["| command, from process start | wall s | peak RSS MB |", "| --- | --- | --- |"]
         lines += [f"| {r['command']} | {r['seconds']:.2f} | {r['rss']:.0f} |" for r in commands]
+        lines.append("")
+    for r in serving:
+        lines += ["| POST /api/predict, 280x280 canvas PNG | median ms | 95th percentile ms | "
+                  f"requests/s, {r['clients']} clients |", "| --- | --- | --- | --- |",
+                  f"| {r['bytes'] / 1024:.1f} KB body, default model | {r['median_ms']:.1f} | "
+                  f"{r['p95_ms']:.1f} | {r['rate']:.0f} |"]
     return "\n".join(lines)
 
 
@@ -207,16 +281,19 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("MLP_DATA_DIR",
                                                                              "data")))
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--only", choices=("engine", "commands"))
+    parser.add_argument("--only", choices=("engine", "commands", "serve"))
     parser.add_argument("--profile", choices=tuple(MODELS), help="profile one epoch instead")
     args = parser.parse_args()
     if args.profile:
         profile_engine(args.data_dir, args.profile)
         return
     threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
-    engine = [] if args.only == "commands" else bench_engine(args.data_dir, args.reps, threads)
-    commands = [] if args.only == "engine" else bench_commands(args.data_dir, args.reps)
-    print(markdown(engine, commands, threads))
+    engine = bench_engine(args.data_dir, args.reps, threads) if args.only in (None, "engine") \
+        else []
+    commands = bench_commands(args.data_dir, args.reps) if args.only in (None, "commands") \
+        else []
+    serving = bench_serve(args.data_dir) if args.only in (None, "serve") else []
+    print(markdown(engine, commands, threads, serving))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,10 @@ class Bounds:
         return math.isfinite(value) and above and below
 
     def __str__(self) -> str:
-        return (f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+        def show(x: float) -> str:
+            return str(x) if isinstance(x, int) else f"{x:g}"
+
+        return (f"{'(' if self.low_open else '['}{show(self.low)}, {show(self.high)}"
                 f"{')' if self.high_open else ']'}")
 
 
@@ -259,3 +262,16 @@ def resolve(file_values: dict[str, Any] | None = None, flag_values: dict[str, An
     """
     merged = {**(file_values or {}), **(flag_values or {})}
     return dataclasses.replace(base or TrainConfig(), **merged)
+
+
+def markdown_table() -> str:
+    """The README's table of ``mlp train`` settings, made from the fields' metadata."""
+    rows = ["| option | default | range or choices | meaning |", "| --- | --- | --- | --- |"]
+    for name, fld in FIELDS.items():
+        meta = fld.metadata
+        default = ",".join(map(str, fld.default)) if is_list(name) else fld.default
+        allowed = ("\\|".join(meta["choices"]) if meta["choices"]
+                   else f"{meta['bounds']}{' each' if is_list(name) else ''}")
+        rows.append(f"| `--{name.replace('_', '-')}` | {default} | {allowed} | "
+                    f"{meta['help']} |")
+    return "\n".join(rows)

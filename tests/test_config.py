@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_mlp.config import (ConfigError, TrainConfig, find_preset, load_config_file, resolve)
+from mnist_mlp.config import (FIELDS, ConfigError, TrainConfig, find_preset, is_list, item_type,
+                              load_config_file, markdown_table, preset_names, resolve)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -66,10 +67,48 @@ def test_flags_beat_file_beats_defaults():
     assert resolve({"hidden": (500, 300)}).sizes == [784, 500, 300, 10]
 
 
-def test_every_setting_has_a_train_flag():
-    from dataclasses import fields
+def test_every_setting_has_a_train_flag_made_from_its_field():
+    import click
 
     from mnist_mlp.cli import train
 
-    flags = {p.name for p in train.params}
-    assert {f.name for f in fields(TrainConfig)} <= flags
+    options = {p.name: p for p in train.params}
+    for name, fld in FIELDS.items():
+        option = options[name]
+        assert option.opts == ["--" + name.replace("_", "-")]
+        assert option.help == fld.metadata["help"]
+        if fld.metadata["choices"]:
+            assert list(option.type.choices) == list(fld.metadata["choices"])
+        elif fld.metadata["bounds"] and not is_list(name):
+            assert isinstance(option.type, (click.IntRange, click.FloatRange))
+            assert (option.type.min, option.type.max) == (fld.metadata["bounds"].low,
+                                                          fld.metadata["bounds"].high)
+
+
+def test_choices_come_from_the_registries():
+    from mnist_mlp.augment import AUGMENTATIONS
+    from mnist_mlp.optim import OPTIMIZERS, SCHEDULES
+
+    assert FIELDS["optimizer"].metadata["choices"] == tuple(OPTIMIZERS)
+    assert FIELDS["schedule"].metadata["choices"] == tuple(SCHEDULES)
+    assert FIELDS["augment"].metadata["choices"] == tuple(AUGMENTATIONS)
+
+
+def test_types_are_read_from_the_annotations():
+    assert item_type("hidden") is int and is_list("hidden")
+    assert item_type("dropout") is float and is_list("dropout")
+    assert item_type("lr") is float and not is_list("lr")
+    assert item_type("optimizer") is str
+
+
+def test_the_readme_table_is_made_from_the_fields():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert markdown_table() in readme
+
+
+def test_presets_ship_in_the_package(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    names = preset_names()
+    assert {"default", "quick", "best"} <= set(names)
+    assert sorted(p.stem for p in CONFIGS.glob("*.toml")) == names
+    assert find_preset("best").parent.parent.name == "mnist_mlp"

@@ -218,7 +218,7 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("the browser test needs Chromium and ChromeDriver: apt-get install "
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("the browser test needs Chromium and ChromeDriver: apt-get install "
                     "chromium chromium-driver (Debian), then pip install selenium")
     from selenium import webdriver
 
