@@ -1,4 +1,4 @@
-"""The engine against the founding note: finite differences, a hand-worked example, stability."""
+"""The engine against its equations: finite differences, a hand-worked example, stability."""
 
 from __future__ import annotations
 
