@@ -11,6 +11,7 @@ uneven lighting and faint noise removed. Each step is one function below;
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,8 @@ def open_image(source: Source):
     except OSError as exc:
         raise ImageError(f"{path}: {exc.strerror or exc}") from None
     try:
-        with f:
+        with f, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a damaged file is one error line, not warnings
             return _decode(f, path)
     except ImageError:
         raise

@@ -128,7 +128,7 @@ def test_a_member_declaring_terabytes_is_not_allocated(good, tmp_path):
     start = time.monotonic()
     with pytest.raises(checkpoint.CheckpointError, match=r"W.0 is float32 \(1048576, "):
         checkpoint.load(path)
-    assert time.monotonic() - start < 1
+    assert time.monotonic() - start < 5
 
 
 def test_a_zip_bomb_member_is_not_read_in_full(good, tmp_path):

@@ -81,7 +81,7 @@ def test_reads_open_only_regular_files_and_are_bounded(tmp_path):
             start = time.monotonic()
             with pytest.raises(OSError, match=f"is {kind}"):
                 files.read_bounded(tmp_path / name, 100)
-            assert time.monotonic() - start < 1, f"{name}: waited"
+            assert time.monotonic() - start < 5, f"{name}: waited"
     finally:
         sock.close()
     (tmp_path / "big").write_bytes(b"x" * 101)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from mnist_mlp import imaging
@@ -145,3 +147,45 @@ def test_folders_expand_to_their_images_sorted(tmp_path):
     (tmp_path / "sub").mkdir()
     found = imaging.expand_paths([tmp_path, tmp_path / "c.txt"])
     assert [p.name for p in found] == ["a.JPG", "b.png", "d.webp", "c.txt"]
+
+
+def test_float_images_in_zero_one_are_read(tmp_path):
+    ink = stroke_digit(7).astype(np.float32)                     # (h, w) in [0, 1]
+    path = tmp_path / "seven.tif"
+    Image.fromarray(1 - ink, "F").save(path)                     # black ink on white, floats
+    digit = imaging.load_digit(path)
+    reference = imaging.preprocess(1 - ink)
+    assert np.abs(digit.astype(int) - reference.astype(int)).max() <= 1
+
+
+def test_noise_and_filled_areas_are_not_digits(tmp_path):
+    rng = np.random.default_rng(0)
+    cases = {"noise.png": rng.integers(0, 256, (200, 200)).astype(np.uint8),
+             "salt.png": np.where(rng.random((100, 100)) < 0.5, 255, 0).astype(np.uint8)}
+    for name, pixels in cases.items():
+        Image.fromarray(pixels).save(tmp_path / name)
+        with pytest.raises(imaging.ImageError, match="a filled area or noise"):
+            imaging.load_digit(tmp_path / name)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.data())
+def test_fuzzed_images_raise_only_image_errors(data):
+    from io import BytesIO
+
+    kind = data.draw(st.sampled_from(["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"]))
+    side = data.draw(st.integers(1, 40))
+    pixels = np.frombuffer(data.draw(st.binary(min_size=side * side, max_size=side * side)),
+                           np.uint8).reshape(side, side)
+    out = BytesIO()
+    Image.fromarray(pixels).save(out, format=kind)
+    raw = bytearray(out.getvalue())
+    for i in data.draw(st.lists(st.integers(0, len(raw) - 1), max_size=6)):
+        raw[i] = data.draw(st.integers(0, 255))
+    raw = raw[:data.draw(st.integers(0, len(raw)))]
+    try:
+        digit = imaging.load_digit(bytes(raw))
+    except imaging.ImageError as exc:
+        assert str(exc).startswith("the image: ")
+        return
+    assert digit.shape == (28, 28) and digit.dtype == np.uint8
