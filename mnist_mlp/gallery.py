@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import IMAGE_SIDE
 from .files import atomic_writer
 
-SCALE = 3          # each digit drawn at 84 x 84 pixels
+SCALE = 3                  # each digit drawn at 84 x 84 pixels
+CELL = IMAGE_SIDE * SCALE  # a digit's side in the grid
 CAPTION_H = 14     # caption strip under each digit
 COLUMNS = 10
 
@@ -25,17 +27,17 @@ def save_grid(path: Path, images: np.ndarray, captions: Sequence[str]) -> None:
     from PIL import Image, ImageDraw
 
     n = len(images)
-    cell_w, cell_h = 28 * SCALE + 4, 28 * SCALE + CAPTION_H + 4
+    cell_w, cell_h = CELL + 4, CELL + CAPTION_H + 4
     cols = max(1, min(COLUMNS, n))
     rows = max(1, -(-n // cols))
     sheet = Image.new("L", (cols * cell_w, rows * cell_h), color=255)
     draw = ImageDraw.Draw(sheet)
     for i, (img, caption) in enumerate(zip(images, captions)):
         pixels = np.clip(np.asarray(img) * 255 + 0.5, 0, 255).astype(np.uint8)
-        digit = Image.fromarray(pixels, "L").resize((28 * SCALE, 28 * SCALE), Image.NEAREST)
+        digit = Image.fromarray(pixels, "L").resize((CELL, CELL), Image.NEAREST)
         x, y = (i % cols) * cell_w + 2, (i // cols) * cell_h + 2
         sheet.paste(digit, (x, y))
-        draw.text((x + 2, y + 28 * SCALE + 1), caption, fill=0)
+        draw.text((x + 2, y + CELL + 1), caption, fill=0)
     with atomic_writer(Path(path)) as f:
         sheet.save(f, format="PNG")
 

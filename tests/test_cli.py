@@ -429,3 +429,19 @@ def test_eval_of_a_checkpoint_with_a_bad_saved_config(tiny_mnist, tmp_path):
     result = CliRunner().invoke(main, ["eval", "--model", str(out), "--data-dir",
                                        str(tiny_mnist)])
     assert result.exit_code == 0
+
+
+def test_shell_completion_offers_commands_and_choices():
+    env = {**os.environ, "_MLP_COMPLETE": "bash_complete",
+           "COMP_WORDS": "mlp train --optimizer ", "COMP_CWORD": "3"}
+    proc = subprocess.run([sys.executable, "-m", "mnist_mlp"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.stdout.split() == ["plain,sgd", "plain,nesterov", "plain,adam", "plain,adamw"]
+    env.update(COMP_WORDS="mlp se", COMP_CWORD="1")
+    proc = subprocess.run([sys.executable, "-m", "mnist_mlp"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.stdout.split() == ["plain,serve"]
+    env["_MLP_COMPLETE"] = "zsh_source"
+    proc = subprocess.run([sys.executable, "-m", "mnist_mlp"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert "#compdef mlp" in proc.stdout
