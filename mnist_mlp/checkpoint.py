@@ -35,6 +35,7 @@ FORMAT_VERSION = 1
 MAX_META_BYTES = 1 << 20      # the metadata is a few KB
 MAX_NPY_HEADER = 4096          # .npy headers are 128 bytes or so
 MAX_STATE_ELEMENTS = 1 << 28   # no optimiser or resume array is larger than this
+MAX_INPUT_SCALE = 65535        # X = pixels / input_scale; 255 for 8-bit pixels in [0, 1]
 
 
 # What zipfile and zlib raise on damaged archives (bad headers, CRC, deflate data).
@@ -212,6 +213,7 @@ def _parse_meta(archive: _Archive, text: str) -> dict[str, Any]:
                            f"({N_PIXELS} inputs, hidden widths of 1-{MAX_WIDTH}, "
                            f"{N_CLASSES} outputs)")
     scale = meta.get("input_scale")
-    if type(scale) not in (int, float) or not (math.isfinite(scale) and scale > 0):
-        raise archive.fail(f"input_scale {scale!r} is not a positive number")
+    if type(scale) not in (int, float) or not 1 <= scale <= MAX_INPUT_SCALE:
+        raise archive.fail(f"input_scale {str(scale)[:20]} is not a pixel divisor in "
+                           f"[1, {MAX_INPUT_SCALE}]")
     return meta

@@ -311,7 +311,10 @@ def eval_(model: Path, data_dir: Path, mirrors: tuple[str, ...], download_timeou
                         "test works for it") from None
     _ensure_data(data_dir, mirrors, download_timeout, quiet)
     X, y = _load_split(split, data_dir, val_size)
-    result = metrics.evaluate(ckpt.net, X, y)
+    try:
+        result = metrics.evaluate(ckpt.net, X, y)
+    except FloatingPointError as exc:
+        raise _fail(f"{model}: {exc}") from None
     if errors is not None:
         from .gallery import save_errors
 
@@ -359,7 +362,10 @@ def predict(images: tuple[Path, ...], model: Path, top_k: int, as_json: bool,
     if not paths:
         raise _fail(f"no image files ({', '.join(imaging.IMAGE_SUFFIXES)}) in "
                     f"{', '.join(map(str, images))}")
-    results = classify(ckpt, paths)
+    try:
+        results = classify(ckpt, paths)
+    except FloatingPointError as exc:
+        raise _fail(f"{model}: {exc}") from None
     good = [r for r in results if isinstance(r, Prediction)]
     for r in results:
         if not isinstance(r, Prediction):

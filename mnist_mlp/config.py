@@ -145,13 +145,15 @@ def check_value(key: str, value: Any) -> None:
     if is_list(key) and not items:
         raise ConfigError(f"{key} must have at least one value")
     if choices is not None and value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {_show(value)}")
     if bounds is not None and not all(v in bounds for v in items):
         raise ConfigError(f"{key} must be in {bounds}, not {_show(value)}")
 
 
-def _show(value: Any) -> str:
-    return ",".join(map(str, value)) if isinstance(value, tuple) else repr(value)
+def _show(value: Any, limit: int = 40) -> str:
+    """A value for an error message, cut short: a hostile file may hold a megabyte of it."""
+    text = ",".join(map(str, value)) if isinstance(value, tuple) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_together(cfg: TrainConfig) -> None:
@@ -177,7 +179,7 @@ def coerce(key: str, value: Any) -> Any:
         ConfigError: unknown key, wrong type, or out of range.
     """
     if key not in FIELDS:
-        raise ConfigError(f"unknown key {key!r}; known keys: {', '.join(FIELDS)}")
+        raise ConfigError(f"unknown key {_show(key)}; known keys: {', '.join(FIELDS)}")
     kind = item_type(key)
     if is_list(key):
         items = value if isinstance(value, list) else [value]
@@ -185,7 +187,8 @@ def coerce(key: str, value: Any) -> Any:
             value = tuple(_coerce_scalar(key, kind, v) for v in items)
         except ConfigError:
             one, many = {int: ("an integer", "integers"), float: ("a number", "numbers")}[kind]
-            raise ConfigError(f"{key} must be {one} or a list of {many}, not {value!r}") from None
+            raise ConfigError(f"{key} must be {one} or a list of {many}, not "
+                              f"{_show(value)}") from None
     else:
         value = _coerce_scalar(key, kind, value)
     check_value(key, value)
@@ -203,7 +206,7 @@ def _coerce_scalar(key: str, kind: type, value: Any) -> Any:
     elif kind is str and isinstance(value, str):
         return value
     raise ConfigError(f"{key} must be of type {kind.__name__}, not {type(value).__name__} "
-                      f"({value!r})")
+                      f"({_show(value)})")
 
 
 def preset_names() -> list[str]:

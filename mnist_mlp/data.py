@@ -16,6 +16,7 @@ import math
 import os
 import re
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -299,13 +300,41 @@ class _TooSlow(Exception):
     """The file's deadline passed mid-download."""
 
 
+def _with_deadline(work, deadline: float) -> None:
+    """Run ``work()`` in a thread and wait for it until ``deadline`` (``time.monotonic``).
+
+    A server can hold any stage of a request (connecting, the headers, the
+    body) with a byte every few seconds, which no socket timeout notices; so
+    the request runs apart and is abandoned when its time is up. An abandoned
+    thread only waits on its socket: its output file is closed and removed by
+    the caller, and the process does not wait for it at exit.
+
+    Raises:
+        _TooSlow: the deadline passed; whatever ``work`` raised, otherwise.
+    """
+    box: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to the waiting thread below
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name="mnist-download", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()))
+    if worker.is_alive():
+        raise _TooSlow
+    if "error" in box:
+        raise box["error"]
+
+
 def _fetch(session, url: str, out: BinaryIO, resource: Resource, progress: bool,
            deadline: float) -> None:
     """Stream ``url`` into ``out`` through the payload check, with a bar on stderr.
 
     Raises:
         CorruptFile: too long, damaged, or not MNIST's file.
-        _TooSlow: ``deadline`` (a ``time.monotonic`` value) passed.
     """
     from tqdm import tqdm
 
@@ -320,8 +349,6 @@ def _fetch(session, url: str, out: BinaryIO, resource: Resource, progress: bool,
                   disable=not progress or None) as bar:  # None: off when stderr is no terminal
             written = 0
             while chunk := resp.raw.read1(CHUNK, decode_content=True):  # whatever has arrived
-                if time.monotonic() > deadline:
-                    raise _TooSlow
                 written += len(chunk)
                 if written > cap:
                     raise CorruptFile(f"{redact(url)}: sent more than {cap:,} bytes; not "
@@ -368,22 +395,23 @@ def download_resource(resource: Resource, folder: Path, mirrors: tuple[str, ...]
 
     final = folder / resource.gz_name
     failures = []
-    with _session(retries) as session:
-        for mirror in mirrors:
-            url = mirror.rstrip("/") + "/" + resource.gz_name
-            deadline = time.monotonic() + deadline_s
-            try:
-                with atomic_writer(final) as out:
-                    _fetch(session, url, out, resource, progress, deadline)
-                return final
-            except _TooSlow:
-                failures.append(f"{redact(url)}: timed out: not complete after {deadline_s:g} s")
-            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-                failures.append(f"{redact(url)}: {_describe(exc)}")
-            except CorruptFile as exc:
-                failures.append(str(exc))
-            except OSError as exc:  # the folder, not the mirror: no point trying others
-                raise DownloadError(f"cannot write {final}: {exc.strerror or exc}") from None
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + "/" + resource.gz_name
+        deadline = time.monotonic() + deadline_s
+        try:
+            # A session per mirror: an abandoned request keeps its own connections.
+            with _session(retries) as session, atomic_writer(final) as out:
+                _with_deadline(lambda: _fetch(session, url, out, resource, progress, deadline),
+                               deadline)
+            return final
+        except _TooSlow:
+            failures.append(f"{redact(url)}: timed out: not complete after {deadline_s:g} s")
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            failures.append(f"{redact(url)}: {_describe(exc)}")
+        except CorruptFile as exc:
+            failures.append(str(exc))
+        except OSError as exc:  # the folder, not the mirror: no point trying others
+            raise DownloadError(f"cannot write {final}: {exc.strerror or exc}") from None
     raise DownloadError(
         f"could not download {resource.gz_name} ({'; '.join(failures)}). Copy the MNIST files "
         f"into {folder}, or give a working mirror with --mirror URL or {MIRRORS_ENV}.")

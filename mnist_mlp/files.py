@@ -155,7 +155,8 @@ def exclusive_lock(path: Path) -> Iterator[None]:
     """
     import fcntl
 
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(path, flags, 0o644)      # never through a symlink: a lock is our own file
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

@@ -212,11 +212,19 @@ class MLP:
         return loss, dW, db
 
     def logits(self, X: np.ndarray) -> np.ndarray:
-        """Logits (n, sizes[-1]) for X (n, sizes[0]), computed in chunks of rows."""
+        """Logits (n, sizes[-1]) for X (n, sizes[0]), computed in chunks of rows.
+
+        Raises:
+            FloatingPointError: a logit overflowed (weights far too large).
+        """
         out = np.empty((len(X), self.sizes[-1]), dtype=self.dtype)
-        for start in range(0, len(X), self.predict_chunk):
-            rows = slice(start, start + self.predict_chunk)
-            out[rows] = self.forward(X[rows])[0]
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start in range(0, len(X), self.predict_chunk):
+                rows = slice(start, start + self.predict_chunk)
+                out[rows] = self.forward(X[rows])[0]
+        if not np.isfinite(out).all():
+            raise FloatingPointError(f"the network's outputs overflow {self.dtype}: its "
+                                     "weights are far too large")
         return out
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

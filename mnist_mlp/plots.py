@@ -32,7 +32,7 @@ def _log_axis(ax, formatter: FuncFormatter) -> None:
 
 from .data import IMAGE_SIDE
 from .files import atomic_writer
-from .run import CURVE_KEYS, RunError, read_metrics
+from .run import RunError, read_metrics
 from .train import Callback
 
 WEIGHT_TILES = 64          # units shown in the weights picture, an 8 x 8 grid

@@ -33,7 +33,7 @@ from .config import (ConfigError, TrainConfig, coerce, find_preset, load_config_
 from .files import (LockHeld, exclusive_lock, read_bounded, remove_stale_parts,
                     write_bytes_atomic, write_target)
 from .network import MLP
-from .train import Callback, Trainer, TrainState
+from .train import Callback, Trainer, TrainState, is_history_row
 
 RESUME_OVERRIDABLE = ("epochs", "patience")
 BYTES_PER_FLOAT = 4
@@ -186,7 +186,6 @@ class CheckpointCallback(Callback):
 # ---------------------------------------------------------------- reading the log
 
 MAX_LOG_BYTES = 64 << 20   # a metrics log is a few hundred bytes an epoch
-CURVE_KEYS = ("lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -210,18 +209,13 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         except (ValueError, RecursionError):
             raise RunError(f"{path}: line {number} is not JSON (truncated?); not a metrics "
                            "log of `mlp train`") from None
-        if not (isinstance(row, dict) and row.get("epoch") == number
-                and all(_number_or_none(row.get(k)) for k in CURVE_KEYS)):
+        if not is_history_row(row, number):
             raise RunError(f"{path}: line {number} is not epoch {number} of a metrics log "
                            "of `mlp train`")
         rows.append(row)
     if not rows:
         raise RunError(f"{path}: empty; the run has not finished an epoch yet")
     return rows
-
-
-def _number_or_none(value: Any) -> bool:
-    return value is None or (type(value) in (int, float) and math.isfinite(value))
 
 
 # ---------------------------------------------------------------- resuming

@@ -132,7 +132,11 @@ class Handler(BaseHTTPRequestHandler):
         if len(body) < int(length):
             self.close_connection = True   # the client went away mid-body: nothing to answer
             return
-        (result,) = classify(self.server.model, [body])
+        try:
+            (result,) = classify(self.server.model, [body])
+        except FloatingPointError as exc:      # the model, not the image
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(exc))
+            return
         if isinstance(result, Prediction):
             self._json(HTTPStatus.OK, prediction_json(result))
         else:

@@ -24,6 +24,21 @@ from .network import MLP, softmax_cross_entropy
 from .optim import Optimizer, clip_row_norms_, make_optimizer, make_schedule
 
 
+ROW_KEYS = ("lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds")
+
+
+def is_history_row(row: Any, epoch: int) -> bool:
+    """Whether ``row`` is epoch ``epoch``'s row of a run's history (and metrics log):
+    ``epoch`` and a finite number (or null, for the validation scores) for each of ROW_KEYS."""
+    def number(key: str) -> bool:
+        value = row.get(key)
+        nullable = key.startswith("val_")
+        return (value is None and nullable) or (type(value) in (int, float)
+                                                and math.isfinite(value))
+
+    return isinstance(row, dict) and row.get("epoch") == epoch and all(map(number, ROW_KEYS))
+
+
 class TrainingDiverged(Exception):
     """The loss became NaN or infinite; parameters were left at the last good step."""
 
@@ -74,7 +89,7 @@ class TrainState:
                 raise ValueError(f"train state {key} {value!r} is not a finite number")
         history = meta["history"]
         if not isinstance(history, list) or len(history) != meta["epoch"] or not all(
-                isinstance(row, dict) for row in history):
+                is_history_row(row, i) for i, row in enumerate(history, 1)):
             raise ValueError("train state history is not one row per finished epoch")
         try:
             np.random.default_rng().bit_generator.state = meta["rng_state"]
@@ -206,7 +221,11 @@ class Trainer:
         st = self.state
         val_loss = val_accuracy = None
         if len(y_val):
-            logits = self.net.logits(X_val)
+            try:
+                logits = self.net.logits(X_val)
+            except FloatingPointError as exc:
+                raise TrainingDiverged(f"{exc} after epoch {st.epoch + 1}; try a lower "
+                                       f"learning rate than {self.cfg.lr}") from None
             val_accuracy = metrics.accuracy(y_val, logits.argmax(axis=1))
             val_loss = metrics.mean_cross_entropy(logits, y_val)
         row = {

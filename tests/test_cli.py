@@ -406,14 +406,17 @@ def test_bad_settings_fail_before_any_data_is_read(tmp_path, args, code, message
     ("hidden = [100000]\n", "hidden must be in [1, 65536], not 100000"),
     ("optimizer = 'rmsprop'\n", "optimizer must be one of sgd, nesterov, adam, adamw"),
     ("hidden = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ("optimizer = '" + "x" * 500_000 + "'\n", "not 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx..."),
+    ("x" * 100_000 + " = 1\n", "unknown key 'xxxxxxxxxxxx"),
 ])
 def test_bad_config_files_name_the_file_and_key(tmp_path, text, message):
     preset = tmp_path / "p.toml"
     preset.write_text(text)
     result = CliRunner().invoke(main, ["train", "--config", str(preset), "--data-dir",
                                        str(tmp_path / "none"), "--out", str(tmp_path / "m.npz")])
-    assert result.exit_code == 1 and f"{preset}: " in result.output, result.output
+    assert result.exit_code == 1 and f"{preset}: " in result.output, result.output[:300]
     assert message in result.output and result.output.count("\n") == 1
+    assert len(result.output) < 400, "the message repeats a hostile value in full"
 
 
 def test_eval_of_a_checkpoint_with_a_bad_saved_config(tiny_mnist, tmp_path):
@@ -445,3 +448,17 @@ def test_shell_completion_offers_commands_and_choices():
     proc = subprocess.run([sys.executable, "-m", "mnist_mlp"], env=env, capture_output=True,
                           text=True, timeout=60)
     assert "#compdef mlp" in proc.stdout
+
+
+def test_weights_that_overflow_are_one_line(tiny_mnist, tmp_path):
+    net = MLP([784, 8, 10])
+    for W in net.W:
+        W *= np.float32(1e20)                    # finite weights; the logits overflow
+    model = tmp_path / "huge.npz"
+    checkpoint.save(model, net, {"input_scale": 255.0})
+    good, _ = write_bad_images(tmp_path)
+    for args in (["predict", str(good)], ["eval", "--data-dir", str(tiny_mnist)]):
+        result = CliRunner().invoke(main, [*args, "--model", str(model)])
+        assert result.exit_code == 1 and "outputs overflow float32" in result.output
+        assert result.output.count("\n") == 1 and "Traceback" not in result.output
+

@@ -444,6 +444,12 @@ class HostileMirror:
             if self.how == "silent":
                 self.stop.wait(30)
                 return
+            if self.how == "drip-headers":
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream" * 9:
+                    if self.stop.wait(0.3):
+                        return
+                    conn.sendall(bytes([byte]))
+                return
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
             if self.how == "endless":
                 block = os.urandom(1 << 16)
@@ -467,6 +473,7 @@ class HostileMirror:
 @pytest.mark.parametrize("how, message", [
     ("endless", "longer than the|sent more than|damaged gzip"),
     ("drip", "timed out: not complete after 2 s"),
+    ("drip-headers", "timed out: not complete after 2 s"),
     ("silent", "timed out: connected, but the server sent nothing"),
 ])
 def test_hostile_mirrors_fail_in_bounded_time(tmp_path, monkeypatch, how, message):

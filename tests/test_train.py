@@ -93,6 +93,7 @@ def test_a_saved_state_is_read_back():
     ({"loss_sum": float("nan")}, "loss_sum nan is not a finite number"),
     ({"seconds": None}, "seconds None is not a finite number"),
     ({"history": {}}, "history is not one row per finished epoch"),
+    ({"history": [{"epoch": 1, "lr": "fast"}]}, "history is not one row per finished epoch"),
     ({"rng_state": {"bit_generator": "PCG64"}}, "rng_state is not a generator state"),
     ({"rng_state": {"bit_generator": "PCG64", "state": {"state": 2**200, "inc": 1},
                     "has_uint32": 0, "uinteger": 0}}, "rng_state is not a generator state"),
