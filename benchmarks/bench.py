@@ -21,6 +21,7 @@ per second with 8 concurrent clients. Prints Markdown tables; figures are median
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -244,11 +245,51 @@ def bench_serve(data_dir: Path, requests: int = 200, clients: int = 8) -> list[d
              "rate": rate, "clients": clients, "bytes": statistics.median(map(len, bodies))}]
 
 
+def machine() -> dict:
+    """Where the figures were measured: CPU, ISA, cores, Python, NumPy and its BLAS, PyTorch."""
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    cpu = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    record = {"cpu": cpu, "isa": sorted(f for f in flags if f.startswith(("avx", "fma", "sse4"))),
+              "cores": os.cpu_count(), "python": platform.python_version(),
+              "numpy": np.__version__, "blas": None, "torch": None}
+    try:
+        from threadpoolctl import threadpool_info
+
+        record["blas"] = [{k: lib.get(k) for k in ("internal_api", "version", "architecture",
+                                                   "num_threads", "prefix")}
+                          for lib in threadpool_info() if lib["user_api"] == "blas"]
+    except ImportError:
+        record["blas"] = "unknown (pip install threadpoolctl)"
+    try:
+        import torch
+
+        record["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads(),
+                           "blas": torch.__config__.show().split("BLAS_INFO=")[-1].split(",")[0]}
+    except ImportError:
+        pass
+    return record
+
+
 def markdown(engine: list[dict], commands: list[dict], threads: int,
              serving: list[dict] = ()) -> str:
-    lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-             f"{threads} BLAS threads, Python {platform.python_version()}, "
-             f"NumPy {np.__version__}.", ""]
+    where = machine()
+    blas = where["blas"]
+    blas_text = (", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']}, "
+                           f"{b['num_threads']} threads)" for b in blas)
+                 if isinstance(blas, list) else blas)
+    lines = [f"Machine: {where['cpu']} ({', '.join(where['isa'])}), {where['cores']} cores, "
+             f"Python {where['python']}, NumPy {where['numpy']} with {blas_text}"
+             + (f", PyTorch {where['torch']['version']} ({where['torch']['blas']}, "
+                f"{where['torch']['threads']} threads)" if where["torch"] else "") + ".", ""]
     if engine:
         torch_cols = "torch" in "".join(engine[0])
         lines += ["| model (batch 128, SGD momentum) | mnist-mlp s/epoch | samples/s | "
@@ -283,6 +324,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--only", choices=("engine", "commands", "serve"))
     parser.add_argument("--profile", choices=tuple(MODELS), help="profile one epoch instead")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write every figure, with the machine's record, as JSON")
     args = parser.parse_args()
     if args.profile:
         profile_engine(args.data_dir, args.profile)
@@ -294,6 +337,9 @@ def main() -> None:
         else []
     serving = bench_serve(args.data_dir) if args.only in (None, "serve") else []
     print(markdown(engine, commands, threads, serving))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "engine": engine,
+                                         "commands": commands, "serve": serving}, indent=1))
 
 
 if __name__ == "__main__":

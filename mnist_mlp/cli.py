@@ -19,8 +19,7 @@ import click
 from click.core import ParameterSource
 
 from .config import DEFAULT_OUT, FIELDS, ConfigError, check_value, is_list, item_type
-from .data import (DATA_DIR_ENV, DEFAULT_DATA_DIR, DOWNLOAD_DEADLINE_S, IMAGE_SIDE,
-                   MIRRORS_ENV)
+from .data import DATA_DIR_ENV, DEFAULT_DATA_DIR, DOWNLOAD_DEADLINE_S, MIRRORS_ENV
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -64,15 +63,6 @@ def _ensure_data(data_dir: Path, mirrors: tuple[str, ...], timeout: float, quiet
     if fetched and not quiet and not verify:
         click.echo(f"downloaded and verified {', '.join(fetched)} into {data_dir}", err=True)
     return report
-
-
-def _load_split(split: str, data_dir: Path, val_size: int):
-    from . import data
-
-    try:
-        return data.load_mnist(split, data_dir, val_size=val_size)
-    except (data.DataError, ValueError) as exc:
-        raise _fail(exc) from None
 
 
 def _load_checkpoint(path: Path):
@@ -298,31 +288,23 @@ def eval_(model: Path, data_dir: Path, mirrors: tuple[str, ...], download_timeou
           split: str, as_json: bool, errors: Path | None, confusion: Path | None,
           quiet: bool) -> None:
     """Score a checkpoint: accuracy, loss, per-class scores, confusion matrix."""
-    from . import metrics
-    from .run import saved_config
+    from . import metrics, run
+    from .data import DataError
 
     ckpt = _load_checkpoint(model)
-    val_size = 0
-    if split != "test":
-        try:
-            val_size = saved_config(ckpt.meta).val_size
-        except ConfigError as exc:
-            raise _fail(f"{model}: its training config is unusable ({exc}); only --split "
-                        "test works for it") from None
     _ensure_data(data_dir, mirrors, download_timeout, quiet)
-    X, y = _load_split(split, data_dir, val_size)
     try:
+        X, y = run.evaluation_split(ckpt, split, data_dir)
         result = metrics.evaluate(ckpt.net, X, y)
-    except FloatingPointError as exc:
+    except DataError as exc:
+        raise _fail(exc) from None
+    except (run.RunError, FloatingPointError) as exc:
         raise _fail(f"{model}: {exc}") from None
     if errors is not None:
         from .gallery import save_errors
 
-        pred = ckpt.net.predict(X)
-        wrong = (pred != y).nonzero()[0][:100]
         try:
-            save_errors(errors, X[wrong].reshape(-1, IMAGE_SIDE, IMAGE_SIDE), y[wrong],
-                        pred[wrong])
+            save_errors(errors, X, y, ckpt.net.predict(X))
         except OSError as exc:
             raise _output_error(errors, exc) from None
     if confusion is not None:

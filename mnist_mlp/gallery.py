@@ -42,6 +42,12 @@ def save_grid(path: Path, images: np.ndarray, captions: Sequence[str]) -> None:
         sheet.save(f, format="PNG")
 
 
-def save_errors(path: Path, images: np.ndarray, true: np.ndarray, pred: np.ndarray) -> None:
-    """Misclassified digits captioned "true->predicted". images (n, 28, 28) in [0, 1]."""
-    save_grid(path, images, [f"{t}->{p}" for t, p in zip(true, pred)])
+def save_errors(path: Path, X: np.ndarray, true: np.ndarray, pred: np.ndarray,
+                limit: int = 100) -> None:
+    """The first ``limit`` misclassified digits, captioned "true->predicted".
+
+    X (n, 784) in [0, 1]; true and pred int (n,).
+    """
+    wrong = np.flatnonzero(pred != true)[:limit]
+    images = X[wrong].reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+    save_grid(path, images, [f"{t}->{p}" for t, p in zip(true[wrong], pred[wrong])])

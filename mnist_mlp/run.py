@@ -258,6 +258,29 @@ def saved_config(meta: dict[str, Any]) -> TrainConfig:
     return resolve({k: coerce(k, v) for k, v in saved.items()})
 
 
+def evaluation_split(ckpt: checkpoint.Checkpoint, split: str, data_dir: Path | None
+                     ) -> tuple[Any, Any]:
+    """X (n, 784), y (n,) to score ``ckpt`` on: the test set, or its own run's train or
+    val split (held out as that run held it out).
+
+    Raises:
+        RunError: its saved config is unusable for the train/val split, or it had no
+            validation split.
+        data.DataError: MNIST missing or damaged.
+    """
+    val_size = 0
+    if split != "test":
+        try:
+            val_size = saved_config(ckpt.meta).val_size
+        except ConfigError as exc:
+            raise RunError(f"its training config is unusable ({exc}); only the test split "
+                           "can score it") from None
+    try:
+        return data.load_mnist(split, data_dir, val_size=val_size)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+
+
 def load_saved_run(files: RunFiles, overrides: dict[str, Any]) -> SavedRun:
     """Read and check the run saved in ``files.last``; only epochs and patience may change.
 

@@ -428,6 +428,7 @@ def test_eval_of_a_checkpoint_with_a_bad_saved_config(tiny_mnist, tmp_path):
     result = CliRunner().invoke(main, ["eval", "--model", str(out), "--data-dir",
                                        str(tiny_mnist), "--split", "val"])
     assert result.exit_code == 1 and "its training config is unusable" in result.output
+    assert "lots" in result.output
     assert result.output.count("\n") == 1
     result = CliRunner().invoke(main, ["eval", "--model", str(out), "--data-dir",
                                        str(tiny_mnist)])
