@@ -29,7 +29,7 @@ import numpy as np
 
 from .data import N_CLASSES, N_PIXELS
 from .files import atomic_writer, open_regular
-from .network import MAX_LAYERS, MAX_WIDTH, MLP
+from .network import MAX_LAYERS, MAX_WIDTH, MLP, Committee
 
 FORMAT_VERSION = 1
 MAX_META_BYTES = 1 << 20      # the metadata is a few KB
@@ -159,6 +159,27 @@ def load(path: Path, *, with_state: bool = False) -> Checkpoint:
             except DAMAGE as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise CheckpointError(f"{path}: a damaged .npz checkpoint ({reason})") from None
+
+
+def load_committee(paths: list[Path]) -> Checkpoint:
+    """One checkpoint, or several whose networks vote (their probabilities averaged).
+
+    The members must scale pixels alike; their metadata is the first member's,
+    with ``members`` naming them all.
+
+    Raises:
+        CheckpointError: a member cannot be loaded, or the members disagree on
+            input scaling.
+    """
+    members = [load(p) for p in paths]
+    if len(members) == 1:
+        return members[0]
+    scales = sorted({m.input_scale for m in members})
+    if len(scales) > 1:
+        raise CheckpointError(f"the models disagree on input scaling ({', '.join(map(str, scales))}"
+                              "): a committee's members must see the same inputs")
+    meta = {**members[0].meta, "members": [str(p) for p in paths]}
+    return Checkpoint(Committee([m.net for m in members]), meta)
 
 
 def _read(archive: _Archive, with_state: bool) -> Checkpoint:

@@ -65,13 +65,24 @@ def _ensure_data(data_dir: Path, mirrors: tuple[str, ...], timeout: float, quiet
     return report
 
 
-def _load_checkpoint(path: Path):
-    from .checkpoint import CheckpointError, load
+def _load_models(paths: tuple[Path, ...]):
+    """One checkpoint, or a committee of several (their probabilities averaged)."""
+    from .checkpoint import CheckpointError, load_committee
 
     try:
-        return load(path)
+        return load_committee(list(paths))
     except CheckpointError as exc:
         raise _fail(exc) from None
+
+
+MODEL_HELP = "Checkpoint to use; give it several times for a committee (the mean of the " \
+             "members' probabilities)."
+
+
+def model_option(f: Callable) -> Callable:
+    """--model, repeatable, for every command that uses a trained network."""
+    return click.option("--model", "models", multiple=True, default=[str(DEFAULT_OUT)],
+                        type=click.Path(dir_okay=False, path_type=Path), help=MODEL_HELP)(f)
 
 
 @click.group(context_settings=CONTEXT)
@@ -260,8 +271,11 @@ def _run_training(out, config_name, flags, resume, overwrite, data_dir, mirrors,
 # ---------------------------------------------------------------- eval
 
 def _format_report(result: dict[str, Any]) -> str:
-    lines = [f"accuracy {100 * result['accuracy']:.2f}%  loss {result['loss']:.4f}  "
-             f"n {result['n']}", "", "digit  precision  recall     f1  support"]
+    lines = [f"{'committee ' if 'members' in result else ''}accuracy "
+             f"{100 * result['accuracy']:.2f}%  loss {result['loss']:.4f}  n {result['n']}"]
+    lines += [f"  member {m['model']}: {100 * m['accuracy']:.2f}%"
+              for m in result.get("members", [])]
+    lines += ["", "digit  precision  recall     f1  support"]
     for digit, s in enumerate(result["per_class"]):
         lines.append(f"{digit:>5}  {s['precision']:>9.4f}  {s['recall']:>6.4f}  "
                      f"{s['f1']:>5.4f}  {s['support']:>7}")
@@ -273,8 +287,7 @@ def _format_report(result: dict[str, Any]) -> str:
 
 
 @main.command("eval", context_settings=CONTEXT)
-@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT,
-              help="Checkpoint to score.")
+@model_option
 @data_options
 @click.option("--split", type=click.Choice(["test", "train", "val"]), default="test",
               help="train and val are split as in the checkpoint's training run.")
@@ -284,14 +297,15 @@ def _format_report(result: dict[str, Any]) -> str:
 @click.option("--confusion", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE.png", help="Also save the confusion matrix as a heatmap.")
 @click.option("-q", "--quiet", is_flag=True, help="No download progress bar.")
-def eval_(model: Path, data_dir: Path, mirrors: tuple[str, ...], download_timeout: float,
+def eval_(models: tuple[Path, ...], data_dir: Path, mirrors: tuple[str, ...], download_timeout: float,
           split: str, as_json: bool, errors: Path | None, confusion: Path | None,
           quiet: bool) -> None:
     """Score a checkpoint: accuracy, loss, per-class scores, confusion matrix."""
     from . import metrics, run
     from .data import DataError
 
-    ckpt = _load_checkpoint(model)
+    ckpt = _load_models(models)
+    model = ", ".join(map(str, models))
     _ensure_data(data_dir, mirrors, download_timeout, quiet)
     try:
         X, y = run.evaluation_split(ckpt, split, data_dir)
@@ -314,6 +328,9 @@ def eval_(model: Path, data_dir: Path, mirrors: tuple[str, ...], download_timeou
             save_figure(confusion_figure(result["confusion"], result["accuracy"]), confusion)
         except OSError as exc:
             raise _output_error(confusion, exc) from None
+    if "member_accuracy" in result:
+        result["members"] = [{"model": str(path), "accuracy": accuracy}
+                             for path, accuracy in zip(models, result.pop("member_accuracy"))]
     click.echo(json.dumps(result) if as_json else _format_report(result))
 
 
@@ -321,14 +338,13 @@ def eval_(model: Path, data_dir: Path, mirrors: tuple[str, ...], download_timeou
 
 @main.command(context_settings=CONTEXT)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT,
-              help="Checkpoint to use.")
+@model_option
 @click.option("--top-k", type=click.IntRange(1, 10), default=3,
               help="How many likeliest digits to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per image.")
 @click.option("--show-input", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE.png", help="Save the 28x28 inputs the model saw, side by side.")
-def predict(images: tuple[Path, ...], model: Path, top_k: int, as_json: bool,
+def predict(images: tuple[Path, ...], models: tuple[Path, ...], top_k: int, as_json: bool,
             show_input: Path | None) -> None:
     """Classify digit images: photos, scans, drawings; any size, any common format.
 
@@ -339,7 +355,7 @@ def predict(images: tuple[Path, ...], model: Path, top_k: int, as_json: bool,
     from . import imaging
     from .classify import Prediction, classify
 
-    ckpt = _load_checkpoint(model)
+    ckpt = _load_models(models)
     paths = imaging.expand_paths(list(images))
     if not paths:
         raise _fail(f"no image files ({', '.join(imaging.IMAGE_SUFFIXES)}) in "
@@ -347,7 +363,7 @@ def predict(images: tuple[Path, ...], model: Path, top_k: int, as_json: bool,
     try:
         results = classify(ckpt, paths)
     except FloatingPointError as exc:
-        raise _fail(f"{model}: {exc}") from None
+        raise _fail(f"{', '.join(map(str, models))}: {exc}") from None
     good = [r for r in results if isinstance(r, Prediction)]
     for r in results:
         if not isinstance(r, Prediction):
@@ -404,21 +420,20 @@ def plot(runs: tuple[Path, ...], curves: Path | None, weights: Path | None) -> N
 # ---------------------------------------------------------------- serve
 
 @main.command(context_settings=CONTEXT)
-@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT,
-              help="Checkpoint to use.")
+@model_option
 @click.option("--host", default="127.0.0.1",
               help="Address to listen on; anything but loopback lets others on the network "
                    "use it.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000,
               help="Port to listen on (0: any free port).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
-def serve(model: Path, host: str, port: int, open_browser: bool) -> None:
+def serve(models: tuple[Path, ...], host: str, port: int, open_browser: bool) -> None:
     """Serve a page to draw digits on and watch the network read them; Ctrl-C stops it."""
     from .checkpoint import CheckpointError
     from .serve import DigitServer, is_loopback
 
     try:
-        server = DigitServer(model, host, port)
+        server = DigitServer(list(models), host, port)
     except CheckpointError as exc:
         raise _fail(exc) from None
     except OSError as exc:
@@ -426,7 +441,7 @@ def serve(model: Path, host: str, port: int, open_browser: bool) -> None:
     if not is_loopback(host):
         click.echo(f"Warning: listening on {host}: anyone who can reach this machine on the "
                    "network can use this page.", err=True)
-    click.echo(f"serving {model} at {server.url} (Ctrl-C stops)")
+    click.echo(f"serving {', '.join(map(str, models))} at {server.url} (Ctrl-C stops)")
     if open_browser:
         import webbrowser
 

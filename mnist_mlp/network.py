@@ -234,3 +234,33 @@ class MLP:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted labels, int64 (n,)."""
         return self.logits(X).argmax(axis=1)
+
+
+class Committee:
+    """Several networks voting: the mean of their class probabilities.
+
+    Offers what scoring and classifying use of an MLP: ``predict_proba``,
+    ``predict`` and ``logits`` (the log of the mean probabilities, so that
+    softmax(logits) is the committee's distribution).
+    """
+
+    def __init__(self, members: Sequence[MLP]):
+        if not members:
+            raise ValueError("a committee needs at least one member")
+        self.members = list(members)
+
+    @property
+    def sizes(self) -> list[int]:
+        return self.members[0].sizes
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Mean of the members' probabilities (n, k) for X (n, sizes[0])."""
+        return np.mean([m.predict_proba(X) for m in self.members], axis=0, dtype=np.float64)
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        """log of the mean probabilities (n, k), floored at 1e-30 so no entry is -inf."""
+        return np.log(np.maximum(self.predict_proba(X), 1e-30))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted labels, int64 (n,)."""
+        return self.predict_proba(X).argmax(axis=1)

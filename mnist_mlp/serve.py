@@ -49,8 +49,9 @@ def static_files() -> dict[str, tuple[bytes, str]]:
     return table
 
 
-def model_info(model: checkpoint.Checkpoint, path: Path) -> dict[str, Any]:
-    """What the page's model panel shows, from the checkpoint and its run's metrics log."""
+def model_info(model: checkpoint.Checkpoint, paths: list[Path]) -> dict[str, Any]:
+    """What the page's model panel shows, from the (first) checkpoint and its run's log."""
+    path = paths[0]
     meta = model.meta
     metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
@@ -58,7 +59,8 @@ def model_info(model: checkpoint.Checkpoint, path: Path) -> dict[str, Any]:
         history = read_metrics(RunFiles(path).metrics)
     except RunError:
         history = None
-    return {"model": path.name, "sizes": meta["sizes"], "preset": meta.get("preset"),
+    return {"model": ", ".join(p.name for p in paths), "members": len(paths),
+            "sizes": meta["sizes"], "preset": meta.get("preset"),
             "epoch": meta.get("epoch"), "epochs": config.get("epochs"),
             "val_accuracy": metrics.get("val_accuracy"), "history": history}
 
@@ -154,15 +156,18 @@ class DigitServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, model_path: Path, host: str = "127.0.0.1", port: int = 8000):
-        """Load the model and bind.
+    def __init__(self, model_paths: Path | list[Path], host: str = "127.0.0.1",
+                 port: int = 8000):
+        """Load the model (several: a committee) and bind.
 
         Raises:
             checkpoint.CheckpointError: a missing or bad model.
             OSError: the address is in use or cannot be bound.
         """
-        self.model = checkpoint.load(model_path)
-        self.info = model_info(self.model, Path(model_path))
+        paths = [Path(p) for p in (model_paths if isinstance(model_paths, list)
+                                   else [model_paths])]
+        self.model = checkpoint.load_committee(paths)
+        self.info = model_info(self.model, paths)
         self.files = static_files()
         super().__init__((host, port), Handler)
 

@@ -463,3 +463,33 @@ def test_weights_that_overflow_are_one_line(tiny_mnist, tmp_path):
         assert result.exit_code == 1 and "outputs overflow float32" in result.output
         assert result.output.count("\n") == 1 and "Traceback" not in result.output
 
+
+
+def test_committees_in_eval_and_predict(tiny_mnist, tmp_path):
+    for seed in (0, 1):
+        _train(tiny_mnist, tmp_path / f"m{seed}.npz", "--seed", str(seed))
+    models = ["--model", str(tmp_path / "m0.npz"), "--model", str(tmp_path / "m1.npz")]
+    result = CliRunner().invoke(main, ["eval", *models, "--data-dir", str(tiny_mnist), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    alone = [json.loads(CliRunner().invoke(main, ["eval", "--model", str(tmp_path / f"m{s}.npz"),
+                                                   "--data-dir", str(tiny_mnist), "--json"]
+                                            ).stdout)["accuracy"] for s in (0, 1)]
+    assert [m["accuracy"] for m in scores["members"]] == alone
+    assert [m["model"] for m in scores["members"]] == [models[1], models[3]]
+    table = CliRunner().invoke(main, ["eval", *models, "--data-dir", str(tiny_mnist)])
+    assert table.stdout.startswith("committee accuracy") and "member " in table.stdout
+
+    good, _ = write_bad_images(tmp_path)
+    rows = [json.loads(CliRunner().invoke(main, ["predict", *m, str(good), "--json",
+                                                 "--top-k", "10"]).stdout)[0]
+            for m in (models[:2], models[2:], models)]
+    for digit in range(10):
+        probabilities = [dict(r["top"])[digit] for r in rows]
+        assert abs(probabilities[2] - (probabilities[0] + probabilities[1]) / 2) < 1e-6
+
+    ckpt = checkpoint.load(tmp_path / "m1.npz")
+    checkpoint.save(tmp_path / "m1.npz", ckpt.net, {**ckpt.meta, "input_scale": 1.0})
+    result = CliRunner().invoke(main, ["eval", *models, "--data-dir", str(tiny_mnist)])
+    assert result.exit_code == 1 and "disagree on input scaling" in result.output
+    assert result.output.count("\n") == 1

@@ -174,3 +174,16 @@ def test_rejects_bad_sizes():
         MLP([784])
     with pytest.raises(ValueError):
         MLP([784, 0, 10])
+
+
+def test_a_committee_averages_its_members_probabilities():
+    from mnist_mlp.network import Committee, softmax
+
+    X = np.random.default_rng(0).random((5, 12)).astype(np.float32)
+    members = [MLP([12, 6, 4], seed=s) for s in (1, 2, 3)]
+    committee = Committee(members)
+    mean = np.mean([m.predict_proba(X) for m in members], axis=0)
+    np.testing.assert_allclose(committee.predict_proba(X), mean, rtol=1e-6)
+    np.testing.assert_allclose(softmax(committee.logits(X)), mean, rtol=1e-5)
+    np.testing.assert_array_equal(committee.predict(X), mean.argmax(axis=1))
+    assert committee.sizes == [12, 6, 4]

@@ -220,7 +220,7 @@ function drawCurves(history) {
 async function loadModel() {
   const info = await (await fetch("/api/model")).json();
   const facts = document.getElementById("model-facts");
-  fact(facts, "file", info.model);
+  fact(facts, info.members > 1 ? `committee of ${info.members}` : "file", info.model);
   fact(facts, "layers", info.sizes.join("-"));
   if (info.preset) fact(facts, "preset", info.preset);
   if (info.epoch !== null) fact(facts, "epoch kept", `${info.epoch} of ${info.epochs}`);
