@@ -388,8 +388,9 @@ def _describe_existing(files: RunFiles) -> str:
     try:
         meta = checkpoint.load(files.last if files.last.exists() else files.best).meta
         cfg = meta.get("config", {})
-        return (f"a run of {'-'.join(map(str, meta['sizes']))}, epoch {meta.get('epoch')} of "
-                f"{cfg.get('epochs') if isinstance(cfg, dict) else '?'}")
+        epochs = cfg.get("epochs") if isinstance(cfg, dict) else "?"
+        return (f"a run of {'-'.join(map(str, meta['sizes']))}, epoch "
+                f"{str(meta.get('epoch'))[:12]} of {str(epochs)[:12]}")
     except checkpoint.CheckpointError:
         return "a file that is not a readable checkpoint"
 
@@ -417,11 +418,10 @@ def train(out: Path, *, config: str | None = None, flags: dict[str, Any] | None 
     Raises:
         ConfigError: a bad value (ConfigFileError: in the config file).
         RunError: locked by another process, a run already at ``out``, too
-            big for memory, or an output that cannot be written.
+            big for memory, or an output that cannot be written (a full disk too).
         checkpoint.CheckpointError: nothing to resume, or an unusable last checkpoint.
         data.DataError: MNIST missing and not downloadable, or damaged.
         TrainingDiverged: the loss became NaN or infinite.
-        OSError: a checkpoint could not be saved (a full disk).
     """
     files = RunFiles(Path(out))
     flags = flags or {}
