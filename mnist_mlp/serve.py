@@ -12,7 +12,8 @@ static files from the package's ``web/`` folder, and two routes:
 
 Errors are JSON ``{"error": ...}``: 400 not an image or no ink, 404 unknown
 route, 405 wrong method, 411 no length, 413 a body over ``MAX_BODY`` (refused
-before it is read). No URL reaches the file system: the static files are a
+before it is read), 503 when ``MAX_CLIENTS`` connections are already open (so
+slow or silent clients cannot pile up threads). No URL reaches the file system: the static files are a
 fixed table read at start.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -33,6 +35,7 @@ from .run import RunError, RunFiles, read_metrics
 
 MAX_BODY = 8 << 20        # bytes of an uploaded image; a phone photo is 2-5 MB
 READ_TIMEOUT_S = 10       # a client that stops sending is dropped after this
+MAX_CLIENTS = 32          # connections served at once; more get 503 at once
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8"}
 
@@ -169,6 +172,7 @@ class DigitServer(ThreadingHTTPServer):
         self.model = checkpoint.load_committee(paths)
         self.info = model_info(self.model, paths)
         self.files = static_files()
+        self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
         super().__init__((host, port), Handler)
 
     @property
@@ -176,6 +180,26 @@ class DigitServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}/"
+
+    def process_request(self, request, client_address) -> None:
+        """A thread for the connection if a slot is free; otherwise 503 and close."""
+        if not self.slots.acquire(blocking=False):
+            body = json.dumps({"error": "too many clients at once"}).encode()
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+                                b"application/json\r\nConnection: close\r\nContent-Length: "
+                                + str(len(body)).encode() + b"\r\n\r\n" + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def handle_error(self, request, client_address) -> None:
         """A client that disconnects or times out concerns only its own thread."""

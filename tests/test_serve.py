@@ -306,3 +306,29 @@ def test_drawing_in_a_real_browser(server, browser, tmp_path):
     assert browser.execute_script("return window.scrollY") == scroll, "drawing scrolled"
     assert browser.execute_script(
         "return getComputedStyle(document.getElementById('pad')).touchAction") == "none"
+
+
+def test_connections_beyond_the_cap_get_503(real_model, canvas_digits, monkeypatch):
+    monkeypatch.setattr(serve, "MAX_CLIENTS", 3)
+    srv = serve.DigitServer(real_model, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
+    silent = [socket.create_connection(srv.server_address[:2], timeout=10) for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        status, answer = request(srv, "GET", "/api/model")
+        assert status == 503 and answer == {"error": "too many clients at once"}
+    finally:
+        for sock in silent:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:             # the slots come back as the threads end
+        try:
+            status, _ = request(srv, "POST", "/api/predict", canvas_digits[0][0].read_bytes())
+        except (ConnectionError, json.JSONDecodeError):
+            status = None
+        if status == 200:
+            break
+        time.sleep(0.1)
+    assert status == 200
+    srv.shutdown()
+    srv.server_close()
