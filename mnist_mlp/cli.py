@@ -59,9 +59,9 @@ def _ensure_data(data_dir: Path, mirrors: tuple[str, ...], timeout: float, quiet
                                    verify=verify, deadline_s=timeout)
     except data.DataError as exc:
         raise _fail(exc) from None
-    fetched = [r.gz_name for r, status in report if status == "downloaded"]
-    if fetched and not quiet and not verify:
-        click.echo(f"downloaded and verified {', '.join(fetched)} into {data_dir}", err=True)
+    summary = data.download_summary(report, data_dir)
+    if summary and not quiet and not verify:
+        click.echo(summary, err=True)
     return report
 
 

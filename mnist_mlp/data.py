@@ -25,7 +25,7 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 
-from .files import atomic_writer, exclusive_lock, open_regular, remove_stale_parts
+from .files import LockHeld, atomic_writer, exclusive_lock, open_regular, remove_stale_parts
 
 IMAGE_SIDE = 28                       # MNIST digits are 28x28 pixels
 N_PIXELS = IMAGE_SIDE * IMAGE_SIDE    # 784: the network's input width
@@ -433,8 +433,6 @@ def ensure_mnist(folder: Path, mirrors: tuple[str, ...] | None = None, progress:
             busy with another download.
         CorruptFile: a file already there is damaged (it is left for the user to delete).
     """
-    from .files import LockHeld
-
     mirrors = mirrors or default_mirrors()
     report = []
     missing = []
@@ -462,6 +460,12 @@ def ensure_mnist(folder: Path, mirrors: tuple[str, ...] | None = None, progress:
             raise DownloadError(f"cannot write {exc.filename or folder}: "
                                 f"{exc.strerror or exc}") from None
     return [tuple(pair) for pair in report]
+
+
+def download_summary(report: list[tuple[Resource, str]], folder: Path) -> str | None:
+    """The line telling what ``ensure_mnist`` downloaded, or None when it fetched nothing."""
+    fetched = [r.gz_name for r, status in report if status == "downloaded"]
+    return f"downloaded and verified {', '.join(fetched)} into {folder}" if fetched else None
 
 
 def checksums() -> dict[str, str]:

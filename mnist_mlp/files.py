@@ -138,8 +138,8 @@ class LockHeld(Exception):
 
     def __init__(self, path: Path, pid: int | None):
         self.path, self.pid = path, pid
-        holder = f"process {pid}" if pid else "another process"
-        super().__init__(f"{path} is locked by {holder}")
+        self.holder = f"process {pid}" if pid else "another process"
+        super().__init__(f"{path} is locked by {self.holder}")
 
 
 @contextmanager

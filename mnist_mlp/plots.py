@@ -32,7 +32,7 @@ def _log_axis(ax, formatter: FuncFormatter) -> None:
 
 from .data import IMAGE_SIDE
 from .files import atomic_writer
-from .run import RunError, read_metrics
+from .run import RunError, RunFiles, read_metrics
 from .train import Callback
 
 WEIGHT_TILES = 64          # units shown in the weights picture, an 8 x 8 grid
@@ -222,17 +222,15 @@ class CurvesCallback(Callback):
 
 # ---------------------------------------------------------------- mlp plot
 
-def _run_paths(run: Path) -> tuple[Path | None, Path]:
-    """(checkpoint or None, metrics log) of a RUN argument: a checkpoint or a metrics log."""
-    from .run import RunFiles
-
+def _run_files(run: Path) -> tuple[Path | None, RunFiles]:
+    """A RUN argument (a checkpoint, its .last.npz, or a metrics log) as (checkpoint or
+    None, the run's files)."""
     name = run.name
     if name.endswith(".metrics.jsonl"):
-        return None, run
+        return None, RunFiles(run.with_name(name.removesuffix(".metrics.jsonl") + ".npz"))
     if name.endswith(".npz"):
-        best = run.with_name(name.removesuffix(".last.npz") + ".npz") \
-            if name.endswith(".last.npz") else run
-        return run, RunFiles(best).metrics
+        return run, RunFiles(run.with_name(name.removesuffix(".last.npz").removesuffix(".npz")
+                                           + ".npz"))
     raise PlotError(f"{run}: a RUN is a checkpoint (NAME.npz) or a metrics log "
                     "(NAME.metrics.jsonl)")
 
@@ -260,15 +258,12 @@ def draw_runs(runs: Sequence[Path], curves: Path | None = None, weights: Path | 
         PlotError: an unreadable log or checkpoint, or an unwritable picture.
     """
     from .checkpoint import CheckpointError, load
-    from .run import RunFiles
 
-    parts = [_run_paths(Path(r)) for r in runs]
+    parts = [_run_files(Path(r)) for r in runs]
     figures: list[tuple[str, Path, Figure]] = []
     if len(parts) == 1:
-        ckpt_path, log = parts[0]
-        stem = (ckpt_path or log).name.removesuffix(".metrics.jsonl").removesuffix(".npz") \
-            .removesuffix(".last")
-        base = RunFiles((ckpt_path or log).with_name(stem + ".npz"))
+        ckpt_path, files = parts[0]
+        stem, log = files.best.stem, files.metrics
         title = stem
         if ckpt_path is not None:
             try:
@@ -277,22 +272,22 @@ def draw_runs(runs: Sequence[Path], curves: Path | None = None, weights: Path | 
                 raise PlotError(str(exc)) from None
             sizes = "-".join(map(str, ckpt.meta["sizes"]))
             title = f"{sizes} ({ckpt.meta.get('preset', stem)})"
-            figures.append(("weights", weights or base.best.with_name(stem + ".weights.png"),
+            figures.append(("weights", weights or files.weights,
                             weights_figure(ckpt.net.W[0], f"{stem}: first-layer weights of "
                                            f"the {WEIGHT_TILES} strongest of "
                                            f"{ckpt.net.W[0].shape[0]} hidden units")))
         if ckpt_path is not None and not log.exists():
             note(f"no metrics log beside {ckpt_path} (looked for {log}); drew the weights only")
         else:
-            figures.append(("curves", curves or base.curves,
+            figures.append(("curves", curves or files.curves,
                             curves_figure(_history(log), title)))
     else:
         histories = {}
-        for run, (_, log) in zip(runs, parts):
-            label = Path(run).name.removesuffix(".metrics.jsonl").removesuffix(".npz")
+        for _, files in parts:
+            label = files.best.stem
             while label in histories:
                 label += "'"
-            histories[label] = _history(log)
+            histories[label] = _history(files.metrics)
         figures.append(("curves", curves or Path("runs.curves.png"), compare_figure(histories)))
     written = []
     for kind, path, fig in figures:

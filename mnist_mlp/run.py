@@ -74,6 +74,11 @@ class RunFiles:
         return self._beside(".curves.png")
 
     @property
+    def weights(self) -> Path:
+        """The first layer's weights, drawn by ``mlp plot`` (not by training)."""
+        return self._beside(".weights.png")
+
+    @property
     def lock(self) -> Path:
         return self._beside(".lock")
 
@@ -379,9 +384,8 @@ def _locked(files: RunFiles) -> Iterator[None]:
         with exclusive_lock(files.lock):
             yield
     except LockHeld as exc:
-        who = f"process {exc.pid}" if exc.pid else "another process"
-        raise RunError(f"another mlp train ({who}) is running on {files.best}; wait for it "
-                       "to finish, or choose another --out") from None
+        raise RunError(f"another mlp train ({exc.holder}) is running on {files.best}; wait "
+                       "for it to finish, or choose another --out") from None
 
 
 def _describe_existing(files: RunFiles) -> str:
@@ -457,9 +461,8 @@ def _train(files, cfg, saved, preset, data_dir, mirrors, deadline_s, progress, p
     folder = Path(data_dir) if data_dir is not None else data.default_data_dir()
     report = data.ensure_mnist(folder, mirrors, progress=progress, verify=False,
                                deadline_s=deadline_s)
-    fetched = [r.gz_name for r, status in report if status == "downloaded"]
-    if fetched:
-        log(f"downloaded and verified {', '.join(fetched)} into {folder}")
+    if summary := data.download_summary(report, folder):
+        log(summary)
     X, y, X_val, y_val = data.load_train_val(folder, cfg.val_size)
     try:
         trainer = saved.trainer(len(X)) if saved else new_trainer(cfg, len(X))
