@@ -172,6 +172,8 @@ class ProgressDisplay:
             return
         val = ("" if row["val_loss"] is None else
                f"  val loss {row['val_loss']:.4f}  val acc {100 * row['val_accuracy']:.2f}%")
+        if row.get("ema_val_accuracy") is not None:
+            val += f" (averaged {100 * row['ema_val_accuracy']:.2f}%)"
         click.echo(f"epoch {row['epoch']:>3}/{trainer.cfg.epochs}  train loss "
                    f"{row['train_loss']:.4f}{val}{' *' if improved else '  '}  "
                    f"{row['train_seconds']:.1f}s  lr {row['lr']:.4g}", err=True)
@@ -232,7 +234,7 @@ def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
                                "best_epoch": st.best_epoch, "checkpoint": str(out),
                                "curves": None if no_plots else str(files.curves)}))
         return
-    kept = (f"best val accuracy {100 * st.best_val_accuracy:.2f}% at epoch {st.best_epoch}"
+    kept = (f"kept epoch {st.best_epoch}: val accuracy {100 * st.best_val_accuracy:.2f}%"
             if result.trainer.cfg.val_size else f"no validation split; kept epoch {st.epoch}")
     click.echo(f"{kept}; saved {out}")
     if not no_plots:

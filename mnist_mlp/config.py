@@ -95,11 +95,17 @@ class TrainConfig:
                                         "--epochs).", Bounds(0, 100_000))
     augment: str = setting("none", "Random distortions of each training batch.",
                            choices=tuple(AUGMENTATIONS))
+    ema: float = setting(0.0, "Decay of an exponential moving average of the weights, e.g. "
+                              "0.999 (0: off); each epoch keeps whichever of the average and "
+                              "the weights validates better.", PROBABILITY)
     val_size: int = setting(5000, "Last N training samples held out for validation (0: train "
                                   "on all 60,000; the last epoch is the model).",
                             Bounds(0, MAX_TRAIN - 1))
     patience: int = setting(0, "Early stopping after N epochs without a better validation "
                                "accuracy (0: off; needs --val-size > 0).", Bounds(0, 100_000))
+    select_tolerance: float = setting(0.0, "Keep the latest epoch whose validation accuracy "
+                                           "is within this of the best so far (0.001 = 0.1 "
+                                           "points; 0: the best).", Bounds(0, 1))
     seed: int = setting(0, "Seeds initialisation, shuffling, dropout, distortions.",
                         Bounds(0, 2**63 - 1))
 

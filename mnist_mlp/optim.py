@@ -60,25 +60,35 @@ class Optimizer:
         Raises:
             ValueError: missing or extra keys, wrong shapes or kinds, non-finite values.
         """
-        expected = set(self.state_dict())
-        if set(state) != expected:
-            raise ValueError(f"optimiser state has keys {sorted(state)}, expected "
-                             f"{sorted(expected)}")
-        t = state["t"]
-        if t.shape != () or t.dtype.kind not in "iu" or not 0 <= int(t) < 2**62:
-            raise ValueError(f"optimiser step count {t!r} is not a count")
-        for name, arrays in self.slots.items():
-            for i, a in enumerate(arrays):
-                src = state[f"{name}.{i}"]
-                if src.shape != a.shape or src.dtype.kind != "f":
-                    raise ValueError(f"optimiser state {name}.{i} is {src.dtype} {src.shape}, "
-                                     f"expected float {a.shape}")
-                if not np.isfinite(src).all():
-                    raise ValueError(f"optimiser state {name}.{i} holds NaN or infinity")
-        self.t = int(t)
+        _check_state("optimiser", state, self.state_dict())
+        self.t = int(state["t"])
         for name, arrays in self.slots.items():
             for i, a in enumerate(arrays):
                 a[...] = state[f"{name}.{i}"]
+
+
+def _check_state(what: str, state: dict[str, np.ndarray], current: dict[str, np.ndarray]
+                 ) -> None:
+    """A saved state against the ``current`` one: same keys, a step count ``t``, and
+    finite float arrays of the same shapes.
+
+    Raises:
+        ValueError: naming the first difference.
+    """
+    if set(state) != set(current):
+        raise ValueError(f"{what} state has keys {sorted(state)}, expected {sorted(current)}")
+    t = state["t"]
+    if t.shape != () or t.dtype.kind not in "iu" or not 0 <= int(t) < 2**62:
+        raise ValueError(f"{what} step count {t!r} is not a count")
+    for key, a in current.items():
+        if key == "t":
+            continue
+        src = state[key]
+        if src.shape != a.shape or src.dtype.kind != "f":
+            raise ValueError(f"{what} state {key} is {src.dtype} {src.shape}, expected "
+                             f"float {a.shape}")
+        if not np.isfinite(src).all():
+            raise ValueError(f"{what} state {key} holds NaN or infinity")
 
 
 def _check(name: str, value: float, low: float, high: float, high_open: bool = True) -> float:
@@ -211,6 +221,55 @@ def make_optimizer(name: str, params: Sequence[np.ndarray], momentum: float = 0.
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name](params, momentum, weight_decay, decayed)
+
+
+class WeightAverage:
+    """An exponential moving average of the parameters, bias-corrected as Adam's moments are:
+
+        m ← d m + (1 - d) p   after each step t;     average = m / (1 - dᵗ)
+
+    With m starting at zero, the correction makes the early average a mean of
+    the steps taken so far rather than a pull towards zero. ``t`` is the count
+    of updates; the state is m (one array per parameter) and t.
+    """
+
+    def __init__(self, params: Sequence[np.ndarray], decay: float):
+        self.params = list(params)
+        self.decay = _check("ema decay", decay, 0.0, 1.0)
+        self.t = 0
+        self.m = [np.zeros_like(p) for p in self.params]
+        self.scratch = [np.empty_like(p) for p in self.params]
+
+    def update(self) -> None:
+        """m ← d m + (1 - d) p for every parameter, after an optimiser step."""
+        self.t += 1
+        for p, m, s in zip(self.params, self.m, self.scratch):
+            d = p.dtype.type(self.decay)
+            m *= d
+            m += np.multiply(p, 1 - d, out=s)
+
+    def averaged(self) -> list[np.ndarray]:
+        """m / (1 - dᵗ) for each parameter (new arrays); the parameters themselves at t = 0."""
+        if self.t == 0:
+            return [p.copy() for p in self.params]
+        correction = 1 - self.decay ** self.t
+        return [m / m.dtype.type(correction) for m in self.m]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """``t`` and ``m.<i>`` for each parameter."""
+        return {"t": np.array(self.t, dtype=np.int64),
+                **{f"m.{i}": m for i, m in enumerate(self.m)}}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what ``state_dict`` exported.
+
+        Raises:
+            ValueError: missing or extra keys, wrong shapes or kinds, non-finite values.
+        """
+        _check_state("weight average", state, self.state_dict())
+        self.t = int(state["t"])
+        for i, m in enumerate(self.m):
+            m[...] = state[f"m.{i}"]
 
 
 def clip_row_norms_(W: np.ndarray, max_norm: float) -> None:

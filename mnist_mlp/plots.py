@@ -33,7 +33,7 @@ def _log_axis(ax, formatter: FuncFormatter) -> None:
 from .data import IMAGE_SIDE
 from .files import atomic_writer
 from .run import RunError, RunFiles, read_metrics
-from .train import Callback
+from .train import Callback, kept_epoch, val_score
 
 WEIGHT_TILES = 64          # units shown in the weights picture, an 8 x 8 grid
 DPI = 100
@@ -46,9 +46,9 @@ class PlotError(Exception):
 # ---------------------------------------------------------------- reading
 
 def best_epoch(history: Sequence[Mapping[str, Any]]) -> int:
-    """The epoch the run kept: first best validation accuracy, or the last without validation."""
-    scored = [(r["val_accuracy"], -r["epoch"]) for r in history if r["val_accuracy"] is not None]
-    return -max(scored)[1] if scored else history[-1]["epoch"]
+    """The epoch the run kept, as its log records it (logs without the record: the first
+    best validation score, or the last epoch without validation)."""
+    return history[-1].get("kept_epoch") or kept_epoch(history)
 
 
 # ---------------------------------------------------------------- figures
@@ -70,7 +70,8 @@ class CurvesFigure:
     made once, which is most of the drawing time of a picture redrawn every epoch.
     """
 
-    SPLITS = (("train", "training"), ("val", "validation"))
+    SPLITS = (("train", "training"), ("val", "validation"),
+              ("ema_val", "validation, averaged weights"))
 
     def __init__(self, title: str):
         # Fixed margins: a layout engine would double the drawing time.
@@ -105,13 +106,13 @@ class CurvesFigure:
         best = best_epoch(history)
         for mark in self.marks:
             mark.set_xdata([best, best])
-        kept = next(r for r in history if r["epoch"] == best)
-        if kept["val_accuracy"] is None:
+        score = val_score(next(r for r in history if r["epoch"] == best))
+        if score is None:
             self.kept.set_data([], [])
             self.kept.set_label("_kept")            # underscore: not in the legend
         else:
-            self.kept.set_data([best], [max(1 - kept["val_accuracy"], 1e-5)])
-            self.kept.set_label(f"kept: epoch {best}, {100 * kept['val_accuracy']:.2f}% val")
+            self.kept.set_data([best], [max(1 - score, 1e-5)])
+            self.kept.set_label(f"kept: epoch {best}, {100 * score:.2f}% val")
         last = history[-1]["epoch"]
         for ax in (self.loss, self.error, self.lr):
             ax.relim()

@@ -98,9 +98,9 @@ def estimate_memory(cfg: TrainConfig, n_train: int, n_val: int) -> int:
     """
     sizes = cfg.sizes
     params = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
-    slots = 2 if cfg.optimizer.startswith("adam") else 1
+    slots = (2 if cfg.optimizer.startswith("adam") else 1) + (2 if cfg.ema else 0)
     data_bytes = (n_train + n_val) * sizes[0] * (BYTES_PER_FLOAT + 1)
-    param_bytes = params * BYTES_PER_FLOAT * (3 + slots)       # W, dW, scratch, slots
+    param_bytes = params * BYTES_PER_FLOAT * (3 + slots)       # W, dW, scratch, slots, average
     batch = cfg.batch_size * sum(sizes) * BYTES_PER_FLOAT * 4  # Z/A, dA, masks, distortions
     chunk = MLP.predict_chunk * max(sizes) * BYTES_PER_FLOAT * 2
     return data_bytes + param_bytes + batch + chunk
@@ -157,13 +157,19 @@ def _meta(trainer: Trainer, preset: str) -> dict[str, Any]:
 
 
 def save_best(files: RunFiles, trainer: Trainer, preset: str) -> None:
-    checkpoint.save(files.best, trainer.net, _meta(trainer, preset))
+    """The model of the epoch just ended: its weights, or their average if that is kept."""
+    net = trainer.kept_net()
+    checkpoint.save(files.best, net, {**_meta(trainer, preset),
+                                      "averaged_weights": net is not trainer.net})
 
 
 def save_last(files: RunFiles, trainer: Trainer, preset: str) -> None:
-    """The resumable state: parameters, optimiser state, RNG state, position in the epoch."""
+    """The resumable state: parameters, optimiser state, weight average, RNG state,
+    position in the epoch."""
     st = trainer.state
     extra = {"order": st.order} if st.order is not None else {}
+    if trainer.average is not None:
+        extra.update({f"ema.{k}": v for k, v in trainer.average.state_dict().items()})
     checkpoint.save(files.last, trainer.net,
                     {**_meta(trainer, preset), "train_state": st.to_meta()},
                     trainer.optimizer.state_dict(), extra)
@@ -248,6 +254,15 @@ class SavedRun:
             trainer.optimizer.load_state_dict(self.ckpt.optimizer_state)
         except ValueError as exc:
             raise checkpoint.CheckpointError(f"saved optimiser state: {exc}") from None
+        average = {k[4:]: v for k, v in self.ckpt.extra.items() if k.startswith("ema.")}
+        if trainer.average is not None:
+            try:
+                trainer.average.load_state_dict(average)
+            except ValueError as exc:
+                raise checkpoint.CheckpointError(f"saved weight average: {exc}") from None
+        elif average:
+            raise checkpoint.CheckpointError("a weight average is saved but the run has "
+                                             "no --ema")
         return trainer
 
 

@@ -62,10 +62,13 @@ def model_info(model: checkpoint.Checkpoint, paths: list[Path]) -> dict[str, Any
         history = read_metrics(RunFiles(path).metrics)
     except RunError:
         history = None
+    # The saved weights' score: of the weights or of their average, whichever was kept.
+    scores = [metrics.get(k) for k in ("val_accuracy", "ema_val_accuracy")]
+    val_accuracy = max((s for s in scores if type(s) is float), default=None)
     return {"model": ", ".join(p.name for p in paths), "members": len(paths),
             "sizes": meta["sizes"], "preset": meta.get("preset"),
             "epoch": meta.get("epoch"), "epochs": config.get("epochs"),
-            "val_accuracy": metrics.get("val_accuracy"), "history": history}
+            "val_accuracy": val_accuracy, "history": history}
 
 
 def prediction_json(p: Prediction) -> dict[str, Any]:

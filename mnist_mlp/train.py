@@ -21,22 +21,52 @@ from . import metrics
 from .augment import AUGMENTATIONS, distort
 from .config import TrainConfig
 from .network import MLP, softmax_cross_entropy
-from .optim import Optimizer, clip_row_norms_, make_optimizer, make_schedule
+from .optim import Optimizer, WeightAverage, clip_row_norms_, make_optimizer, make_schedule
 
 
 ROW_KEYS = ("lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds")
+# Scores of the averaged weights (--ema): null or absent when there are none.
+AVERAGE_KEYS = ("ema_val_loss", "ema_val_accuracy")
 
 
 def is_history_row(row: Any, epoch: int) -> bool:
     """Whether ``row`` is epoch ``epoch``'s row of a run's history (and metrics log):
-    ``epoch`` and a finite number (or null, for the validation scores) for each of ROW_KEYS."""
+    ``epoch``, a finite number (or null, for the validation scores) for each of ROW_KEYS
+    and AVERAGE_KEYS, and ``kept_epoch``, the epoch the run kept so far, if given."""
     def number(key: str) -> bool:
         value = row.get(key)
-        nullable = key.startswith("val_")
+        nullable = key.startswith(("val_", "ema_"))
         return (value is None and nullable) or (type(value) in (int, float)
                                                 and math.isfinite(value))
 
-    return isinstance(row, dict) and row.get("epoch") == epoch and all(map(number, ROW_KEYS))
+    if not (isinstance(row, dict) and row.get("epoch") == epoch):
+        return False
+    kept = row.get("kept_epoch", epoch)
+    return (all(map(number, ROW_KEYS + AVERAGE_KEYS))
+            and type(kept) is int and 1 <= kept <= epoch)
+
+
+def val_score(row: dict[str, Any]) -> float | None:
+    """An epoch's validation accuracy: of the weights or their average, whichever is higher."""
+    scores = [row.get(k) for k in ("val_accuracy", "ema_val_accuracy")]
+    return max((s for s in scores if s is not None), default=None)
+
+
+def kept_epoch(history: Sequence[dict[str, Any]], tolerance: float = 0.0) -> int:
+    """The epoch a run keeps: the latest whose validation score is within ``tolerance``
+    of the best (0: the first best); the last epoch when there is no validation split.
+
+    Validation accuracy on a few thousand images moves by a few images from one
+    epoch to the next; a tolerance of about that noise prefers the later, more
+    annealed epochs over one that was lucky on the validation split.
+    """
+    scored = [(val_score(r), r["epoch"]) for r in history if val_score(r) is not None]
+    if not scored:
+        return history[-1]["epoch"]
+    best = max(score for score, _ in scored)
+    if tolerance == 0:
+        return min(epoch for score, epoch in scored if score == best)
+    return max(epoch for score, epoch in scored if score >= best - tolerance - 1e-9)
 
 
 class TrainingDiverged(Exception):
@@ -56,8 +86,8 @@ class TrainState:
     correct: int = 0
     seen: int = 0
     seconds: float = 0.0
-    best_val_accuracy: float = -1.0
-    best_epoch: int = 0
+    best_val_accuracy: float = -1.0    # validation score of the kept epoch
+    best_epoch: int = 0                # the kept epoch (``kept_epoch`` of the history)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_meta(self) -> dict[str, Any]:
@@ -125,6 +155,7 @@ class Trainer:
     n_train: int
     state: TrainState = field(default_factory=TrainState)
     optimizer: Optimizer = field(init=False)
+    average: WeightAverage | None = field(init=False)  # of the parameters, with --ema
     lr_at: Callable[[int], float] = field(init=False)
 
     def __post_init__(self):
@@ -132,6 +163,7 @@ class Trainer:
         decayed = [True] * len(self.net.W) + [False] * len(self.net.b)  # weights, not biases
         self.optimizer = make_optimizer(cfg.optimizer, self.net.params, cfg.momentum,
                                         cfg.weight_decay, decayed)
+        self.average = WeightAverage(self.net.params, cfg.ema) if cfg.ema else None
         steps_per_epoch = math.ceil(self.n_train / cfg.batch_size)
         self.lr_at = make_schedule(cfg.schedule, cfg.lr, cfg.epochs * steps_per_epoch,
                                    round(cfg.warmup_epochs * steps_per_epoch))
@@ -214,20 +246,45 @@ class Trainer:
         if cfg.max_norm:
             for W in net.W:
                 clip_row_norms_(W, cfg.max_norm)
+        if self.average is not None:
+            self.average.update()
         st.step += 1
         return loss, correct
 
+    def averaged_net(self) -> MLP:
+        """The network with the averaged weights (``cfg.ema`` > 0)."""
+        params = self.average.averaged()
+        L = len(self.net.W)
+        return MLP.from_params(params[:L], params[L:])
+
+    def kept_net(self) -> MLP:
+        """The network to save for the epoch just ended: the averaged weights when they
+        validated at least as well as the weights (or there is no validation split)."""
+        if self.average is None:
+            return self.net
+        row = self.state.history[-1]
+        raw, averaged = row["val_accuracy"], row["ema_val_accuracy"]
+        return self.averaged_net() if raw is None or averaged >= raw else self.net
+
+    def _scores(self, net: MLP, X_val: np.ndarray, y_val: np.ndarray
+                ) -> tuple[float | None, float | None]:
+        """(loss, accuracy) of ``net`` on the validation split; (None, None) without one."""
+        if not len(y_val):
+            return None, None
+        try:
+            logits = net.logits(X_val)
+        except FloatingPointError as exc:
+            raise TrainingDiverged(f"{exc} after epoch {self.state.epoch + 1}; try a lower "
+                                   f"learning rate than {self.cfg.lr}") from None
+        return metrics.mean_cross_entropy(logits, y_val), metrics.accuracy(
+            y_val, logits.argmax(axis=1))
+
     def _end_epoch(self, X_val: np.ndarray, y_val: np.ndarray) -> tuple[dict[str, Any], bool]:
         st = self.state
-        val_loss = val_accuracy = None
-        if len(y_val):
-            try:
-                logits = self.net.logits(X_val)
-            except FloatingPointError as exc:
-                raise TrainingDiverged(f"{exc} after epoch {st.epoch + 1}; try a lower "
-                                       f"learning rate than {self.cfg.lr}") from None
-            val_accuracy = metrics.accuracy(y_val, logits.argmax(axis=1))
-            val_loss = metrics.mean_cross_entropy(logits, y_val)
+        val_loss, val_accuracy = self._scores(self.net, X_val, y_val)
+        ema_loss = ema_accuracy = None
+        if self.average is not None:
+            ema_loss, ema_accuracy = self._scores(self.averaged_net(), X_val, y_val)
         row = {
             "epoch": st.epoch + 1,
             "lr": self.lr_at(max(st.step - 1, 0)),
@@ -235,13 +292,14 @@ class Trainer:
             "train_accuracy": st.correct / st.seen,
             "val_loss": val_loss,
             "val_accuracy": val_accuracy,
+            "ema_val_loss": ema_loss,
+            "ema_val_accuracy": ema_accuracy,
             "train_seconds": st.seconds,
         }
         st.epoch += 1
         st.history.append(row)
-        improved = val_accuracy is None or val_accuracy > st.best_val_accuracy
-        if improved:
-            st.best_val_accuracy, st.best_epoch = val_accuracy or -1.0, st.epoch
+        row["kept_epoch"] = st.best_epoch = kept_epoch(st.history, self.cfg.select_tolerance)
+        st.best_val_accuracy = val_score(st.history[st.best_epoch - 1]) or -1.0
         st.order, st.batch = None, 0
         st.loss_sum, st.correct, st.seen, st.seconds = 0.0, 0, 0, 0.0
-        return row, improved
+        return row, st.best_epoch == st.epoch

@@ -134,13 +134,14 @@ class _SignalAfter(run.StopSignals):
 
 def _params(path):
     ckpt = checkpoint.load(path, with_state=True)
-    return ckpt.net.params, ckpt.optimizer_state
+    return ckpt.net.params, {**ckpt.optimizer_state, **ckpt.extra}
 
 
 @pytest.mark.parametrize("stop_after", [7, 19 * 2])  # mid-epoch; an epoch's last step
 def test_interrupted_run_resumes_bit_for_bit(tiny_mnist, tmp_path, stop_after, monkeypatch):
     extra = ("--dropout", "0.3", "--input-dropout", "0.1", "--epochs", "4", "--augment", "elastic",
-             "--max-norm", "2.0", "--label-smoothing", "0.1", "--weight-decay", "0.01")
+             "--max-norm", "2.0", "--label-smoothing", "0.1", "--weight-decay", "0.01",
+             "--ema", "0.9", "--select-tolerance", "0.01")
     _train(tiny_mnist, tmp_path / "a" / "m.npz", *extra)
 
     with monkeypatch.context() as patch:
@@ -157,6 +158,7 @@ def test_interrupted_run_resumes_bit_for_bit(tiny_mnist, tmp_path, stop_after, m
         (pa, sa), (pb, sb) = _params(tmp_path / "a" / name), _params(tmp_path / "b" / name)
         assert all(x.tobytes() == y.tobytes() for x, y in zip(pa, pb)), name
         assert sa.keys() == sb.keys() and all(sa[k].tobytes() == sb[k].tobytes() for k in sa)
+    assert "ema.m.0" in _params(tmp_path / "b" / "m.last.npz")[1]
     log_a = (tmp_path / "a" / "m.metrics.jsonl").read_text().splitlines()
     log_b = (tmp_path / "b" / "m.metrics.jsonl").read_text().splitlines()
     def without_timing(rows):

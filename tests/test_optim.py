@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from mnist_mlp.optim import (SGD, Adam, AdamW, OPTIMIZERS, make_optimizer, make_schedule)
+from mnist_mlp.optim import (SGD, Adam, AdamW, OPTIMIZERS, WeightAverage, make_optimizer,
+                             make_schedule)
 
 # f(p) = 0.5 * a * p²  has gradient a * p.
 A = 2.0
@@ -107,6 +108,46 @@ def test_state_export_restore_continues_identically(name):
         assert x.tobytes() == y.tobytes()
     with pytest.raises(ValueError):
         opt_b.load_state_dict({"t": np.array(1)})
+
+
+def test_the_weight_average_is_bias_corrected():
+    p = np.array([1.0])
+    average = WeightAverage([p], 0.9)
+    assert average.averaged()[0][0] == 1.0                  # no steps yet: the weights
+    average.update()
+    assert average.averaged()[0][0] == pytest.approx(1.0)  # one step: exactly that step
+    p[0] = 3.0
+    average.update()
+    # m = 0.9 (0.1 · 1) + 0.1 · 3 = 0.39; 1 - 0.9² = 0.19: a weighted mean of 1 and 3
+    assert average.averaged()[0][0] == pytest.approx(0.39 / 0.19)
+    for _ in range(200):
+        average.update()
+    assert average.averaged()[0][0] == pytest.approx(3.0)
+
+
+def test_weight_average_state_restores_exactly_and_is_checked():
+    rng = np.random.default_rng(0)
+    a = [rng.normal(size=(3, 4)).astype(np.float32)]
+    b = [x.copy() for x in a]
+    first, second = WeightAverage(a, 0.99), WeightAverage(b, 0.99)
+    for _ in range(3):
+        a[0] += 1
+        first.update()
+    b[0][...] = a[0]
+    second.load_state_dict({k: v.copy() for k, v in first.state_dict().items()})
+    for _ in range(3):
+        a[0] *= 0.5
+        b[0] *= 0.5
+        first.update()
+        second.update()
+    assert first.averaged()[0].tobytes() == second.averaged()[0].tobytes()
+    bad = {**first.state_dict(), "m.0": np.full((3, 4), np.nan, np.float32)}
+    with pytest.raises(ValueError, match="weight average state m.0 holds NaN"):
+        second.load_state_dict(bad)
+    with pytest.raises(ValueError, match="weight average state m.0 is float32 \\(4, 3\\)"):
+        second.load_state_dict({**first.state_dict(), "m.0": np.zeros((4, 3), np.float32)})
+    with pytest.raises(ValueError, match="ema decay must be in"):
+        WeightAverage(a, 1.0)
 
 
 @pytest.mark.parametrize("make", [

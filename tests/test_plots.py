@@ -52,9 +52,24 @@ def test_curves_show_the_log(tiny_run):
     assert Image.open(png).size == (900, 600)
 
 
-def test_best_epoch_is_the_first_best_or_the_last_without_validation():
+def test_the_averaged_weights_get_their_own_curve(tiny_run):
+    history = plots.read_metrics(RunFiles(tiny_run).metrics)
+    averaged = [{**r, "ema_val_loss": r["val_loss"] / 2, "ema_val_accuracy": 0.999}
+                for r in history]
+    def legend(fig):
+        return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+    assert legend(plots.curves_figure(history, "")) == ["training", "validation"]
+    fig = plots.curves_figure(averaged, "")
+    line = _lines(fig.axes[0])["validation, averaged weights"]
+    assert list(line.get_ydata()) == [r["val_loss"] / 2 for r in history]
+    assert legend(fig) == ["training", "validation", "validation, averaged weights"]
+
+
+def test_best_epoch_is_the_kept_one_the_log_records():
     rows = [{"epoch": e, "val_accuracy": v} for e, v in ((1, 0.9), (2, 0.95), (3, 0.95))]
-    assert plots.best_epoch(rows) == 2
+    assert plots.best_epoch(rows) == 2            # logs without the record: the first best
+    assert plots.best_epoch([*rows[:2], {**rows[2], "kept_epoch": 3}]) == 3
     assert plots.best_epoch([{"epoch": 1, "val_accuracy": None},
                              {"epoch": 2, "val_accuracy": None}]) == 2
 

@@ -96,6 +96,20 @@ def test_training_on_all_the_data(tiny_mnist, tmp_path):
     assert "patience needs a validation split" in result.output
 
 
+@pytest.mark.parametrize("ema", ["0.5", "0.99"])
+def test_the_saved_model_is_the_one_scored(tiny_mnist, tmp_path, ema):
+    out = tmp_path / "m.npz"
+    _train(tiny_mnist, out, "--ema", ema, "--epochs", "3", "--select-tolerance", "0.02")
+    rows = run.read_metrics(run.RunFiles(out).metrics)
+    kept = rows[rows[-1]["kept_epoch"] - 1]
+    averaged = kept["ema_val_accuracy"] >= kept["val_accuracy"]
+    assert checkpoint.load(out).meta["averaged_weights"] == averaged
+    result = CliRunner().invoke(main, ["eval", "--model", str(out), "--data-dir",
+                                       str(tiny_mnist), "--split", "val", "--json"])
+    score = kept["ema_val_accuracy"] if averaged else kept["val_accuracy"]
+    assert json.loads(result.stdout)["accuracy"] == score
+
+
 def _rewrite_state(path, **change):
     ckpt = checkpoint.load(path, with_state=True)
     ckpt.meta["train_state"].update(change)

@@ -8,7 +8,7 @@ import pytest
 
 from mnist_mlp.config import resolve
 from mnist_mlp.run import new_trainer
-from mnist_mlp.train import Callback, TrainState
+from mnist_mlp.train import Callback, TrainState, kept_epoch
 
 from .conftest import synthetic_digits
 
@@ -67,6 +67,43 @@ def test_without_validation_every_epoch_is_kept():
     assert all(r["val_loss"] is None and r["val_accuracy"] is None
                for r in trainer.state.history)
     assert trainer.state.best_epoch == 3
+
+
+def _rows(val, ema=None):
+    ema = ema or [None] * len(val)
+    return [{"epoch": i, "val_accuracy": v, "ema_val_accuracy": e}
+            for i, (v, e) in enumerate(zip(val, ema), 1)]
+
+
+def test_the_kept_epoch_rule():
+    val = [0.90, 0.950, 0.949, 0.950, 0.944, 0.9495]
+    assert kept_epoch(_rows(val)) == 2                      # the first best
+    assert kept_epoch(_rows(val), 0.001) == 6               # the latest within 0.1 points
+    assert kept_epoch(_rows(val), 0.0005) == 6              # 0.9495 is exactly 0.05 below
+    assert kept_epoch(_rows(val), 0.0004) == 4
+    # the average's score counts too: epoch 5's average is the best of all
+    assert kept_epoch(_rows(val, [0.91, 0.94, 0.94, 0.94, 0.96, 0.90]), 0.001) == 5
+    assert kept_epoch(_rows([None, None, None])) == 3     # no validation: the last
+
+
+def test_the_average_is_scored_each_epoch_and_kept_when_better():
+    X, y = _data()
+    trainer = new_trainer(resolve({"hidden": (16,), "epochs": 4, "val_size": 50, "lr": 0.05,
+                                   "batch_size": 25, "ema": 0.9}), 250)
+    kept = []
+
+    class Keep(Callback):
+        def on_epoch_end(self, trainer, row, improved):
+            kept.append(trainer.kept_net())
+
+    trainer.fit(X[:250], y[:250], X[250:], y[250:], [Keep()])
+    for row, net in zip(trainer.state.history, kept):
+        assert row["ema_val_accuracy"] is not None and row["ema_val_loss"] > 0
+        averaged = row["ema_val_accuracy"] >= row["val_accuracy"]
+        assert (net is not trainer.net) == averaged
+    # the average is not the weights: it lags behind them
+    assert not np.array_equal(trainer.averaged_net().W[0], trainer.net.W[0])
+    assert trainer.state.best_epoch == kept_epoch(trainer.state.history)
 
 
 def _saved_state():
