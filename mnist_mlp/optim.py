@@ -2,10 +2,14 @@
 
 Contract: an optimiser is built on the list of parameter arrays (and, for
 weight decay, which of them are decayed), holds its own state arrays shaped
-like them, and ``step(grads, lr)`` updates every parameter in place through
-``_update(i, p, g, lr)``. ``grads`` must line up with the parameters and may be
-overwritten. ``state_dict()`` exports the state as arrays; ``load_state_dict``
-restores it so a run continues exactly.
+like them, and ``step(grads, lr)`` updates every parameter in place. The
+training loop takes a shorter way: it multiplies dL/dZ by
+``gradient_scale(lr)`` before backpropagating (backward is linear in dL/dZ,
+so every gradient comes out scaled) and calls ``step_scaled``; for SGD the
+scale is -lr, so the weight-gradient product yields the step -lr·g itself and
+the update saves its passes over the weights. ``grads`` must line up with the
+parameters and may be overwritten. ``state_dict()`` exports the state as
+arrays; ``load_state_dict`` restores it so a run continues exactly.
 """
 
 from __future__ import annotations
@@ -37,7 +41,20 @@ class Optimizer:
         self.slots[name] = [np.zeros_like(p) for p in self.params]
         return self.slots[name]
 
+    def gradient_scale(self, lr: float) -> float:
+        """The factor ``step_scaled`` expects the gradients multiplied by; 1: plain gradients."""
+        return 1.0
+
     def step(self, grads: Sequence[np.ndarray], lr: float) -> None:
+        """One update from the gradients ``grads`` (overwritten) at learning rate ``lr``."""
+        scale = self.gradient_scale(lr)
+        if scale != 1:
+            for g in grads:
+                g *= g.dtype.type(scale)
+        self.step_scaled(grads, lr)
+
+    def step_scaled(self, grads: Sequence[np.ndarray], lr: float) -> None:
+        """One update from gradients already multiplied by ``gradient_scale(lr)``."""
         if len(grads) != len(self.params):
             raise ValueError(f"{len(grads)} gradients for {len(self.params)} parameters")
         self.t += 1
@@ -100,9 +117,17 @@ def _check(name: str, value: float, low: float, high: float, high_open: bool = T
 
 
 class SGD(Optimizer):
-    """SGD with momentum μ, optional Nesterov, and L2 weight decay λ (PyTorch's form):
+    """SGD with momentum μ, optional Nesterov, and L2 weight decay λ, as PyTorch's:
 
         g ← g + λ p;   v ← μ v + g;   p ← p - lr · (g + μ v if nesterov else v)
+
+    The state kept is not v but the step it makes, u = -lr v, and the gradients
+    come in as g' = -lr g (``gradient_scale``), so that the update is
+
+        u ← μ (lr / lr_prev) u + g';   p ← p + (g' + μ u if nesterov else u)
+
+    the same arithmetic in three passes over each weight matrix (five with
+    Nesterov) instead of five (seven). ``lr_prev`` is the previous step's rate.
     """
 
     def __init__(self, params: Sequence[np.ndarray], momentum: float = 0.0,
@@ -113,24 +138,42 @@ class SGD(Optimizer):
         if nesterov and not self.momentum:
             raise ValueError("nesterov needs momentum > 0")
         self.nesterov = nesterov
-        self.velocity = self._slot("velocity") if self.momentum else None
+        self.steps = self._slot("step") if self.momentum else None  # u = -lr v
+        self.lr_prev = 0.0                     # 0 before the first step, when u = 0
+        self.carry = 0.0                       # μ lr / lr_prev for the current step
 
-    def _update(self, i, p, g, lr):
+    def gradient_scale(self, lr: float) -> float:
+        return -lr
+
+    def step_scaled(self, grads, lr):
+        self.carry = self.momentum * lr / self.lr_prev if self.lr_prev else 0.0
+        super().step_scaled(grads, lr)
+        self.lr_prev = float(lr)
+
+    def _update(self, i, p, g, lr):                                      # g = -lr ∇
         s = self.scratch[i]
         if self.decay[i]:
-            g += np.multiply(p, p.dtype.type(self.decay[i]), out=s)      # g ← g + λ p
-        if self.velocity is None:
-            p -= np.multiply(g, lr, out=s)                               # p ← p - lr g
+            g += np.multiply(p, -lr * p.dtype.type(self.decay[i]), out=s)  # -lr (∇ + λ p)
+        if self.steps is None:
+            p += g                                                       # p ← p - lr ∇
             return
-        mu = p.dtype.type(self.momentum)
-        v = self.velocity[i]
-        v *= mu
-        v += g                                                           # v ← μ v + g
+        u = self.steps[i]
+        u *= p.dtype.type(self.carry)
+        u += g                                                           # u ← μ r u + g'
         if self.nesterov:
-            g += np.multiply(v, mu, out=s)                               # g + μ v
-            p -= np.multiply(g, lr, out=s)
+            p += g
+            p += np.multiply(u, p.dtype.type(self.momentum), out=s)      # p ← p + g' + μ u
         else:
-            p -= np.multiply(v, lr, out=s)                               # p ← p - lr v
+            p += u                                                       # p ← p + u
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {**super().state_dict(), "lr_prev": np.array(self.lr_prev)}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        super().load_state_dict(state)
+        if not float(state["lr_prev"]) >= 0:
+            raise ValueError(f"optimiser state lr_prev {float(state['lr_prev'])} is negative")
+        self.lr_prev = float(state["lr_prev"])
 
 
 class Adam(Optimizer):

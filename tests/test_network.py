@@ -133,6 +133,19 @@ def test_predict_in_chunks_equals_one_pass():
     np.testing.assert_array_equal(net.predict(X), whole.argmax(axis=1))
 
 
+def test_backward_is_linear_in_dz():
+    """The trainer scales dL/dZ by -lr before backward; every gradient must scale alike."""
+    rng = np.random.default_rng(0)
+    net = MLP([12, 9, 7, 10], seed=1, dtype=np.float64)
+    X = rng.random((5, 12))
+    Z, cache = net.forward(X, [0.2, 0.3, 0.3], rng)
+    _, dZ = softmax_cross_entropy(Z, rng.integers(0, 10, 5))
+    dW, db = net.backward(dZ.copy(), cache)
+    sW, sb = net.backward(dZ * -0.05, cache)
+    for plain, scaled in zip(dW + db, sW + sb):
+        np.testing.assert_allclose(scaled, -0.05 * plain, rtol=1e-12)
+
+
 def test_small_net_overfits_a_fixed_batch():
     from mnist_mlp.optim import Adam
 

@@ -39,6 +39,23 @@ def test_momentum_and_nesterov():
     assert q[0] == pytest.approx(0.2224)
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_follows_pytorchs_form_as_the_rate_changes(nesterov):
+    """The kept step u = -lr v against the textbook velocity v, lr varying every step."""
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(4, 3))
+    q, v = p.copy(), np.zeros_like(p)
+    opt = SGD([p], momentum=0.9, nesterov=nesterov, weight_decay=0.01)
+    for lr in (0.01, 0.05, 0.1, 0.07, 0.02, 0.001):
+        grad = rng.normal(size=p.shape)
+        g = grad + 0.01 * q                                       # PyTorch: g + λ p
+        v = 0.9 * v + g
+        q -= lr * (g + 0.9 * v if nesterov else v)
+        scaled = grad * opt.gradient_scale(lr)                    # as the trainer does
+        opt.step_scaled([scaled], lr)
+        np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)
+
+
 def test_sgd_weight_decay_is_l2():
     p = np.array([1.0])
     SGD([p], weight_decay=0.5).step([np.array([0.0])], 0.1)

@@ -136,10 +136,16 @@ def test_hostile_optimiser_state_is_one_line(tiny_mnist, tmp_path):
     _train(tiny_mnist, out, "--epochs", "1")
     last = out.with_name("m.last.npz")
     ckpt = checkpoint.load(last, with_state=True)
-    ckpt.optimizer_state["velocity.0"][0, 0] = np.inf
+    ckpt.optimizer_state["step.0"][0, 0] = np.inf
     checkpoint.save(last, ckpt.net, ckpt.meta, ckpt.optimizer_state, ckpt.extra)
     result = _train(tiny_mnist, out, "--resume", "--epochs", "2", expect=1)
-    assert "velocity.0 holds NaN or infinity" in result.output
+    assert "step.0 holds NaN or infinity" in result.output
+    assert result.output.count("\n") == 1
+    ckpt.optimizer_state["step.0"][0, 0] = 0
+    ckpt.optimizer_state["lr_prev"] = np.array(-1.0)
+    checkpoint.save(last, ckpt.net, ckpt.meta, ckpt.optimizer_state, ckpt.extra)
+    result = _train(tiny_mnist, out, "--resume", "--epochs", "2", expect=1)
+    assert "optimiser state lr_prev -1.0 is negative" in result.output
     assert result.output.count("\n") == 1
 
 
