@@ -110,6 +110,18 @@ def test_the_saved_model_is_the_one_scored(tiny_mnist, tmp_path, ema):
     assert json.loads(result.stdout)["accuracy"] == score
 
 
+def test_hostile_weight_average_state_is_one_line(tiny_mnist, tmp_path):
+    out = tmp_path / "m.npz"
+    _train(tiny_mnist, out, "--epochs", "1", "--ema", "0.9")
+    last = out.with_name("m.last.npz")
+    ckpt = checkpoint.load(last, with_state=True)
+    ckpt.extra["ema.m.0"] = ckpt.extra["ema.m.0"].T.copy()
+    checkpoint.save(last, ckpt.net, ckpt.meta, ckpt.optimizer_state, ckpt.extra)
+    result = _train(tiny_mnist, out, "--resume", "--epochs", "2", expect=1)
+    assert "saved weight average: weight average state m.0 is float32 (784, 16)" in result.output
+    assert result.output.count("\n") == 1
+
+
 def _rewrite_state(path, **change):
     ckpt = checkpoint.load(path, with_state=True)
     ckpt.meta["train_state"].update(change)
