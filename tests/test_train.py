@@ -106,6 +106,18 @@ def test_the_average_is_scored_each_epoch_and_kept_when_better():
     assert trainer.state.best_epoch == kept_epoch(trainer.state.history)
 
 
+def test_the_average_never_changes_the_weights():
+    X, y = _data()
+    nets = []
+    for ema in (0.0, 0.9):
+        trainer = new_trainer(resolve({"hidden": (16,), "epochs": 2, "val_size": 50,
+                                       "batch_size": 25, "augment": "elastic",
+                                       "dropout": (0.2,), "ema": ema}), 250)
+        trainer.fit(X[:250], y[:250], X[250:], y[250:])
+        nets.append(trainer.net)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(nets[0].params, nets[1].params))
+
+
 def _saved_state():
     X, y = _data()
     trainer = new_trainer(resolve({"hidden": (8,), "epochs": 2, "val_size": 50,
