@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mnist_mlp import data, metrics, run  # noqa: E402
-from mnist_mlp.train import Callback, kept_epoch  # noqa: E402
+from mnist_mlp.train import Callback, average_is_kept, kept_epoch  # noqa: E402
 
 TOLERANCES = (0.0, 0.0005, 0.001, 0.002)
 
@@ -78,7 +78,7 @@ def compare(records: list[Path]) -> None:
             view = rows if with_average else [{**r, "ema_val_accuracy": None} for r in rows]
             epoch = kept_epoch(view, tolerance)
             r = rows[epoch - 1]
-            use_average = with_average and r["ema_val_accuracy"] >= r["val_accuracy"]
+            use_average = with_average and average_is_kept(r)
             val = r["ema_val_accuracy"] if use_average else r["val_accuracy"]
             test = r["ema_test_accuracy"] if use_average else r["test_accuracy"]
             print(f"| {path.stem} | {name} | {epoch} | {100 * val:.2f}% | {100 * test:.2f}% |")

@@ -32,6 +32,7 @@ from typing import Any
 from . import checkpoint
 from .classify import Prediction, classify
 from .run import RunError, RunFiles, read_metrics
+from .train import val_score
 
 MAX_BODY = 8 << 20        # bytes of an uploaded image; a phone photo is 2-5 MB
 READ_TIMEOUT_S = 10       # a client that stops sending is dropped after this
@@ -62,13 +63,10 @@ def model_info(model: checkpoint.Checkpoint, paths: list[Path]) -> dict[str, Any
         history = read_metrics(RunFiles(path).metrics)
     except RunError:
         history = None
-    # The saved weights' score: of the weights or of their average, whichever was kept.
-    scores = [metrics.get(k) for k in ("val_accuracy", "ema_val_accuracy")]
-    val_accuracy = max((s for s in scores if type(s) is float), default=None)
     return {"model": ", ".join(p.name for p in paths), "members": len(paths),
             "sizes": meta["sizes"], "preset": meta.get("preset"),
             "epoch": meta.get("epoch"), "epochs": config.get("epochs"),
-            "val_accuracy": val_accuracy, "history": history}
+            "val_accuracy": val_score(metrics), "history": history}
 
 
 def prediction_json(p: Prediction) -> dict[str, Any]:

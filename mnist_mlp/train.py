@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,10 +46,19 @@ def is_history_row(row: Any, epoch: int) -> bool:
             and type(kept) is int and 1 <= kept <= epoch)
 
 
-def val_score(row: dict[str, Any]) -> float | None:
-    """An epoch's validation accuracy: of the weights or their average, whichever is higher."""
+def val_score(row: Mapping[str, Any]) -> float | None:
+    """An epoch's validation accuracy: of the weights or their average, whichever is
+    higher; None without a validation split. Values that are not numbers are skipped."""
     scores = [row.get(k) for k in ("val_accuracy", "ema_val_accuracy")]
-    return max((s for s in scores if s is not None), default=None)
+    return max((s for s in scores if type(s) in (int, float)), default=None)
+
+
+def average_is_kept(row: Mapping[str, Any]) -> bool:
+    """For a run with averaged weights: whether the epoch keeps them rather than the
+    weights, i.e. they validated at least as well (without a validation split there is
+    no telling, and the average is kept)."""
+    raw, averaged = row["val_accuracy"], row["ema_val_accuracy"]
+    return raw is None or averaged >= raw
 
 
 def kept_epoch(history: Sequence[dict[str, Any]], tolerance: float = 0.0) -> int:
@@ -60,7 +69,7 @@ def kept_epoch(history: Sequence[dict[str, Any]], tolerance: float = 0.0) -> int
     epoch to the next; a tolerance of about that noise prefers the later, more
     annealed epochs over one that was lucky on the validation split.
     """
-    scored = [(val_score(r), r["epoch"]) for r in history if val_score(r) is not None]
+    scored = [(score, r["epoch"]) for r in history if (score := val_score(r)) is not None]
     if not scored:
         return history[-1]["epoch"]
     best = max(score for score, _ in scored)
@@ -262,11 +271,9 @@ class Trainer:
     def kept_net(self) -> MLP:
         """The network to save for the epoch just ended: the averaged weights when they
         validated at least as well as the weights (or there is no validation split)."""
-        if self.average is None:
-            return self.net
-        row = self.state.history[-1]
-        raw, averaged = row["val_accuracy"], row["ema_val_accuracy"]
-        return self.averaged_net() if raw is None or averaged >= raw else self.net
+        if self.average is not None and average_is_kept(self.state.history[-1]):
+            return self.averaged_net()
+        return self.net
 
     def _scores(self, net: MLP, X_val: np.ndarray, y_val: np.ndarray
                 ) -> tuple[float | None, float | None]:
