@@ -37,9 +37,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mnist_mlp import data  # noqa: E402
 from mnist_mlp.config import resolve  # noqa: E402
-from mnist_mlp.run import new_trainer  # noqa: E402
+from mnist_mlp.dataset import DataSource  # noqa: E402
+from mnist_mlp.network import MLP  # noqa: E402
+from mnist_mlp.train import Trainer  # noqa: E402
 
 MODELS = {"784-128-10": (128,), "784-800-10": (800,), "784-1024-1024-10": (1024, 1024)}
 BATCH, LR, MOMENTUM = 128, 0.05, 0.9
@@ -69,7 +70,7 @@ def engine_epoch(hidden, X, y, X_val, y_val, seed) -> float:
     cfg = resolve({"hidden": hidden, "epochs": 1, "batch_size": BATCH, "lr": LR,
                    "optimizer": "sgd", "momentum": MOMENTUM, "schedule": "constant",
                    "seed": seed})
-    trainer = new_trainer(cfg, len(X))
+    trainer = Trainer(cfg, MLP(cfg.sizes, seed=cfg.seed), len(X))
     trainer.fit(X, y, X_val, y_val)
     return trainer.state.history[-1]["train_seconds"]
 
@@ -102,7 +103,7 @@ def torch_epoch(hidden, X, y, seed) -> float:
 
 
 def bench_engine(data_dir: Path, reps: int, threads: int) -> list[dict]:
-    X, y = data.load_mnist("train", data_dir)          # all 60,000 for training
+    X, y = DataSource(data_dir).load("train")          # all 60,000 for training
     X_val, y_val = X[:1000], y[:1000]                   # untimed; required by fit
     try:
         import torch
@@ -140,7 +141,7 @@ def profile_engine(data_dir: Path, model: str) -> None:
     import cProfile
     import pstats
 
-    X, y = data.load_mnist("train", data_dir)
+    X, y = DataSource(data_dir).load("train")
     profiler = cProfile.Profile()
     profiler.runcall(engine_epoch, MODELS[model], X, y, X[:1000], y[:1000], 0)
     pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(12)
@@ -169,7 +170,7 @@ def bench_commands(data_dir: Path, reps: int) -> list[dict]:
         image = Path(tmp) / "digit.png"
         from PIL import Image
 
-        digits, _ = data.load_mnist("test", data_dir, flat=False)
+        digits, _ = DataSource(data_dir).load("test", flat=False)
         Image.fromarray(255 - digits[0]).resize((300, 300)).save(image)
         no_plots = measure([*mlp, "train", "--quiet", "--no-plots", *data_opts, "--out",
                             str(Path(tmp) / "n.npz")])
@@ -210,11 +211,11 @@ def bench_serve(data_dir: Path, requests: int = 200, clients: int = 8) -> list[d
 
     from mnist_mlp import run
 
-    digits, _ = data.load_mnist("test", data_dir, flat=False)
+    digits, _ = DataSource(data_dir).load("test", flat=False)
     bodies = [canvas_png(d) for d in digits[:50]]
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "m.npz"
-        run.train(model, data_dir=data_dir, progress=False, plots=False)   # the default model
+        run.train(model, source=DataSource(data_dir), progress=False, plots=False)  # default
         server = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "serve", "--model",
                                    str(model), "--port", "0"], stdout=subprocess.PIPE, text=True)
         try:

@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mnist_mlp import data, metrics, run  # noqa: E402
+from mnist_mlp import metrics, run  # noqa: E402
+from mnist_mlp.dataset import DataSource  # noqa: E402
 from mnist_mlp.train import Callback, average_is_kept, kept_epoch  # noqa: E402
 
 TOLERANCES = (0.0, 0.0005, 0.001, 0.002)
@@ -37,7 +38,7 @@ class TestProbe(Callback):
         self.X, self.y, self.record = X_test, y_test, record
         self.record.write_text("")
 
-    def on_epoch_end(self, trainer, row, improved):
+    def on_epoch_end(self, trainer, row, kept):
         t0 = time.perf_counter()
         line = {**row, "test_accuracy": metrics.evaluate(trainer.net, self.X, self.y)["accuracy"]}
         if trainer.average is not None:
@@ -49,18 +50,18 @@ class TestProbe(Callback):
 
 
 def train(args) -> None:
-    X_test, y_test = data.load_mnist("test", args.data_dir)
+    X_test, y_test = DataSource(args.data_dir).load("test")
     flags = {"seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})}
     t0 = time.perf_counter()
     result = run.train(args.out, config=args.config, flags=flags, overwrite=True,
-                       data_dir=args.data_dir, progress=False,
+                       source=DataSource(args.data_dir), progress=False,
                        callbacks=[TestProbe(X_test, y_test, args.record)])
     wall = time.perf_counter() - t0
     rows = [json.loads(line) for line in args.record.read_text().splitlines()]
     probe = sum(r["probe_seconds"] for r in rows)
     print(json.dumps({"config": args.config, "seed": args.seed, "wall_seconds": wall,
                       "probe_seconds": probe, "wall_without_probe": wall - probe,
-                      "kept_epoch": result.trainer.state.best_epoch}))
+                      "kept_epoch": result.trainer.state.kept_epoch}))
 
 
 def compare(records: list[Path]) -> None:

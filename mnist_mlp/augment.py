@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import IMAGE_SIDE as SIDE
+from .mnist import IMAGE_SIDE as SIDE
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from .data import N_CLASSES, N_PIXELS
 from .files import atomic_writer, open_regular
-from .network import MAX_LAYERS, MAX_WIDTH, MLP, Committee
+from .mnist import N_CLASSES, N_PIXELS
+from .network import MAX_LAYERS, MAX_WIDTH, MLP, Committee, Model
 
 FORMAT_VERSION = 1
 MAX_META_BYTES = 1 << 20      # the metadata is a few KB
@@ -51,15 +51,15 @@ class CheckpointError(Exception):
 class Checkpoint:
     """What a checkpoint file holds."""
 
-    net: MLP
+    net: Model  # an MLP, or a Committee from ``load_committee``
     meta: dict[str, Any]
     optimizer_state: dict[str, np.ndarray] = field(default_factory=dict)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def input_scale(self) -> float:
-        """The divisor that mapped 0-255 pixels to the training inputs (255: X in [0, 1])."""
-        return float(self.meta["input_scale"])
+        """The divisor that maps 0-255 pixels to the network's inputs (255: X in [0, 1])."""
+        return self.net.input_scale
 
 
 def save(path: Path, net: MLP, meta: dict[str, Any],
@@ -67,14 +67,15 @@ def save(path: Path, net: MLP, meta: dict[str, Any],
          extra: dict[str, np.ndarray] | None = None) -> None:
     """Write a checkpoint atomically: ``path`` holds the old file or the whole new one.
 
-    ``meta`` must hold ``input_scale``; sizes, activation and format are added here.
+    Sizes, activation, input scale and format are added to ``meta`` here.
     """
     arrays = {f"W.{l}": W for l, W in enumerate(net.W)}
     arrays.update({f"b.{l}": b for l, b in enumerate(net.b)})
     arrays.update({f"opt.{k}": v for k, v in (optimizer_state or {}).items()})
     arrays.update({f"extra.{k}": v for k, v in (extra or {}).items()})
     header = {"format_version": FORMAT_VERSION, "sizes": net.sizes,
-              "activation": net.activation, "dtype": str(net.dtype), **meta}
+              "activation": net.activation, "dtype": str(net.dtype), **meta,
+              "input_scale": net.input_scale}
     arrays["meta"] = np.array(json.dumps(header))
     with atomic_writer(Path(path)) as f:
         np.savez(f, **arrays)
@@ -164,22 +165,18 @@ def load(path: Path, *, with_state: bool = False) -> Checkpoint:
 def load_committee(paths: list[Path]) -> Checkpoint:
     """One checkpoint, or several whose networks vote (their probabilities averaged).
 
-    The members must scale pixels alike; their metadata is the first member's,
-    with ``members`` naming them all.
+    Members are named by their paths (a path given twice is one member); each
+    keeps its own input scale. The metadata is the first member's, with
+    ``members`` naming them all.
 
     Raises:
-        CheckpointError: a member cannot be loaded, or the members disagree on
-            input scaling.
+        CheckpointError: a member cannot be loaded.
     """
-    members = [load(p) for p in paths]
-    if len(members) == 1:
-        return members[0]
-    scales = sorted({m.input_scale for m in members})
-    if len(scales) > 1:
-        raise CheckpointError(f"the models disagree on input scaling ({', '.join(map(str, scales))}"
-                              "): a committee's members must see the same inputs")
-    meta = {**members[0].meta, "members": [str(p) for p in paths]}
-    return Checkpoint(Committee([m.net for m in members]), meta)
+    if len(paths) == 1:
+        return load(paths[0])
+    members = {str(p): load(p) for p in paths}
+    meta = {**next(iter(members.values())).meta, "members": list(members)}
+    return Checkpoint(Committee({name: m.net for name, m in members.items()}), meta)
 
 
 def _read(archive: _Archive, with_state: bool) -> Checkpoint:
@@ -195,7 +192,7 @@ def _read(archive: _Archive, with_state: bool) -> Checkpoint:
             if not np.isfinite(a).all():
                 raise archive.fail(f"{name}.{l} holds NaN or infinite values")
             params[name].append(a.astype(np.float32, copy=False))
-    net = MLP.from_params(params["W"], params["b"])
+    net = MLP.from_params(params["W"], params["b"], meta["input_scale"])
     expected = {"meta"} | {f"{n}.{l}" for n in "Wb" for l in range(len(sizes) - 1)}
     leftover = [k for k in archive.members
                 if k not in expected and not k.startswith(("opt.", "extra."))]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .checkpoint import Checkpoint
-from .data import to_input
+from .dataset import to_input
 from .imaging import ImageError, Source, describe, load_digit
 
 

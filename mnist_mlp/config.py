@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .augment import AUGMENTATIONS
-from .data import N_CLASSES, N_PIXELS
 from .files import read_bounded
+from .mnist import N_CLASSES, N_PIXELS
 from .network import MAX_LAYERS, MAX_WIDTH
 from .optim import OPTIMIZERS, SCHEDULES
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import IMAGE_SIDE
 from .files import atomic_writer
+from .mnist import IMAGE_SIDE
 
 SCALE = 3                  # each digit drawn at 84 x 84 pixels
 CELL = IMAGE_SIDE * SCALE  # a digit's side in the grid
@@ -21,7 +21,7 @@ def save_grid(path: Path, images: np.ndarray, captions: Sequence[str]) -> None:
 
     Args:
         path: PNG file to write (atomically).
-        images: (n, 28, 28) floats in [0, 1], white ink on black.
+        images: pixels (n, 28, 28), 0-255 white ink on black, as MNIST stores them.
         captions: n short strings.
     """
     from PIL import Image, ImageDraw
@@ -33,7 +33,7 @@ def save_grid(path: Path, images: np.ndarray, captions: Sequence[str]) -> None:
     sheet = Image.new("L", (cols * cell_w, rows * cell_h), color=255)
     draw = ImageDraw.Draw(sheet)
     for i, (img, caption) in enumerate(zip(images, captions)):
-        pixels = np.clip(np.asarray(img) * 255 + 0.5, 0, 255).astype(np.uint8)
+        pixels = np.clip(np.asarray(img), 0, 255).astype(np.uint8)
         digit = Image.fromarray(pixels, "L").resize((CELL, CELL), Image.NEAREST)
         x, y = (i % cols) * cell_w + 2, (i // cols) * cell_h + 2
         sheet.paste(digit, (x, y))
@@ -42,12 +42,12 @@ def save_grid(path: Path, images: np.ndarray, captions: Sequence[str]) -> None:
         sheet.save(f, format="PNG")
 
 
-def save_errors(path: Path, X: np.ndarray, true: np.ndarray, pred: np.ndarray,
+def save_errors(path: Path, pixels: np.ndarray, true: np.ndarray, pred: np.ndarray,
                 limit: int = 100) -> None:
     """The first ``limit`` misclassified digits, captioned "true->predicted".
 
-    X (n, 784) in [0, 1]; true and pred int (n,).
+    pixels (n, 28, 28) or (n, 784), 0-255; true and pred int (n,).
     """
     wrong = np.flatnonzero(pred != true)[:limit]
-    images = X[wrong].reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
+    images = pixels[wrong].reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
     save_grid(path, images, [f"{t}->{p}" for t, p in zip(true[wrong], pred[wrong])])

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import IMAGE_SIDE
 from .files import open_regular
+from .mnist import IMAGE_SIDE
 
 MAX_PIXELS = 40_000_000  # larger images are refused (decompression bombs)
 WORK_SIDE = 128          # long side of the working copy, in pixels

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .network import MLP, Committee, log_softmax
+from .network import Committee, Model, log_softmax
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -40,16 +40,16 @@ def per_class_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": support}
 
 
-def evaluate(net: MLP | Committee, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """Score ``net`` on X (n, 784) with labels y int (n,).
+def evaluate(model: Model, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Score ``model`` on X (n, 784) = pixels / model.input_scale, with labels y int (n,).
 
     Returns:
         {"accuracy", "loss", "n", "per_class": [{"precision", "recall", "f1",
         "support"} for each digit], "confusion": (k, k) nested lists}, plain
         Python numbers throughout (JSON-ready); for a committee also
-        "member_accuracy": each member's accuracy alone, in order.
+        "members": {name: that member's accuracy alone}.
     """
-    logits = net.logits(X)                                    # (n, k)
+    logits = model.logits(X)                                  # (n, k)
     pred = logits.argmax(axis=1)
     k = logits.shape[1]
     confusion = confusion_matrix(y, pred, k)
@@ -62,6 +62,7 @@ def evaluate(net: MLP | Committee, X: np.ndarray, y: np.ndarray) -> dict[str, An
                        for name, v in scores.items()} for d in range(k)],
         "confusion": confusion.tolist(),
     }
-    if isinstance(net, Committee):
-        result["member_accuracy"] = [accuracy(y, m.predict(X)) for m in net.members]
+    if isinstance(model, Committee):
+        result["members"] = {name: accuracy(y, m.predict(model.member_inputs(m, X)))
+                             for name, m in model.members.items()}
     return result

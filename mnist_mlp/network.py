@@ -14,10 +14,13 @@ dL/db = dL/dz, dL/dx = Wᵀ · dL/dz, stacked over a batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
+
+from .mnist import PIXEL_SCALE
 
 MAX_WIDTH = 65_536  # the widest layer this engine builds or loads
 MAX_LAYERS = 32     # the most weight layers
@@ -99,6 +102,8 @@ class MLP:
         seed: seeds He-normal initialisation (std sqrt(2 / fan_in)); biases start at 0.
         dtype: parameter dtype; float32 for training, float64 for gradient checks.
 
+        input_scale: X = pixels / input_scale (255: 8-bit pixels to [0, 1]).
+
     Attributes:
         W: list of weight matrices, W[l] (sizes[l+1], sizes[l]), i.e. (out, in).
         b: list of bias vectors, b[l] (sizes[l+1],).
@@ -107,7 +112,8 @@ class MLP:
     activation = "relu"
     predict_chunk = 4096  # rows per chunk in predict_proba: 4096 x 800 floats = 13 MB
 
-    def __init__(self, sizes: Sequence[int], seed: int = 0, dtype=np.float32):
+    def __init__(self, sizes: Sequence[int], seed: int = 0, dtype=np.float32,
+                 input_scale: float = PIXEL_SCALE):
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"sizes needs at least an input and an output width >= 1: {sizes}")
@@ -115,12 +121,14 @@ class MLP:
         self.W = [(rng.standard_normal((n_out, n_in)) * np.sqrt(2.0 / n_in)).astype(dtype)
                   for n_in, n_out in zip(sizes[:-1], sizes[1:])]
         self.b = [np.zeros(n_out, dtype=dtype) for n_out in sizes[1:]]
+        self.input_scale = float(input_scale)
 
     @classmethod
-    def from_params(cls, W: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> "MLP":
+    def from_params(cls, W: Sequence[np.ndarray], b: Sequence[np.ndarray],
+                    input_scale: float = PIXEL_SCALE) -> "MLP":
         """A network with the given parameters (no random initialisation); W[l] (out, in)."""
         net = cls.__new__(cls)
-        net.W, net.b = list(W), list(b)
+        net.W, net.b, net.input_scale = list(W), list(b), float(input_scale)
         return net
 
     @property
@@ -236,26 +244,52 @@ class MLP:
         return self.logits(X).argmax(axis=1)
 
 
-class Committee:
-    """Several networks voting: the mean of their class probabilities.
+class Model(Protocol):
+    """What scoring, classifying and export use: one ``MLP`` or a ``Committee``.
 
-    Offers what scoring and classifying use of an MLP: ``predict_proba``,
-    ``predict`` and ``logits`` (the log of the mean probabilities, so that
-    softmax(logits) is the committee's distribution).
+    X = pixels / input_scale, (n, 784); outputs (n, 10).
     """
 
-    def __init__(self, members: Sequence[MLP]):
+    input_scale: float
+
+    @property
+    def sizes(self) -> list[int]: ...
+
+    def logits(self, X: np.ndarray) -> np.ndarray: ...
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+
+
+class Committee:
+    """Several named networks voting: the mean of their class probabilities.
+
+    A ``Model`` like an MLP: ``logits`` is the log of the mean probabilities, so
+    that softmax(logits) is the committee's distribution. Its inputs are scaled as
+    its first member's; each member gets them rescaled to its own ``input_scale``.
+    """
+
+    def __init__(self, members: Mapping[str, MLP]):
         if not members:
             raise ValueError("a committee needs at least one member")
-        self.members = list(members)
+        self.members = dict(members)
+        self.input_scale = next(iter(self.members.values())).input_scale
 
     @property
     def sizes(self) -> list[int]:
-        return self.members[0].sizes
+        return next(iter(self.members.values())).sizes
+
+    def member_inputs(self, member: MLP, X: np.ndarray) -> np.ndarray:
+        """X (n, 784) as ``member`` takes it: pixels / member.input_scale."""
+        if member.input_scale == self.input_scale:
+            return X
+        return X * X.dtype.type(self.input_scale / member.input_scale)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Mean of the members' probabilities (n, k) for X (n, sizes[0])."""
-        return np.mean([m.predict_proba(X) for m in self.members], axis=0, dtype=np.float64)
+        return np.mean([m.predict_proba(self.member_inputs(m, X))
+                        for m in self.members.values()], axis=0, dtype=np.float64)
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         """log of the mean probabilities (n, k), floored at 1e-30 so no entry is -inf."""

@@ -5,9 +5,9 @@ weight decay, which of them are decayed), holds its own state arrays shaped
 like them, and ``step(grads, lr)`` updates every parameter in place. The
 training loop takes a shorter way: it multiplies dL/dZ by
 ``gradient_scale(lr)`` before backpropagating (backward is linear in dL/dZ,
-so every gradient comes out scaled) and calls ``step_scaled``; for SGD the
-scale is -lr, so the weight-gradient product yields the step -lr·g itself and
-the update saves its passes over the weights. ``grads`` must line up with the
+so every gradient comes out scaled) and calls ``step(grads, lr, scaled=True)``;
+for SGD the scale is -lr, so the weight-gradient product yields the step -lr·g
+itself and the update saves its passes over the weights. ``grads`` must line up with the
 parameters and may be overwritten. ``state_dict()`` exports the state as
 arrays; ``load_state_dict`` restores it so a run continues exactly.
 """
@@ -45,21 +45,26 @@ class Optimizer:
         """The factor ``step_scaled`` expects the gradients multiplied by; 1: plain gradients."""
         return 1.0
 
-    def step(self, grads: Sequence[np.ndarray], lr: float) -> None:
-        """One update from the gradients ``grads`` (overwritten) at learning rate ``lr``."""
-        scale = self.gradient_scale(lr)
-        if scale != 1:
-            for g in grads:
-                g *= g.dtype.type(scale)
-        self.step_scaled(grads, lr)
+    def step(self, grads: Sequence[np.ndarray], lr: float, *, scaled: bool = False) -> None:
+        """One update from the gradients ``grads`` (overwritten) at learning rate ``lr``.
 
-    def step_scaled(self, grads: Sequence[np.ndarray], lr: float) -> None:
-        """One update from gradients already multiplied by ``gradient_scale(lr)``."""
+        Args:
+            grads: one per parameter, same shapes.
+            scaled: the gradients come already multiplied by ``gradient_scale(lr)``.
+        """
         if len(grads) != len(self.params):
             raise ValueError(f"{len(grads)} gradients for {len(self.params)} parameters")
+        scale = self.gradient_scale(lr)
+        if not scaled and scale != 1:
+            for g in grads:
+                g *= g.dtype.type(scale)
+        self._begin_step(lr)
         self.t += 1
         for i, (p, g) in enumerate(zip(self.params, grads)):
             self._update(i, p, g, p.dtype.type(lr))
+
+    def _begin_step(self, lr: float) -> None:
+        """Per-step work before the parameters are updated; none here."""
 
     def _update(self, i: int, p: np.ndarray, g: np.ndarray, lr) -> None:
         raise NotImplementedError
@@ -145,9 +150,8 @@ class SGD(Optimizer):
     def gradient_scale(self, lr: float) -> float:
         return -lr
 
-    def step_scaled(self, grads, lr):
+    def _begin_step(self, lr):
         self.carry = self.momentum * lr / self.lr_prev if self.lr_prev else 0.0
-        super().step_scaled(grads, lr)
         self.lr_prev = float(lr)
 
     def _update(self, i, p, g, lr):                                      # g = -lr ∇
@@ -196,6 +200,11 @@ class Adam(Optimizer):
         self.eps = float(eps)
         self.m = self._slot("m")
         self.v = self._slot("v")
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        super().load_state_dict(state)
+        if any((v < 0).any() for v in self.v):
+            raise ValueError("optimiser state holds negative second moments v")
 
     def _update(self, i, p, g, lr):
         dt, s = p.dtype.type, self.scratch[i]

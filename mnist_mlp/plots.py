@@ -17,6 +17,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
+from .files import atomic_writer
+from .mnist import IMAGE_SIDE
+from .runfiles import RunError, RunFiles, read_metrics
+from .train import Callback, kept_epoch, val_score
+
 # Log axes ticked at 1, 2 and 5 times powers of ten, with plain labels and no minor
 # ticks: matplotlib's default (mathtext labels, nine minor ticks a decade) takes most
 # of the drawing time, and the curves are redrawn every epoch.
@@ -30,10 +35,6 @@ def _log_axis(ax, formatter: FuncFormatter) -> None:
     ax.yaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_major_formatter(formatter)
 
-from .data import IMAGE_SIDE
-from .files import atomic_writer
-from .run import RunError, RunFiles, read_metrics
-from .train import Callback, kept_epoch, val_score
 
 WEIGHT_TILES = 64          # units shown in the weights picture, an 8 x 8 grid
 DPI = 100
@@ -45,7 +46,7 @@ class PlotError(Exception):
 
 # ---------------------------------------------------------------- reading
 
-def best_epoch(history: Sequence[Mapping[str, Any]]) -> int:
+def logged_kept_epoch(history: Sequence[Mapping[str, Any]]) -> int:
     """The epoch the run kept, as its log records it (logs without the record: the first
     best validation score, or the last epoch without validation)."""
     return history[-1].get("kept_epoch") or kept_epoch(history)
@@ -103,16 +104,16 @@ class CurvesFigure:
             epochs, values = _series(history, key)
             line.set_data(epochs, values)
             line.set_marker("." if len(values) < 40 else "None")
-        best = best_epoch(history)
+        kept = logged_kept_epoch(history)
         for mark in self.marks:
-            mark.set_xdata([best, best])
-        score = val_score(next(r for r in history if r["epoch"] == best))
+            mark.set_xdata([kept, kept])
+        score = val_score(next(r for r in history if r["epoch"] == kept))
         if score is None:
             self.kept.set_data([], [])
             self.kept.set_label("_kept")            # underscore: not in the legend
         else:
-            self.kept.set_data([best], [max(1 - score, 1e-5)])
-            self.kept.set_label(f"kept: epoch {best}, {100 * score:.2f}% val")
+            self.kept.set_data([kept], [max(1 - score, 1e-5)])
+            self.kept.set_label(f"kept: epoch {kept}, {100 * score:.2f}% val")
         last = history[-1]["epoch"]
         for ax in (self.loss, self.error, self.lr):
             ax.relim()
@@ -217,7 +218,7 @@ class CurvesCallback(Callback):
     def __init__(self, path: Path, title: str):
         self.path, self.figure = path, CurvesFigure(title)
 
-    def on_epoch_end(self, trainer, row, improved):
+    def on_epoch_end(self, trainer, row, kept):
         save_figure(self.figure.update(trainer.state.history), self.path)
 
 
@@ -226,12 +227,10 @@ class CurvesCallback(Callback):
 def _run_files(run: Path) -> tuple[Path | None, RunFiles]:
     """A RUN argument (a checkpoint, its .last.npz, or a metrics log) as (checkpoint or
     None, the run's files)."""
-    name = run.name
-    if name.endswith(".metrics.jsonl"):
-        return None, RunFiles(run.with_name(name.removesuffix(".metrics.jsonl") + ".npz"))
-    if name.endswith(".npz"):
-        return run, RunFiles(run.with_name(name.removesuffix(".last.npz").removesuffix(".npz")
-                                           + ".npz"))
+    if run.name.endswith(".metrics.jsonl"):
+        return None, RunFiles.of(run)
+    if run.name.endswith(".npz"):
+        return run, RunFiles.of(run)
     raise PlotError(f"{run}: a RUN is a checkpoint (NAME.npz) or a metrics log "
                     "(NAME.metrics.jsonl)")
 
@@ -264,7 +263,7 @@ def draw_runs(runs: Sequence[Path], curves: Path | None = None, weights: Path | 
     figures: list[tuple[str, Path, Figure]] = []
     if len(parts) == 1:
         ckpt_path, files = parts[0]
-        stem, log = files.best.stem, files.metrics
+        stem, log = files.kept.stem, files.metrics
         title = stem
         if ckpt_path is not None:
             try:
@@ -285,7 +284,7 @@ def draw_runs(runs: Sequence[Path], curves: Path | None = None, weights: Path | 
     else:
         histories = {}
         for _, files in parts:
-            label = files.best.stem
+            label = files.kept.stem
             while label in histories:
                 label += "'"
             histories[label] = _history(files.metrics)

@@ -31,7 +31,7 @@ from typing import Any
 
 from . import checkpoint
 from .classify import Prediction, classify
-from .run import RunError, RunFiles, read_metrics
+from .runfiles import RunError, RunFiles, read_metrics
 from .train import val_score
 
 MAX_BODY = 8 << 20        # bytes of an uploaded image; a phone photo is 2-5 MB

@@ -1,10 +1,11 @@
 """The training loop: shuffled mini-batches, epochs, validation, early stopping.
 
 ``fit`` owns no I/O: progress, checkpoints and pictures are callbacks the
-caller hands in, called in turn at each batch's and epoch's end (as Keras's
-``fit(callbacks=[...])``). All randomness after initialisation (shuffling, dropout,
-augmentation) comes from one generator whose state is part of ``TrainState``,
-so a run stopped after any step resumes to bit-identical parameters.
+caller hands in, called in turn at the run's begin and end and at each
+batch's and epoch's end (as Keras's ``fit(callbacks=[...])``). All randomness
+after initialisation (shuffling, dropout, augmentation) comes from one generator
+whose state is part of ``TrainState``, so a run stopped after any step resumes to
+bit-identical parameters.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -23,23 +24,30 @@ from .config import TrainConfig
 from .network import MLP, softmax_cross_entropy
 from .optim import Optimizer, WeightAverage, clip_row_norms_, make_optimizer, make_schedule
 
-
 ROW_KEYS = ("lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "train_seconds")
 # Scores of the averaged weights (--ema): null or absent when there are none.
 AVERAGE_KEYS = ("ema_val_loss", "ema_val_accuracy")
+# Saved train states of earlier releases called the kept epoch the best one.
+FORMER_NAMES = {"best_epoch": "kept_epoch", "best_val_accuracy": "kept_val_accuracy"}
+
+
+MAX_LOGGED = 1e12  # no loss, rate or time in a history row comes near this
 
 
 def is_history_row(row: Any, epoch: int) -> bool:
     """Whether ``row`` is epoch ``epoch``'s row of a run's history (and metrics log):
-    ``epoch``, a finite number (or null, for the validation scores) for each of ROW_KEYS
-    and AVERAGE_KEYS, and ``kept_epoch``, the epoch the run kept so far, if given."""
+    ``epoch``, a number (or null, for the validation scores) for each of ROW_KEYS and
+    AVERAGE_KEYS, accuracies in [0, 1] and the rest in [0, MAX_LOGGED], and
+    ``kept_epoch``, the epoch the run kept so far, if given. Integers too large for a
+    float and booleans are not numbers here."""
     def number(key: str) -> bool:
         value = row.get(key)
-        nullable = key.startswith(("val_", "ema_"))
-        return (value is None and nullable) or (type(value) in (int, float)
-                                                and math.isfinite(value))
+        if value is None:
+            return key.startswith(("val_", "ema_"))
+        high = 1 if key.endswith("accuracy") else MAX_LOGGED
+        return type(value) in (int, float) and 0 <= value <= high  # NaN fails too
 
-    if not (isinstance(row, dict) and row.get("epoch") == epoch):
+    if not (isinstance(row, dict) and type(row.get("epoch")) is int and row["epoch"] == epoch):
         return False
     kept = row.get("kept_epoch", epoch)
     return (all(map(number, ROW_KEYS + AVERAGE_KEYS))
@@ -95,8 +103,8 @@ class TrainState:
     correct: int = 0
     seen: int = 0
     seconds: float = 0.0
-    best_val_accuracy: float = -1.0    # validation score of the kept epoch
-    best_epoch: int = 0                # the kept epoch (``kept_epoch`` of the history)
+    kept_val_accuracy: float = -1.0    # validation score of the kept epoch; -1 before one
+    kept_epoch: int = 0                # the kept epoch (``kept_epoch`` of the history)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_meta(self) -> dict[str, Any]:
@@ -113,19 +121,24 @@ class TrainState:
                 sample order that is not a permutation of ``n_train``.
         """
         names = [f for f in cls.__dataclass_fields__ if f != "order"]
+        if isinstance(meta, dict):  # runs saved before the kept epoch had its one name
+            meta = {FORMER_NAMES.get(k, k): v for k, v in meta.items()}
         if not isinstance(meta, dict) or sorted(meta) != sorted(names):
             raise ValueError(f"train state must have exactly the keys {', '.join(names)}")
         n_batches = math.ceil(n_train / batch_size)
         counts = {"epoch": 100_000, "step": 2**62, "batch": n_batches, "correct": n_train,
-                  "seen": n_train, "best_epoch": meta.get("epoch")}
+                  "seen": n_train, "kept_epoch": meta.get("epoch")}
         for key, high in counts.items():
             value = meta[key]
             if type(value) is not int or not 0 <= value <= high:
                 raise ValueError(f"train state {key} {value!r} is not a count in [0, {high}]")
-        for key in ("loss_sum", "seconds", "best_val_accuracy"):
+        for key in ("loss_sum", "seconds", "kept_val_accuracy"):
             value = meta[key]
-            if type(value) not in (int, float) or not math.isfinite(value):
+            if type(value) not in (int, float) or not math.isfinite(value) or value < -1:
                 raise ValueError(f"train state {key} {value!r} is not a finite number")
+        accuracy = meta["kept_val_accuracy"]
+        if not (accuracy == -1 or 0 <= accuracy <= 1):
+            raise ValueError(f"train state kept_val_accuracy {accuracy!r} is not in [0, 1]")
         history = meta["history"]
         if not isinstance(history, list) or len(history) != meta["epoch"] or not all(
                 is_history_row(row, i) for i, row in enumerate(history, 1)):
@@ -143,16 +156,29 @@ class TrainState:
         return cls(**{**meta, "order": order})
 
 
+Ending = Literal["finished", "stopped", "diverged", "failed"]
+
+
 class Callback:
-    """Hooks the loop calls in turn: progress display, checkpoints, pictures. No-ops here."""
+    """Hooks the loop calls in turn: progress display, checkpoints, pictures, pruning.
+
+    ``on_train_end`` always comes once ``on_train_begin`` has, told how the run
+    ended: "finished" (all epochs, or early stopping), "stopped" (``should_stop``;
+    the state is whole and resumable), "diverged" (NaN loss; parameters of the last
+    good step), "failed" (an error in a callback or a full disk). No-ops here.
+    """
+
+    def on_train_begin(self, trainer: "Trainer") -> None: ...
 
     def on_epoch_begin(self, trainer: "Trainer", epoch: int, n_samples: int, done: int
                        ) -> None: ...
 
     def on_batch_end(self, trainer: "Trainer", n: int, loss: float) -> None: ...
 
-    def on_epoch_end(self, trainer: "Trainer", row: dict[str, Any], improved: bool
-                     ) -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", row: dict[str, Any], kept: bool) -> None:
+        """``kept``: the epoch just ended is now the one the run keeps."""
+
+    def on_train_end(self, trainer: "Trainer", ending: Ending) -> None: ...
 
 
 @dataclass
@@ -182,31 +208,49 @@ class Trainer:
         if self.state.rng_state is None:
             # Stream 1 of the seed: initialisation used the seed itself.
             self.state.rng_state = np.random.default_rng([cfg.seed, 1]).bit_generator.state
+        # The one generator of shuffling, dropout and distortions; its state is copied
+        # into ``state`` whenever the state may be saved (each epoch's end, the run's end).
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = self.state.rng_state
 
     def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
             callbacks: Sequence[Callback] = (),
-            should_stop: Callable[[], bool] = lambda: False) -> bool:
-        """Train until ``cfg.epochs`` or early stopping; return False if ``should_stop`` fired.
+            should_stop: Callable[[], bool] = lambda: False) -> Ending:
+        """Train until ``cfg.epochs`` or early stopping, or until ``should_stop``.
 
         Args:
             X, y: training split, float (n, 784) and int64 (n,).
             X_val, y_val: validation split, same layout; empty (val_size 0) for
                 none, when every epoch counts as the best so far.
-            callbacks: called in order after each batch and epoch.
-            should_stop: polled after each step; True ends the run at that step,
-                with ``state`` ready to save and resume.
+            callbacks: called in order at the run's begin and end, and after each
+                batch and epoch.
+            should_stop: polled after each step and each epoch; True ends the run
+                there, with ``state`` ready to save and resume.
+
+        Returns:
+            "finished" or "stopped".
 
         Raises:
-            TrainingDiverged: the loss became NaN or infinite.
+            TrainingDiverged: the loss became NaN or infinite (callbacks are told
+                "diverged").
         """
-        rng = np.random.default_rng()
-        rng.bit_generator.state = self.state.rng_state
+        callbacks = list(callbacks)
+        for cb in callbacks:
+            cb.on_train_begin(self)
+        ending: Ending = "failed"
         try:
             # Overflow shows up as a non-finite loss, which _step reports: no warnings.
             with np.errstate(over="ignore", invalid="ignore"):
-                return self._run(X, y, X_val, y_val, list(callbacks), should_stop, rng)
+                finished = self._run(X, y, X_val, y_val, callbacks, should_stop, self.rng)
+            ending = "finished" if finished else "stopped"
+            return ending
+        except TrainingDiverged:
+            ending = "diverged"
+            raise
         finally:
-            self.state.rng_state = rng.bit_generator.state
+            self.state.rng_state = self.rng.bit_generator.state
+            for cb in callbacks:
+                cb.on_train_end(self, ending)
 
     def _run(self, X, y, X_val, y_val, callbacks, should_stop, rng) -> bool:
         cfg, st = self.cfg, self.state
@@ -230,11 +274,13 @@ class Trainer:
                     cb.on_batch_end(self, len(idx), loss)
                 if should_stop():
                     return False
-            row, improved = self._end_epoch(X_val, y_val)
+            row, kept = self._end_epoch(X_val, y_val)
             for cb in callbacks:
-                cb.on_epoch_end(self, row, improved)
-            if cfg.patience and st.epoch - st.best_epoch >= cfg.patience:
+                cb.on_epoch_end(self, row, kept)
+            if cfg.patience and st.epoch - st.kept_epoch >= cfg.patience:
                 break
+            if st.epoch < cfg.epochs and should_stop():
+                return False
         return True
 
     def _step(self, Xb: np.ndarray, yb: np.ndarray, rng: np.random.Generator
@@ -253,7 +299,7 @@ class Trainer:
         lr = self.lr_at(st.step)
         dZ *= dZ.dtype.type(self.optimizer.gradient_scale(lr))     # SGD: -lr, see optim
         dW, db = net.backward(dZ, cache)                         # scaled alike: linear in dZ
-        self.optimizer.step_scaled(dW + db, lr)
+        self.optimizer.step([*dW, *db], lr, scaled=True)
         if cfg.max_norm:
             for W in net.W:
                 clip_row_norms_(W, cfg.max_norm)
@@ -307,8 +353,10 @@ class Trainer:
         }
         st.epoch += 1
         st.history.append(row)
-        row["kept_epoch"] = st.best_epoch = kept_epoch(st.history, self.cfg.select_tolerance)
-        st.best_val_accuracy = val_score(st.history[st.best_epoch - 1]) or -1.0
+        row["kept_epoch"] = st.kept_epoch = kept_epoch(st.history, self.cfg.select_tolerance)
+        score = val_score(st.history[st.kept_epoch - 1])
+        st.kept_val_accuracy = -1.0 if score is None else score
         st.order, st.batch = None, 0
         st.loss_sum, st.correct, st.seen, st.seconds = 0.0, 0, 0, 0.0
-        return row, st.best_epoch == st.epoch
+        st.rng_state = self.rng.bit_generator.state  # the state to save with this epoch
+        return row, st.kept_epoch == st.epoch

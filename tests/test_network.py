@@ -156,7 +156,7 @@ def test_small_net_overfits_a_fixed_batch():
     opt = Adam(net.params)
     for _ in range(300):
         loss, dW, db = net.loss_and_gradients(X, y)
-        opt.step(dW + db, 0.01)
+        opt.step([*dW, *db], 0.01)
     assert np.mean(net.predict(X) == y) == 1.0
     assert loss < 0.05
 
@@ -174,7 +174,7 @@ def test_same_seed_same_bits():
             Z, cache = net.forward(X[i * 8:i * 8 + 64], [0.1, 0.5, 0.5], rng)
             _, dZ = softmax_cross_entropy(Z, y[i * 8:i * 8 + 64])
             dW, db = net.backward(dZ, cache)
-            opt.step(dW + db, 0.05)
+            opt.step([*dW, *db], 0.05)
         return net
 
     a, b = run(), run()

@@ -52,7 +52,7 @@ def test_sgd_follows_pytorchs_form_as_the_rate_changes(nesterov):
         v = 0.9 * v + g
         q -= lr * (g + 0.9 * v if nesterov else v)
         scaled = grad * opt.gradient_scale(lr)                    # as the trainer does
-        opt.step_scaled([scaled], lr)
+        opt.step([scaled], lr, scaled=True)
         np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)
 
 

@@ -1,4 +1,4 @@
-"""MNIST on disk: the resource table, verified downloads, IDX parsing, splits.
+"""Downloading MNIST and verifying its files: mirrors tried in turn, streamed, checked.
 
 Each of the four files is checked by the SHA-256 of its *decompressed* IDX
 payload, so a mirror that recompresses the gzip container still verifies.
@@ -12,37 +12,19 @@ final name and renamed into place only after that check holds.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
-import struct
 import threading
 import time
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
-
-import numpy as np
+from typing import BinaryIO
 
 from .files import LockHeld, atomic_writer, exclusive_lock, open_regular, remove_stale_parts
+from .mnist import RESOURCES, CorruptFile, DatasetNotFound, DownloadError, Resource, redo_hint
 
-IMAGE_SIDE = 28                       # MNIST digits are 28x28 pixels
-N_PIXELS = IMAGE_SIDE * IMAGE_SIDE    # 784: the network's input width
-N_CLASSES = 10                        # digits 0-9: the network's output width
-PIXEL_SCALE = 255.0                   # X = pixels / PIXEL_SCALE, so X lies in [0, 1]
-
-DEFAULT_MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-)
-DATA_DIR_ENV = "MLP_DATA_DIR"
 MIRRORS_ENV = "MLP_MNIST_MIRRORS"
-DEFAULT_DATA_DIR = Path("data")
 LOCK_NAME = ".mnist-download.lock"
-
-IMAGES_MAGIC = 0x00000803  # uint8 data, 3 dimensions
-LABELS_MAGIC = 0x00000801  # uint8 data, 1 dimension
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 30        # the longest silence from a mirror
 DOWNLOAD_DEADLINE_S = 300  # the longest one file's download may take, retries included
@@ -50,89 +32,11 @@ GZIP_SLACK = 1 << 16       # a gzip file may exceed its payload by headers and s
 CHUNK = 1 << 16
 
 
-@dataclass(frozen=True)
-class Resource:
-    """One MNIST file: its canonical name, sample count and the SHA-256 of its IDX payload."""
-
-    name: str  # e.g. "train-images-idx3-ubyte"
-    sha256: str
-    split: Literal["train", "test"]
-    kind: Literal["images", "labels"]
-    count: int  # samples in the file
-
-    @property
-    def gz_name(self) -> str:
-        return self.name + ".gz"
-
-    @property
-    def magic(self) -> int:
-        return IMAGES_MAGIC if self.kind == "images" else LABELS_MAGIC
-
-    @property
-    def size(self) -> int:
-        """Bytes of the IDX payload: header, then one byte per pixel or label."""
-        if self.kind == "images":
-            return 16 + self.count * N_PIXELS
-        return 8 + self.count
-
-    def candidates(self, folder: Path) -> list[Path]:
-        """Where this file may sit in ``folder``: gzipped or not, either naming style."""
-        dotted = self.name.replace("-idx", ".idx")  # train-images.idx3-ubyte
-        names = (self.gz_name, self.name, dotted + ".gz", dotted)
-        return [folder / name for name in names]
-
-
-RESOURCES = (
-    Resource("train-images-idx3-ubyte",
-             "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", "train", "images",
-             60_000),
-    Resource("train-labels-idx1-ubyte",
-             "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", "train", "labels",
-             60_000),
-    Resource("t10k-images-idx3-ubyte",
-             "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", "test", "images",
-             10_000),
-    Resource("t10k-labels-idx1-ubyte",
-             "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", "test", "labels",
-             10_000),
-)
-
-
-class DataError(Exception):
-    """Base class for every data problem a user can fix; the message says how."""
-
-
-class DatasetNotFound(DataError):
-    pass
-
-
-class CorruptFile(DataError):
-    pass
-
-
-class DownloadError(DataError):
-    pass
-
-
-def default_data_dir() -> Path:
-    """``$MLP_DATA_DIR`` if set, else ``./data``."""
-    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
-
-
-def default_mirrors() -> tuple[str, ...]:
-    """``$MLP_MNIST_MIRRORS`` (comma-separated) if set, else the public mirrors."""
-    env = os.environ.get(MIRRORS_ENV, "")
-    mirrors = tuple(m.strip() for m in env.split(",") if m.strip())
-    return mirrors or DEFAULT_MIRRORS
-
-
 def redact(url: str) -> str:
     """``url`` without a password or token: ``https://user:pw@host/`` -> ``https://***@host/``."""
     return re.sub(r"(?<=://)[^/@]*@", "***@", url)
 
 
-def _redo_hint(path: Path | str) -> str:
-    return f"delete {Path(str(path)).name} and run `mlp download`"
 
 
 # ---------------------------------------------------------------- the one check
@@ -155,7 +59,7 @@ class PayloadDecoder:
         self.raw = False
 
     def _fail(self, what: str) -> CorruptFile:
-        hint = _redo_hint(self.source) if "://" not in self.source else "not MNIST's file"
+        hint = redo_hint(self.source) if "://" not in self.source else "not MNIST's file"
         return CorruptFile(f"{self.source}: {what}; {hint}")
 
     def feed(self, chunk: bytes) -> None:
@@ -233,49 +137,20 @@ def read_payload(path: Path, resource: Resource) -> bytes:
     return decoder.finish()
 
 
-def parse_idx(payload: bytes, expected_magic: int, source: Path | str = "<bytes>") -> np.ndarray:
-    """Parse one IDX file of unsigned bytes.
-
-    Args:
-        payload: the decompressed file.
-        expected_magic: ``IMAGES_MAGIC`` or ``LABELS_MAGIC``.
-        source: the file name, for error messages.
-
-    Returns:
-        uint8 array shaped by the header: (n, rows, cols) or (n,).
-
-    Raises:
-        CorruptFile: wrong magic, or a payload length that disagrees with the header.
-    """
-    ndim = expected_magic & 0xFF
-    header_len = 4 + 4 * ndim
-    magic = struct.unpack(">I", payload[:4])[0] if len(payload) >= 4 else None
-    if magic is not None and magic != expected_magic:
-        raise CorruptFile(f"{source}: wrong magic number 0x{magic:08x}, expected "
-                          f"0x{expected_magic:08x}; {_redo_hint(source)}")
-    if len(payload) < header_len:
-        raise CorruptFile(f"{source}: too short for an IDX header ({len(payload)} bytes); "
-                          f"{_redo_hint(source)}")
-    shape = struct.unpack(f">{ndim}I", payload[4:header_len])
-    expected_len = header_len + math.prod(shape)  # Python ints: no overflow
-    if len(payload) != expected_len:
-        raise CorruptFile(f"{source}: {len(payload)} bytes but the header {shape} calls for "
-                          f"{expected_len}; {_redo_hint(source)}")
-    return np.frombuffer(payload, dtype=np.uint8, offset=header_len).reshape(shape)
-
 
 def find_file(folder: Path, resource: Resource) -> Path | None:
     """The first candidate name for ``resource`` that exists in ``folder`` (of any kind)."""
     return next((p for p in resource.candidates(folder) if os.path.lexists(p)), None)
 
 
-def _load_payload(folder: Path, resource: Resource) -> tuple[bytes, Path]:
+def load_payload(folder: Path, resource: Resource) -> tuple[bytes, Path]:
     path = find_file(folder, resource)
     if path is None:
         raise DatasetNotFound(
             f"MNIST file {resource.gz_name} not found in {folder}. Run `mlp download "
             f"--data-dir {folder}`, or copy the MNIST files there.")
     return read_payload(path, resource), path
+
 
 
 # ---------------------------------------------------------------- download
@@ -417,12 +292,15 @@ def download_resource(resource: Resource, folder: Path, mirrors: tuple[str, ...]
         f"into {folder}, or give a working mirror with --mirror URL or {MIRRORS_ENV}.")
 
 
-def ensure_mnist(folder: Path, mirrors: tuple[str, ...] | None = None, progress: bool = True,
-                 verify: bool = True, deadline_s: float = DOWNLOAD_DEADLINE_S,
-                 ) -> list[tuple[Resource, str]]:
+def ensure_mnist(folder: Path, mirrors: tuple[str, ...],
+                 resources: tuple[Resource, ...] = RESOURCES,
+                 *, progress: bool = True, verify: bool = True,
+                 deadline_s: float = DOWNLOAD_DEADLINE_S) -> list[tuple[Resource, str]]:
     """Make all four files present in ``folder``, downloading (and verifying) what is missing.
 
     Args:
+        mirrors: base URLs tried in turn for each missing file.
+        resources: the files expected (MNIST's four).
         verify: also check the files already there (loading checks them anyway).
 
     Returns:
@@ -433,10 +311,9 @@ def ensure_mnist(folder: Path, mirrors: tuple[str, ...] | None = None, progress:
             busy with another download.
         CorruptFile: a file already there is damaged (it is left for the user to delete).
     """
-    mirrors = mirrors or default_mirrors()
     report = []
     missing = []
-    for resource in RESOURCES:
+    for resource in resources:
         path = find_file(folder, resource)
         if path is None:
             missing.append(resource)
@@ -452,7 +329,7 @@ def ensure_mnist(folder: Path, mirrors: tuple[str, ...] | None = None, progress:
                     if find_file(folder, resource) is None:  # not fetched by another meanwhile
                         download_resource(resource, folder, mirrors, progress,
                                           deadline_s=deadline_s)
-                        report[RESOURCES.index(resource)][1] = "downloaded"
+                        report[resources.index(resource)][1] = "downloaded"
         except LockHeld as exc:
             raise DownloadError(f"another mlp is downloading into {folder} "
                                 f"({exc}); wait for it to finish") from None
@@ -460,106 +337,3 @@ def ensure_mnist(folder: Path, mirrors: tuple[str, ...] | None = None, progress:
             raise DownloadError(f"cannot write {exc.filename or folder}: "
                                 f"{exc.strerror or exc}") from None
     return [tuple(pair) for pair in report]
-
-
-def download_summary(report: list[tuple[Resource, str]], folder: Path) -> str | None:
-    """The line telling what ``ensure_mnist`` downloaded, or None when it fetched nothing."""
-    fetched = [r.gz_name for r, status in report if status == "downloaded"]
-    return f"downloaded and verified {', '.join(fetched)} into {folder}" if fetched else None
-
-
-def checksums() -> dict[str, str]:
-    """File name -> SHA-256 of each MNIST payload, for checkpoint metadata."""
-    return {r.name: r.sha256 for r in RESOURCES}
-
-
-# ---------------------------------------------------------------- loading
-
-Split = Literal["train", "val", "test"]
-
-
-def to_input(pixels: np.ndarray, scale: float = PIXEL_SCALE) -> np.ndarray:
-    """uint8 pixels (n, 28, 28) or (n, 784), white ink on black -> network input X float32 (n, 784).
-
-    X = pixels / scale: the one place pixels become inputs, for training data,
-    users' images and the server alike (``scale`` comes from the checkpoint).
-    """
-    X = pixels.reshape(len(pixels), N_PIXELS).astype(np.float32)  # (n, 784)
-    X /= np.float32(scale)
-    return X
-
-
-def load_mnist(split: Split = "train", data_dir: Path | None = None, *, flat: bool = True,
-               val_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Load one split of MNIST from ``data_dir`` (no download; see ``ensure_mnist``).
-
-    The validation split is the *last* ``val_size`` samples of the official
-    training set (indices 60000 - val_size .. 59999); with ``val_size`` > 0 the
-    "train" split is the samples before them. The test split is the official
-    10,000 test images.
-
-    Args:
-        split: "train", "val" or "test".
-        data_dir: folder holding the files; default ``default_data_dir()``.
-        flat: True for X float32 (n, 784) in [0, 1]; False for uint8 (n, 28, 28).
-        val_size: samples held out of "train" for "val".
-
-    Returns:
-        X as asked, y int64 (n,).
-
-    Raises:
-        DatasetNotFound, CorruptFile: with a message that says what to do.
-        ValueError: bad split or val_size.
-    """
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
-    if split == "val" and val_size == 0:
-        raise ValueError("there is no validation split: the model was trained with val_size 0")
-    if split == "test":
-        return _to_arrays(*_read_split(data_dir, "test"), flat)
-    X, y, X_val, y_val = load_train_val(data_dir, val_size, flat=flat)
-    return (X_val, y_val) if split == "val" else (X, y)
-
-
-def load_train_val(data_dir: Path | None = None, val_size: int = 5000, *, flat: bool = True
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The training files, read once, as the "train" and "val" splits of ``load_mnist``.
-
-    Returns:
-        X, y, X_val, y_val; X_val and y_val are empty when val_size is 0.
-    """
-    images, labels = _read_split(data_dir, "train")
-    if not 0 <= val_size < len(images):
-        raise ValueError(f"val_size {val_size} leaves no training samples of {len(images)}")
-    cut = len(images) - val_size
-    return (*_to_arrays(images[:cut], labels[:cut], flat),
-            *_to_arrays(images[cut:], labels[cut:], flat))
-
-
-def _read_split(data_dir: Path | None, split: Literal["train", "test"]
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Verified, parsed and cross-checked images uint8 (n, 28, 28) and labels uint8 (n,)."""
-    folder = Path(data_dir) if data_dir is not None else default_data_dir()
-    images_res, labels_res = (r for r in RESOURCES if r.split == split)
-    images_payload, images_path = _load_payload(folder, images_res)
-    labels_payload, labels_path = _load_payload(folder, labels_res)
-    images = parse_idx(images_payload, IMAGES_MAGIC, images_path)  # (n, 28, 28) uint8
-    labels = parse_idx(labels_payload, LABELS_MAGIC, labels_path)  # (n,) uint8
-    if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-        raise CorruptFile(f"{images_path}: images of {images.shape[1:]} pixels, not 28x28; "
-                          f"{_redo_hint(images_path)}")
-    if images.shape[0] != labels.shape[0]:
-        raise CorruptFile(f"{images_path} has {images.shape[0]} images but {labels_path} has "
-                          f"{labels.shape[0]} labels; {_redo_hint(labels_path)}")
-    if labels.size and labels.max() >= N_CLASSES:
-        raise CorruptFile(f"{labels_path}: label {labels.max()} outside 0-9; "
-                          f"{_redo_hint(labels_path)}")
-    return images, labels
-
-
-def _to_arrays(images: np.ndarray, labels: np.ndarray, flat: bool
-               ) -> tuple[np.ndarray, np.ndarray]:
-    y = labels.astype(np.int64)  # (n,)
-    if not flat:
-        return images.copy(), y  # (n, 28, 28) uint8, writable
-    return to_input(images), y

@@ -1,0 +1,87 @@
+"""``mlp eval``: a model's scores on the test set, or on its own run's splits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..dataset import DataSource
+from .common import (
+    CONTEXT,
+    data_options,
+    ensure_data,
+    fail,
+    load_models,
+    model_option,
+    output_error,
+)
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The scores of ``metrics.evaluate`` as a plain-text report."""
+    lines = [f"{'committee ' if 'members' in result else ''}accuracy "
+             f"{100 * result['accuracy']:.2f}%  loss {result['loss']:.4f}  n {result['n']}"]
+    lines += [f"  member {m['model']}: {100 * m['accuracy']:.2f}%"
+              for m in result.get("members", [])]
+    lines += ["", "digit  precision  recall     f1  support"]
+    for digit, s in enumerate(result["per_class"]):
+        lines.append(f"{digit:>5}  {s['precision']:>9.4f}  {s['recall']:>6.4f}  "
+                     f"{s['f1']:>5.4f}  {s['support']:>7}")
+    lines += ["", "confusion (rows: true digit, columns: predicted)",
+              "      " + "".join(f"{j:>6}" for j in range(10))]
+    for i, row in enumerate(result["confusion"]):
+        lines.append(f"{i:>6}" + "".join(f"{v:>6}" for v in row))
+    return "\n".join(lines)
+
+
+@click.command("eval", context_settings=CONTEXT)
+@model_option
+@data_options
+@click.option("--split", type=click.Choice(["test", "train", "val"]), default="test",
+              help="train and val are split as in the checkpoint's training run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+@click.option("--errors", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
+              help="Also save a grid of up to 100 misclassified digits.")
+@click.option("--confusion", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE.png", help="Also save the confusion matrix as a heatmap.")
+@click.option("-q", "--quiet", is_flag=True, help="No download progress bar.")
+def eval_(models: tuple[Path, ...], source: DataSource, split: str, as_json: bool,
+          errors: Path | None, confusion: Path | None, quiet: bool) -> None:
+    """Score a checkpoint: accuracy, loss, per-class scores, confusion matrix."""
+    from .. import metrics
+    from ..dataset import to_input
+    from ..mnist import DataError
+    from ..resume import evaluation_split
+    from ..runfiles import RunError
+
+    ckpt = load_models(models)
+    ensure_data(source, quiet)
+    try:
+        pixels, y = evaluation_split(ckpt.meta, split, source)     # (n, 28, 28) uint8
+        X = to_input(pixels, ckpt.input_scale)                     # (n, 784)
+        result = metrics.evaluate(ckpt.net, X, y)
+    except DataError as exc:
+        raise fail(exc) from None
+    except (RunError, FloatingPointError) as exc:
+        raise fail(f"{', '.join(map(str, models))}: {exc}") from None
+    if errors is not None:
+        from ..gallery import save_errors
+
+        try:
+            save_errors(errors, pixels, y, ckpt.net.predict(X))
+        except OSError as exc:
+            raise output_error(errors, exc) from None
+    if confusion is not None:
+        from ..plots import confusion_figure, save_figure
+
+        try:
+            save_figure(confusion_figure(result["confusion"], result["accuracy"]), confusion)
+        except OSError as exc:
+            raise output_error(confusion, exc) from None
+    if "members" in result:
+        result["members"] = [{"model": name, "accuracy": accuracy}
+                             for name, accuracy in result["members"].items()]
+    click.echo(json.dumps(result) if as_json else format_report(result))

@@ -1,0 +1,65 @@
+"""``mlp predict``: users' digit images classified, one line (or JSON object) each."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .common import CONTEXT, fail, load_models, model_option, output_error
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@model_option
+@click.option("--top-k", type=click.IntRange(1, 10), default=3,
+              help="How many likeliest digits to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per image.")
+@click.option("--show-input", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE.png", help="Save the 28x28 inputs the model saw, side by side.")
+def predict(images: tuple[Path, ...], models: tuple[Path, ...], top_k: int, as_json: bool,
+            show_input: Path | None) -> None:
+    """Classify digit images: photos, scans, drawings; any size, any common format.
+
+    IMAGES are files or folders (their image files, sorted by name). Each image
+    is prepared as MNIST's digits were: polarity, background and noise handled,
+    the digit fitted to 20x20 and centred by its centre of mass in 28x28.
+    """
+    from .. import imaging
+    from ..classify import Prediction, classify
+
+    ckpt = load_models(models)
+    paths = imaging.expand_paths(list(images))
+    if not paths:
+        raise fail(f"no image files ({', '.join(imaging.IMAGE_SUFFIXES)}) in "
+                    f"{', '.join(map(str, images))}")
+    try:
+        results = classify(ckpt, paths)
+    except FloatingPointError as exc:
+        raise fail(f"{', '.join(map(str, models))}: {exc}") from None
+    good = [r for r in results if isinstance(r, Prediction)]
+    for r in results:
+        if not isinstance(r, Prediction):
+            click.echo(f"Error: {r}", err=True)
+        elif not as_json:
+            top = r.top(top_k)
+            others = ", ".join(f"{d} {100 * p:.1f}%" for d, p in top[1:])
+            click.echo(f"{r.source}: {r.digit} ({100 * r.confidence:.1f}%)"
+                       + (f"  then {others}" if others else ""))
+    if as_json:
+        click.echo(json.dumps([{"path": r.source, "digit": r.digit, "confidence": r.confidence,
+                                "top": r.top(top_k)} for r in good]))
+    if show_input is not None and good:
+        import numpy as np
+
+        from ..gallery import save_grid
+
+        try:
+            save_grid(show_input, np.stack([r.pixels for r in good]),
+                      [f"{r.digit} {Path(r.source).name[:10]}" for r in good])
+        except OSError as exc:
+            raise output_error(show_input, exc) from None
+    if len(good) < len(results):
+        sys.exit(1)

@@ -1,0 +1,44 @@
+"""``mlp serve``: the draw-a-digit page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import CONTEXT, fail, model_option
+
+
+@click.command(context_settings=CONTEXT)
+@model_option
+@click.option("--host", default="127.0.0.1",
+              help="Address to listen on; anything but loopback lets others on the network "
+                   "use it.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000,
+              help="Port to listen on (0: any free port).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+def serve(models: tuple[Path, ...], host: str, port: int, open_browser: bool) -> None:
+    """Serve a page to draw digits on and watch the network read them; Ctrl-C stops it."""
+    from ..checkpoint import CheckpointError
+    from ..serve import DigitServer, is_loopback
+
+    try:
+        server = DigitServer(list(models), host, port)
+    except CheckpointError as exc:
+        raise fail(exc) from None
+    except OSError as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    if not is_loopback(host):
+        click.echo(f"Warning: listening on {host}: anyone who can reach this machine on the "
+                   "network can use this page.", err=True)
+    click.echo(f"serving {', '.join(map(str, models))} at {server.url} (Ctrl-C stops)")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
