@@ -80,19 +80,38 @@ def affine_coordinates(theta: np.ndarray, scale: np.ndarray, shear: np.ndarray,
     return rows, cols
 
 
-def source_coordinates(d: Distortion, n: int, rng: np.random.Generator
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Random source coordinates for ``n`` images: rows, cols float32 (n, 28, 28)."""
-    def draw(r: float) -> np.ndarray:
+@dataclass
+class Draws:
+    """The random part of a batch's distortions, drawn in the generator's order: angles,
+    scales, shears, shifts (n,) each (zeros when a range is 0) and the raw elastic field
+    (2n, 28, 28) uniform in [0, 1), or None."""
+
+    theta: np.ndarray
+    scale: np.ndarray
+    shear: np.ndarray
+    shift: np.ndarray          # (n, 2) rows, cols
+    field: np.ndarray | None
+
+
+def draw(d: Distortion, n: int, rng: np.random.Generator) -> Draws:
+    """Everything random about ``n`` images' distortions; cheap (the work is in ``apply``)."""
+    def uniform(r: float) -> np.ndarray:
         return rng.uniform(-r, r, n) if r else np.zeros(n)
 
-    theta, scale, shear = np.deg2rad(draw(d.rotate_deg)), 1 + draw(d.scale), draw(d.shear)
-    shift = np.stack([draw(d.shift_px), draw(d.shift_px)], -1)      # (n, 2)
-    rows, cols = affine_coordinates(theta, scale, shear, shift)
-    if d.elastic_alpha:
-        field = rng.random((2 * n, SIDE, SIDE), dtype=np.float32)   # uniform in [-1, 1] ...
-        field = smooth(field * 2 - 1, _gaussian_matrix(d.elastic_sigma))
-        field *= np.float32(d.elastic_alpha)                        # ... smoothed, scaled
+    theta, scale, shear = np.deg2rad(uniform(d.rotate_deg)), 1 + uniform(d.scale), \
+        uniform(d.shear)
+    shift = np.stack([uniform(d.shift_px), uniform(d.shift_px)], -1)  # (n, 2)
+    field = rng.random((2 * n, SIDE, SIDE), dtype=np.float32) if d.elastic_alpha else None
+    return Draws(theta, scale, shear, shift, field)
+
+
+def source_coordinates(d: Distortion, draws: Draws) -> tuple[np.ndarray, np.ndarray]:
+    """Source coordinates of each output pixel: rows, cols float32 (n, 28, 28)."""
+    rows, cols = affine_coordinates(draws.theta, draws.scale, draws.shear, draws.shift)
+    if draws.field is not None:
+        n = len(draws.theta)
+        field = smooth(draws.field * 2 - 1, _gaussian_matrix(d.elastic_sigma))  # [-1, 1] ...
+        field *= np.float32(d.elastic_alpha)                                    # smoothed, scaled
         rows += field[:n]
         cols += field[n:]
     return rows, cols
@@ -115,9 +134,15 @@ def bilinear_sample(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> n
     return top * (1 - fr) + bottom * fr
 
 
-def distort(X: np.ndarray, d: Distortion, rng: np.random.Generator) -> np.ndarray:
-    """A randomly distorted copy of the batch X (n, 784) in [0, 1]; same shape and dtype."""
+def apply(X: np.ndarray, d: Distortion, draws: Draws) -> np.ndarray:
+    """The batch X (n, 784) in [0, 1] distorted as ``draws`` say; a new array, same shape
+    and dtype. No randomness: safe on a worker thread."""
     n = X.shape[0]
-    rows, cols = source_coordinates(d, n, rng)
+    rows, cols = source_coordinates(d, draws)
     out = bilinear_sample(X.reshape(n, SIDE, SIDE), rows, cols)
     return np.clip(out, 0, 1, out=out).reshape(n, SIDE * SIDE)
+
+
+def distort(X: np.ndarray, d: Distortion, rng: np.random.Generator) -> np.ndarray:
+    """A randomly distorted copy of the batch X (n, 784) in [0, 1]; same shape and dtype."""
+    return apply(X, d, draw(d, X.shape[0], rng))
