@@ -249,7 +249,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
             a value out of range; the message names the file and the key.
     """
     try:
-        raw = tomllib.loads(read_bounded(Path(path), MAX_CONFIG_BYTES).decode("utf-8"))
+        text = read_bounded(Path(path), MAX_CONFIG_BYTES).decode("utf-8-sig")  # BOM or not
+        raw = tomllib.loads(text)
     except OSError as exc:
         raise ConfigFileError(f"{path}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -35,16 +35,22 @@ def write_target(path: Path) -> Path:
     """Where writing ``path`` really lands: the end of its symlinks, checked to be replaceable.
 
     Raises:
-        OSError: the target exists and is not a regular file.
+        OSError: ``-`` (standard output), a dangling symlink, or a target that exists
+            and is not a regular file (``/dev/stdout`` is a FIFO or a device).
     """
-    target = Path(os.path.realpath(path))
+    if str(path) == "-":
+        raise OSError(errno.EINVAL, "is standard output; this is written to files only "
+                      "(give a file name)", str(path))
     try:
-        mode = os.stat(target).st_mode
+        mode = os.stat(path).st_mode  # through symlinks, /proc's magic ones too
     except (FileNotFoundError, NotADirectoryError):  # new; a bad folder fails when written
-        return target
+        if os.path.islink(path):
+            raise OSError(errno.ENOENT, f"is a symlink to {os.readlink(path)}, which does "
+                          "not exist; refusing to write through it", str(path)) from None
+        return Path(os.path.realpath(path))
     if not stat.S_ISREG(mode):
         raise not_regular(path, mode)
-    return target
+    return Path(os.path.realpath(path))
 
 
 @contextmanager
@@ -71,6 +77,23 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def format_for(path: Path, formats: dict[str, str]) -> str:
+    """The file format ``path``'s extension asks for, from ``formats`` (".png" -> "png").
+
+    Raises:
+        OSError: not a file to write (see ``write_target``), or an extension not in
+            ``formats``; the message lists those that are.
+    """
+    write_target(path)  # "-", a FIFO or a device named as such first
+    suffix = Path(path).suffix.lower()
+    fmt = formats.get(suffix)
+    if fmt is None:
+        kind = f"a {suffix} file" if suffix else "a file without an extension"
+        raise OSError(errno.EINVAL, f"cannot write {kind} here; name it with one of "
+                      f"{', '.join(formats)}", str(path))
+    return fmt
 
 
 def _umask() -> int:

@@ -7,25 +7,29 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_writer
+from .files import atomic_writer, format_for
 from .mnist import IMAGE_SIDE
 
 SCALE = 3                  # each digit drawn at 84 x 84 pixels
 CELL = IMAGE_SIDE * SCALE  # a digit's side in the grid
 CAPTION_H = 14     # caption strip under each digit
 COLUMNS = 10
+GRID_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".gif": "GIF",
+                ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
 def save_grid(path: Path, images: np.ndarray, captions: Sequence[str]) -> None:
     """Save digits side by side, each enlarged, with its caption beneath.
 
     Args:
-        path: PNG file to write (atomically).
+        path: picture to write (atomically), in the format its extension names
+            (``GRID_FORMATS``).
         images: pixels (n, 28, 28), 0-255 white ink on black, as MNIST stores them.
         captions: n short strings.
     """
     from PIL import Image, ImageDraw
 
+    fmt = format_for(path, GRID_FORMATS)
     n = len(images)
     cell_w, cell_h = CELL + 4, CELL + CAPTION_H + 4
     cols = max(1, min(COLUMNS, n))
@@ -39,7 +43,7 @@ def save_grid(path: Path, images: np.ndarray, captions: Sequence[str]) -> None:
         sheet.paste(digit, (x, y))
         draw.text((x + 2, y + CELL + 1), caption, fill=0)
     with atomic_writer(Path(path)) as f:
-        sheet.save(f, format="PNG")
+        sheet.save(f, format=fmt)
 
 
 def save_errors(path: Path, pixels: np.ndarray, true: np.ndarray, pred: np.ndarray,

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
-from .files import atomic_writer
+from .files import atomic_writer, format_for
 from .mnist import IMAGE_SIDE
 from .runfiles import RunError, RunFiles, read_metrics
 from .train import Callback, kept_epoch, val_score
@@ -202,14 +202,20 @@ def confusion_figure(confusion: np.ndarray, accuracy: float) -> Figure:
     return fig
 
 
+FIGURE_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpg", ".jpeg": "jpg"}
+
+
 def save_figure(fig: Figure, path: Path) -> None:
-    """Write ``fig`` as a PNG, atomically (a reader sees the old picture or the new one).
+    """Write ``fig`` in the format its extension names (``FIGURE_FORMATS``), atomically (a
+    reader sees the old picture or the new one).
 
     Raises:
-        OSError: unwritable, or the target is not a regular file.
+        OSError: an extension matplotlib cannot write here, an unwritable path, or a
+            target that is not a regular file.
     """
+    fmt = format_for(path, FIGURE_FORMATS)
     with atomic_writer(Path(path)) as f:
-        fig.savefig(f, format="png")
+        fig.savefig(f, format=fmt)
 
 
 class CurvesCallback(Callback):
