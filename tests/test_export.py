@@ -1,0 +1,211 @@
+"""ONNX export: the graph run by ONNX Runtime against the NumPy network on real MNIST,
+the metadata, the input scale, atomic saving and its refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from mnist_mlp import checkpoint, export, metrics
+from mnist_mlp.dataset import DataSource, to_input
+from mnist_mlp.network import MLP, Committee, softmax
+
+
+def _run(model: onnx.ModelProto, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ONNX Runtime's logits and probabilities (n, 10) for pixels (n, 784), as a user runs it."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    logits, probs = sess.run(["logits", "probabilities"], {"pixels": pixels})
+    return logits, probs
+
+
+@pytest.fixture(scope="module")
+def test_set(real_mnist) -> tuple[np.ndarray, np.ndarray]:
+    """The 10,000 test images as IDX bytes in float32 (n, 784), labels (n,)."""
+    images, y = DataSource(real_mnist).load("test", flat=False)         # uint8 (n, 28, 28)
+    return images.reshape(len(images), -1).astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def quick(real_model) -> checkpoint.Checkpoint:
+    return checkpoint.load(real_model)
+
+
+@pytest.fixture(scope="module")
+def perturbed(quick, tmp_path_factory) -> checkpoint.Checkpoint:
+    """A second committee member: the quick model with noise on its weights, saved and loaded."""
+    rng = np.random.default_rng(7)
+    W = [w + rng.normal(0, 0.5 * w.std(), w.shape).astype(np.float32) for w in quick.net.W]
+    path = tmp_path_factory.mktemp("perturbed") / "perturbed.npz"
+    checkpoint.save(path, MLP.from_params(W, quick.net.b, quick.input_scale), quick.meta)
+    return checkpoint.load(path)
+
+
+def _check_against_numpy(members, test_set):
+    model = export.to_onnx(members)
+    pixels, y = test_set
+    logits, probs = _run(model, pixels)                                 # 10,000 in one batch
+    net = export.network(members)
+    X = to_input(pixels, net.input_scale)
+    expected = net.predict_proba(X)
+    assert logits.shape == probs.shape == (10_000, 10) and probs.dtype == np.float32
+    assert np.abs(probs - expected).max() < 1e-5
+    assert np.allclose(logits, net.logits(X), rtol=1e-4, atol=1e-4)
+    assert np.abs(softmax(logits) - probs).max() < 1e-5
+    accuracy = metrics.accuracy(y, probs.argmax(axis=1))
+    assert accuracy == metrics.evaluate(net, X, y)["accuracy"]
+    for i in (0, 1234, 9999):                                           # batches of one
+        one_logits, one_probs = _run(model, pixels[i:i + 1])
+        assert one_probs.shape == (1, 10) and np.abs(one_probs - probs[i]).max() < 1e-6
+        assert np.allclose(one_logits, logits[i], rtol=1e-5, atol=1e-5)
+    return accuracy
+
+
+def test_network_matches_numpy_on_the_test_set(quick, test_set):
+    accuracy = _check_against_numpy(quick, test_set)
+    assert accuracy > 0.9
+
+
+def test_committee_matches_numpy_on_the_test_set(quick, perturbed, test_set):
+    accuracy = _check_against_numpy({"quick": quick, "perturbed": perturbed}, test_set)
+    pixels, y = test_set
+    alone = [metrics.accuracy(y, c.net.predict(to_input(pixels, c.input_scale)))
+             for c in (quick, perturbed)]
+    assert alone[0] != alone[1] and accuracy > 0.9     # two different voters, one graph
+
+
+def test_committee_graph_averages_the_members(quick, perturbed, test_set):
+    pixels = test_set[0][:500]
+    _, committee = _run(export.to_onnx({"a": quick, "b": perturbed}), pixels)
+    _, p1 = _run(export.to_onnx(quick), pixels)
+    _, p2 = _run(export.to_onnx(perturbed), pixels)
+    assert np.abs(committee - (p1 + p2) / 2).max() < 1e-6
+    assert isinstance(export.network({"a": quick, "b": perturbed}), Committee)
+
+
+def test_contract_opset_ir_and_metadata_round_trip(quick, perturbed, real_model, tmp_path):
+    log = real_model.parent / (real_model.stem + ".metrics.jsonl")
+    kept = next(row for row in map(json.loads, log.read_text().splitlines())
+                if row["epoch"] == quick.meta["epoch"])
+    kept_score = max(v for v in (kept["val_accuracy"], kept.get("ema_val_accuracy"))
+                     if v is not None)
+    for models in (quick, {"q.npz": quick, "p.npz": perturbed}):
+        n = 1 if models is quick else 2
+        path = tmp_path / f"{n}.onnx"
+        size = export.save(export.to_onnx(models), path)
+        assert size == path.stat().st_size
+        model = onnx.load(path)
+        onnx.checker.check_model(model, full_check=True)
+        assert model.ir_version == 7 and [(o.domain, o.version) for o in model.opset_import] == [
+            ("", 13)]
+        (inp,) = model.graph.input
+        dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+        assert inp.name == "pixels" and dims == ["N", 784]
+        assert [o.name for o in model.graph.output] == ["logits", "probabilities"]
+        for out in model.graph.output:
+            assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == [
+                "N", 10]
+        props = {p.key: p.value for p in model.metadata_props}
+        assert props == export.metadata(models)
+        assert export.session(path).get_modelmeta().custom_metadata_map == props
+        described = json.loads(props["members"])
+        assert [m.get("name") for m in described] == ([None] if n == 1 else ["q.npz", "p.npz"])
+        assert [m["sizes"] for m in described] == [[784, 128, 10]] * n
+        assert [m["input_scale"] for m in described] == [255] * n
+        assert described[0]["preset"] == "quick"
+        assert described[0]["kept_epoch"] == quick.meta["epoch"]
+        assert described[0]["kept_val_accuracy"] == kept_score
+        assert json.loads(props["input"])["shape"] == ["N", 784]
+        assert props["model"] == ("network" if n == 1 else "committee")
+
+
+@pytest.fixture(scope="module")
+def raw(quick, tmp_path_factory) -> checkpoint.Checkpoint:
+    """The quick model rewritten for inputs in [0, 255]: W0 / 255 and input_scale 1."""
+    W = [quick.net.W[0] / np.float32(255), *quick.net.W[1:]]
+    path = tmp_path_factory.mktemp("raw") / "raw.npz"
+    checkpoint.save(path, MLP.from_params(W, quick.net.b, input_scale=1), quick.meta)
+    return checkpoint.load(path)
+
+
+def test_input_scale_is_applied_in_the_graph(quick, raw, test_set):
+    pixels = test_set[0][:2000]
+    _, expected = _run(export.to_onnx(quick), pixels)
+    _, got = _run(export.to_onnx(raw), pixels)
+    assert json.loads(export.metadata(raw)["members"])[0]["input_scale"] == 1
+    assert np.abs(got - expected).max() < 1e-5
+    _, unscaled = _run(export.to_onnx(raw), pixels / np.float32(255))   # the scale matters
+    assert np.abs(unscaled - expected).max() > 0.1
+
+
+def test_committee_members_keep_their_own_input_scales(quick, raw, perturbed, test_set):
+    pixels = test_set[0][:2000]
+    mixed = {"raw": raw, "perturbed": perturbed}
+    _, got = _run(export.to_onnx(mixed), pixels)
+    _, expected = _run(export.to_onnx({"quick": quick, "perturbed": perturbed}), pixels)
+    assert np.abs(got - expected).max() < 1e-5
+    assert export.verify(export.to_onnx(mixed), mixed, pixels) < 1e-5   # as NumPy's Committee
+
+
+def test_verify_compares_with_numpy(quick, perturbed):
+    model = export.to_onnx(quick)
+    assert 0 <= export.verify(model, quick) < 1e-5
+    with pytest.raises(export.ExportError, match="differ from NumPy's"):
+        export.verify(model, perturbed)
+
+
+def test_refuses_what_it_cannot_export(quick):
+    with pytest.raises(export.ExportError, match="no checkpoint"):
+        export.to_onnx({})
+    committee = checkpoint.Checkpoint(Committee({"a": quick.net, "b": quick.net}), quick.meta)
+    with pytest.raises(export.ExportError, match="not as a loaded committee"):
+        export.to_onnx(committee)
+
+
+def test_save_is_atomic_and_refuses_special_outputs(quick, tmp_path):
+    model = export.to_onnx(quick)
+    out = tmp_path / "m.onnx"
+    export.save(model, out)
+    first = out.read_bytes()
+    with pytest.raises(FileExistsError):
+        export.save(model, out)
+    assert out.read_bytes() == first
+    export.save(export.to_onnx({"a": quick, "b": quick}), out, overwrite=True)
+    assert out.read_bytes() != first and onnx.load(out).graph.node
+    link = tmp_path / "link.onnx"
+    link.symlink_to(tmp_path / "elsewhere" / "missing.onnx")
+    fifo = tmp_path / "fifo.onnx"
+    os.mkfifo(fifo)
+    for bad, reason in ((fifo, "FIFO"), (tmp_path, "folder"), (link, "symlink to a missing")):
+        with pytest.raises(OSError, match=reason):
+            export.save(model, bad, overwrite=True)
+    assert not (tmp_path / "elsewhere").exists()
+    with pytest.raises(PermissionError):                     # root cannot write there either
+        export.save(model, Path("/sys/mnist-mlp-export-test.onnx"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.onnx", "link.onnx", "m.onnx"]
+
+
+def test_imports_without_onnx_and_says_what_to_install(tmp_path):
+    code = ("import sys; sys.modules['onnx'] = None\n"
+            "from mnist_mlp import export\n"
+            "from mnist_mlp.checkpoint import Checkpoint\n"
+            "from mnist_mlp.network import MLP\n"
+            "try:\n"
+            "    export.to_onnx(Checkpoint(MLP([784, 4, 10]), {}))\n"
+            "except export.OnnxMissing as exc:\n"
+            "    print(exc)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'mnist-mlp[onnx]'" in result.stdout
