@@ -13,8 +13,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from click.testing import CliRunner
 
 from mnist_mlp import checkpoint, export, metrics
+from mnist_mlp.cli import main
 from mnist_mlp.dataset import DataSource, to_input
 from mnist_mlp.network import MLP, Committee, softmax
 
@@ -30,7 +32,7 @@ def _run(model: onnx.ModelProto, pixels: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 @pytest.fixture(scope="module")
-def test_set(real_mnist) -> tuple[np.ndarray, np.ndarray]:
+def mnist_test(real_mnist) -> tuple[np.ndarray, np.ndarray]:
     """The 10,000 test images as IDX bytes in float32 (n, 784), labels (n,)."""
     images, y = DataSource(real_mnist).load("test", flat=False)         # uint8 (n, 28, 28)
     return images.reshape(len(images), -1).astype(np.float32), y
@@ -51,9 +53,9 @@ def perturbed(quick, tmp_path_factory) -> checkpoint.Checkpoint:
     return checkpoint.load(path)
 
 
-def _check_against_numpy(members, test_set):
+def _check_against_numpy(members, mnist_test):
     model = export.to_onnx(members)
-    pixels, y = test_set
+    pixels, y = mnist_test
     logits, probs = _run(model, pixels)                                 # 10,000 in one batch
     net = export.network(members)
     X = to_input(pixels, net.input_scale)
@@ -71,21 +73,21 @@ def _check_against_numpy(members, test_set):
     return accuracy
 
 
-def test_network_matches_numpy_on_the_test_set(quick, test_set):
-    accuracy = _check_against_numpy(quick, test_set)
+def test_network_matches_numpy_on_the_test_set(quick, mnist_test):
+    accuracy = _check_against_numpy(quick, mnist_test)
     assert accuracy > 0.9
 
 
-def test_committee_matches_numpy_on_the_test_set(quick, perturbed, test_set):
-    accuracy = _check_against_numpy({"quick": quick, "perturbed": perturbed}, test_set)
-    pixels, y = test_set
+def test_committee_matches_numpy_on_the_test_set(quick, perturbed, mnist_test):
+    accuracy = _check_against_numpy({"quick": quick, "perturbed": perturbed}, mnist_test)
+    pixels, y = mnist_test
     alone = [metrics.accuracy(y, c.net.predict(to_input(pixels, c.input_scale)))
              for c in (quick, perturbed)]
     assert alone[0] != alone[1] and accuracy > 0.9     # two different voters, one graph
 
 
-def test_committee_graph_averages_the_members(quick, perturbed, test_set):
-    pixels = test_set[0][:500]
+def test_committee_graph_averages_the_members(quick, perturbed, mnist_test):
+    pixels = mnist_test[0][:500]
     _, committee = _run(export.to_onnx({"a": quick, "b": perturbed}), pixels)
     _, p1 = _run(export.to_onnx(quick), pixels)
     _, p2 = _run(export.to_onnx(perturbed), pixels)
@@ -138,8 +140,8 @@ def raw(quick, tmp_path_factory) -> checkpoint.Checkpoint:
     return checkpoint.load(path)
 
 
-def test_input_scale_is_applied_in_the_graph(quick, raw, test_set):
-    pixels = test_set[0][:2000]
+def test_input_scale_is_applied_in_the_graph(quick, raw, mnist_test):
+    pixels = mnist_test[0][:2000]
     _, expected = _run(export.to_onnx(quick), pixels)
     _, got = _run(export.to_onnx(raw), pixels)
     assert json.loads(export.metadata(raw)["members"])[0]["input_scale"] == 1
@@ -148,8 +150,8 @@ def test_input_scale_is_applied_in_the_graph(quick, raw, test_set):
     assert np.abs(unscaled - expected).max() > 0.1
 
 
-def test_committee_members_keep_their_own_input_scales(quick, raw, perturbed, test_set):
-    pixels = test_set[0][:2000]
+def test_committee_members_keep_their_own_input_scales(quick, raw, perturbed, mnist_test):
+    pixels = mnist_test[0][:2000]
     mixed = {"raw": raw, "perturbed": perturbed}
     _, got = _run(export.to_onnx(mixed), pixels)
     _, expected = _run(export.to_onnx({"quick": quick, "perturbed": perturbed}), pixels)
@@ -195,17 +197,98 @@ def test_save_is_atomic_and_refuses_special_outputs(quick, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.onnx", "link.onnx", "m.onnx"]
 
 
-def test_imports_without_onnx_and_says_what_to_install(tmp_path):
-    code = ("import sys; sys.modules['onnx'] = None\n"
-            "from mnist_mlp import export\n"
-            "from mnist_mlp.checkpoint import Checkpoint\n"
-            "from mnist_mlp.network import MLP\n"
-            "try:\n"
-            "    export.to_onnx(Checkpoint(MLP([784, 4, 10]), {}))\n"
-            "except export.OnnxMissing as exc:\n"
-            "    print(exc)\n")
+def _without_onnx(code: str) -> subprocess.CompletedProcess:
+    """Python running ``code`` where ``import onnx`` fails, as without the extra."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=env, timeout=60, check=False)
+    return subprocess.run([sys.executable, "-c", "import sys; sys.modules['onnx'] = None\n"
+                           + code], capture_output=True, text=True, env=env, timeout=60,
+                          check=False)
+
+
+def test_imports_without_onnx_and_says_what_to_install():
+    result = _without_onnx("from mnist_mlp import export\n"
+                           "from mnist_mlp.checkpoint import Checkpoint\n"
+                           "from mnist_mlp.network import MLP\n"
+                           "try:\n"
+                           "    export.to_onnx(Checkpoint(MLP([784, 4, 10]), {}))\n"
+                           "except export.OnnxMissing as exc:\n"
+                           "    print(exc)\n")
     assert result.returncode == 0, result.stderr
     assert "pip install 'mnist-mlp[onnx]'" in result.stdout
+
+
+# ---------------------------------------------------------------- mlp export
+
+def _cli(*args: str | Path, expect: int):
+    result = CliRunner().invoke(main, ["export", *map(str, args)])
+    assert result.exit_code == expect, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+    return result
+
+
+def _one_error_line(result) -> str:
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+def test_cli_exports_a_network_and_a_committee(real_model, perturbed, mnist_test, tmp_path):
+    out = tmp_path / "out" / "m.onnx"
+    result = _cli("--model", real_model, out, expect=0)
+    assert result.output.startswith(f"saved {out} (") and "784-128-10" in result.output
+    member = tmp_path / "perturbed.npz"
+    checkpoint.save(member, perturbed.net, perturbed.meta)
+    result = _cli("--model", real_model, "--model", member, out, "--overwrite", expect=0)
+    assert "committee of 2" in result.output
+    model = onnx.load(out)
+    members = json.loads({p.key: p.value for p in model.metadata_props}["members"])
+    assert [m["name"] for m in members] == [str(real_model), str(member)]
+    pixels = mnist_test[0][:300]
+    committee = export.network({"a": checkpoint.load(real_model), "b": perturbed})
+    expected = committee.predict_proba(to_input(pixels, committee.input_scale))
+    assert np.abs(_run(model, pixels)[1] - expected).max() < 1e-5
+
+
+def test_cli_refuses_bad_models_in_one_line(real_model, tmp_path):
+    out = tmp_path / "m.onnx"
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(real_model.read_bytes()[:20_000])
+    text = tmp_path / "notes.npz"
+    text.write_text("not a checkpoint\n")
+    for bad, reason in ((tmp_path / "none.npz", "no such checkpoint"),
+                        (truncated, "not a readable .npz"), (text, "not a readable .npz")):
+        line = _one_error_line(_cli("--model", real_model, "--model", bad, out, expect=1))
+        assert str(bad) in line and reason in line
+    assert not out.exists()
+
+
+def test_cli_refuses_bad_outputs_in_one_line(real_model, tmp_path):
+    fifo = tmp_path / "fifo.onnx"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder.onnx"
+    folder.mkdir()
+    dangling = tmp_path / "dangling.onnx"
+    dangling.symlink_to(tmp_path / "gone" / "m.onnx")
+    existing = tmp_path / "existing.onnx"
+    existing.write_bytes(b"keep me")
+    unwritable = Path("/sys/mnist-mlp-export-test.onnx")     # root cannot create files there
+    for out, reason in ((fifo, "is a FIFO"), (folder, "is a folder"),
+                        (dangling, "symlink to a missing file"),
+                        (existing, "already exists; --overwrite replaces it"),
+                        (unwritable, "Permission denied")):
+        overwrite = [] if out is existing else ["--overwrite"]
+        line = _one_error_line(_cli("--model", real_model, out, *overwrite, expect=1))
+        assert line.startswith(f"Error: {out}: ") and reason in line
+    assert existing.read_bytes() == b"keep me" and not (tmp_path / "gone").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dangling.onnx", "existing.onnx", "fifo.onnx", "folder.onnx"]
+
+
+def test_cli_without_onnx_says_which_extra(real_model, tmp_path):
+    result = _without_onnx("from mnist_mlp.cli import entry\n"
+                           f"sys.argv = ['mlp', 'export', '--model', {str(real_model)!r}, "
+                           f"{str(tmp_path / 'm.onnx')!r}]\n"
+                           "entry()\n")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "Error: mlp export needs the onnx extra: pip install 'mnist-mlp[onnx]'"]
