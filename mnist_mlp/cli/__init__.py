@@ -16,6 +16,7 @@ import click
 from .common import CONTEXT
 from .download import download
 from .eval import eval_
+from .export import export
 from .plot import plot
 from .predict import predict
 from .serve import serve
@@ -28,7 +29,7 @@ def main() -> None:
     """Train, evaluate and use a multilayer perceptron on MNIST, with backprop in NumPy."""
 
 
-for command in (download, train, eval_, predict, plot, serve):
+for command in (download, train, eval_, predict, plot, serve, export):
     main.add_command(command)
 
 
