@@ -10,8 +10,9 @@ The graph's contract (also in the model's metadata and docs/export.md):
 One network: Div by its input scale, Gemm (transB=1, as W is (out, in)) and Relu
 per hidden layer, a last Gemm to the logits, Softmax along axis 1. A committee:
 each member's softmax on pixels / its own input scale, their mean (Sum, then Div
-by the count) as the probabilities, and the log of the mean (floored at 1e-30, as
-``network.Committee.logits``) as the logits: what ``mlp eval`` scores.
+by the count) as the probabilities, and the log of the mean (floored at
+``network.PROBABILITY_FLOOR``, as ``network.Committee.logits``) as the logits: what
+``mlp eval`` scores.
 
 Opset 13 with IR version 7, so that every ONNX Runtime from 1.6 (2020) on, and
 onnxruntime-web, loads it: opset 13 is the first whose Softmax works along one
@@ -39,7 +40,7 @@ from .checkpoint import Checkpoint
 from .dataset import to_input
 from .files import write_bytes_atomic, write_target
 from .mnist import N_CLASSES, N_PIXELS
-from .network import MLP, Committee, Model
+from .network import MLP, PROBABILITY_FLOOR, Committee, Model
 from .train import val_score
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ IR_VERSION = 7        # what ONNX 1.8 (opset 13) wrote; every ONNX Runtime >= 1.
 BATCH = "N"           # the dynamic batch dimension's name
 INPUT = "pixels"
 OUTPUTS = ("logits", "probabilities")
-PROBABILITY_FLOOR = 1e-30    # a committee's logits are log(max(p, floor)), as Committee.logits
 MAX_PROTO_BYTES = (2 << 30) - (1 << 20)   # protobuf's 2 GB limit, less room for the graph
 VERIFY_TOLERANCE = 1e-5      # the largest |ONNX Runtime - NumPy| allowed in a probability
 EXTRA_HINT = "pip install 'mnist-mlp[onnx]'"
@@ -222,10 +222,7 @@ def save(model: onnx.ModelProto, path: Path, overwrite: bool = False) -> int:
             nothing, or its folder is not writable.
     """
     path = Path(path)
-    write_target(path)                                  # a folder, FIFO, device: refused
-    if path.is_symlink() and not path.exists():
-        raise OSError(errno.ENOENT, "is a symlink to a missing file; not creating its target",
-                      str(path))
+    write_target(path)            # a folder, FIFO, device, dangling symlink: refused
     if path.exists() and not overwrite:
         raise FileExistsError(errno.EEXIST, "already exists", str(path))
     data = model.SerializeToString()

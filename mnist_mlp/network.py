@@ -24,6 +24,7 @@ from .mnist import PIXEL_SCALE
 
 MAX_WIDTH = 65_536  # the widest layer this engine builds or loads
 MAX_LAYERS = 32     # the most weight layers
+PROBABILITY_FLOOR = 1e-30  # a committee's logits are log(max(p, floor)): never -inf
 
 def relu_(Z: np.ndarray) -> np.ndarray:
     """A = ReLU(Z), computed in place; returns Z."""
@@ -292,8 +293,8 @@ class Committee:
                         for m in self.members.values()], axis=0, dtype=np.float64)
 
     def logits(self, X: np.ndarray) -> np.ndarray:
-        """log of the mean probabilities (n, k), floored at 1e-30 so no entry is -inf."""
-        return np.log(np.maximum(self.predict_proba(X), 1e-30))
+        """log of the mean probabilities (n, k), floored so that no entry is -inf."""
+        return np.log(np.maximum(self.predict_proba(X), PROBABILITY_FLOOR))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted labels, int64 (n,)."""
