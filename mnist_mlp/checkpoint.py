@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .files import atomic_writer, open_regular
+from .memory import available_memory, show_size
 from .mnist import N_CLASSES, N_PIXELS
 from .network import MAX_LAYERS, MAX_WIDTH, MLP, Committee, Model
 
@@ -179,12 +180,24 @@ def load_committee(paths: list[Path]) -> Checkpoint:
     return Checkpoint(Committee({name: m.net for name, m in members.items()}), meta)
 
 
+def load_memory(sizes: list[int]) -> int:
+    """Bytes loading and running a network of ``sizes`` takes at its peak, roughly: each
+    matrix as stored (float64 at worst) and as float32, and a chunk of activations."""
+    params = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+    return params * (8 + 4) + MLP.predict_chunk * max(sizes) * 4 * 2
+
+
 def _read(archive: _Archive, with_state: bool) -> Checkpoint:
     if "meta" not in archive.members:
         raise archive.fail("missing or unreadable metadata; not an mnist-mlp checkpoint")
     text = archive.read("meta", (), "U", MAX_META_BYTES // 4)
     meta = _parse_meta(archive, str(text))
     sizes = meta["sizes"]
+    need, have = load_memory(sizes), available_memory()
+    if need > have:
+        raise archive.fail(f"a {'-'.join(map(str, sizes))} network needs about "
+                           f"{show_size(need)} to load and run, more than the "
+                           f"{show_size(have)} of memory available")
     params: dict[str, list[np.ndarray]] = {"W": [], "b": []}
     for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         for name, shape in (("W", (n_out, n_in)), ("b", (n_out,))):
