@@ -2,7 +2,7 @@
 
 Each ``TrainConfig`` field carries its default, help text, bounds and choices
 once (in its ``metadata``); validation, the ``mlp train`` options and the
-README's table all come from there. Precedence: built-in defaults < the
+settings table of docs/training.md all come from there. Precedence: built-in defaults < the
 ``--config`` file < flags given on the command line. Unknown keys, wrong types
 and out-of-range values are errors that name the key (and the file).
 """
@@ -26,7 +26,7 @@ from .optim import OPTIMIZERS, SCHEDULES
 
 PRESET_DIR = Path("configs")          # ./configs/NAME.toml is looked at before the built-ins
 PRESET_PACKAGE_DIR = "configs"        # built-in presets: package data of mnist_mlp
-DEFAULT_OUT = Path("checkpoints/mnist-mlp.npz")  # best checkpoint of `mlp train`, read by eval
+DEFAULT_OUT = Path("checkpoints/mnist-mlp.npz")  # the kept model of `mlp train`, read by eval
 MAX_CONFIG_BYTES = 1 << 20            # a preset is a few hundred bytes
 
 
@@ -101,8 +101,8 @@ class TrainConfig:
     val_size: int = setting(5000, "Last N training samples held out for validation (0: train "
                                   "on all 60,000; the last epoch is the model).",
                             Bounds(0, MAX_TRAIN - 1))
-    patience: int = setting(0, "Early stopping after N epochs without a better validation "
-                               "accuracy (0: off; needs --val-size > 0).", Bounds(0, 100_000))
+    patience: int = setting(0, "Early stopping once N epochs have passed since the kept "
+                               "epoch (0: off; needs --val-size > 0).", Bounds(0, 100_000))
     select_tolerance: float = setting(0.0, "Keep the latest epoch whose validation accuracy "
                                            "is within this of the best so far (0.001 = 0.1 "
                                            "points; 0: the best).", Bounds(0, 1))
@@ -275,7 +275,8 @@ def resolve(file_values: dict[str, Any] | None = None, flag_values: dict[str, An
 
 
 def markdown_table() -> str:
-    """The README's table of ``mlp train`` settings, made from the fields' metadata."""
+    """The table of ``mlp train`` settings in docs/training.md, made from the fields'
+    metadata."""
     rows = ["| option | default | range or choices | meaning |", "| --- | --- | --- | --- |"]
     for name, fld in FIELDS.items():
         meta = fld.metadata

@@ -48,7 +48,7 @@ class PlotError(Exception):
 
 def logged_kept_epoch(history: Sequence[Mapping[str, Any]]) -> int:
     """The epoch the run kept, as its log records it (logs without the record: the first
-    best validation score, or the last epoch without validation)."""
+    epoch of the highest validation score, or the last epoch without validation)."""
     return history[-1].get("kept_epoch") or kept_epoch(history)
 
 
