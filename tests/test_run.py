@@ -1,217 +1,348 @@
-"""A run on disk: one process per --out, no silent overwrite, clean stops on SIGINT and
-SIGTERM, stale parts cleaned, memory checked before anything is allocated."""
+"""The job of `mlp train` as a library call: one process per --out, no silent overwrite,
+memory checked first, stops that resume bit for bit (asked, signalled or SIGKILLed),
+callbacks wired after the run's own."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from mnist_mlp import checkpoint, run
-from mnist_mlp.cli import main
-from mnist_mlp.config import resolve
+from mnist_mlp import checkpoint, metrics, run
+from mnist_mlp.config import ConfigError, resolve
+from mnist_mlp.dataset import DataSource, to_input
+from mnist_mlp.files import exclusive_lock
+from mnist_mlp.resume import evaluation_split
+from mnist_mlp.runfiles import RunError, RunFiles, read_metrics
+from mnist_mlp.train import Callback, TrainingDiverged
 
-TINY = ["--hidden", "16", "--epochs", "2", "--val-size", "100", "--batch-size", "32", "--quiet"]
+from .mirrors import Mirror
+from .tiny_data import TINY, copy_run, train_tiny
+
+TINY_DATA = Path(__file__).with_name("tiny_data.py")
 
 
-def _train(tiny_mnist, out, *extra, expect=0):
-    result = CliRunner().invoke(main, ["train", "--data-dir", str(tiny_mnist), "--out", str(out),
-                                       *TINY, *extra])
-    assert result.exit_code == expect, result.output
-    return result
+class Ends(Callback):
+    """Records the lifecycle calls it gets, and what the run's files held at each epoch."""
+
+    def __init__(self, files: RunFiles | None = None):
+        self.files, self.events = files, []
+
+    def on_train_begin(self, trainer):
+        self.events.append("begin")
+
+    def on_epoch_end(self, trainer, row, kept):
+        logged = len(read_metrics(self.files.metrics)) if self.files else None
+        self.events.append(("epoch", row["epoch"], logged))
+
+    def on_train_end(self, trainer, ending):
+        self.events.append(ending)
 
 
-def test_a_run_is_not_silently_replaced(tiny_mnist, tmp_path):
-    out = tmp_path / "m.npz"
-    _train(tiny_mnist, out)
+def test_a_run_is_not_silently_replaced(tiny_run, tmp_path, tiny_mnist):
+    out = copy_run(tiny_run, tmp_path)
     first = out.read_bytes()
-    result = _train(tiny_mnist, out, "--seed", "1", expect=1)
-    assert (f"{out} already holds a run of 784-16-10, epoch 2 of 2; continue it with --resume, "
-            "replace it with --overwrite") in result.output
+    with pytest.raises(RunError) as info:
+        run.train(out, flags={**TINY, "seed": 1}, source=tiny_mnist, plots=False)
+    assert str(info.value).startswith(
+        f"{out} already holds a run of 784-16-10, epoch 3 of 3; continue it with --resume, "
+        "replace it with --overwrite")
     assert out.read_bytes() == first
-    _train(tiny_mnist, out, "--seed", "1", "--overwrite")
+    train_tiny(out, tiny_mnist, seed=1)
     assert out.read_bytes() != first
     assert checkpoint.load(out).meta["config"]["seed"] == 1
 
 
-def test_stale_parts_are_cleaned_by_the_next_run(tiny_mnist, tmp_path):
-    out = tmp_path / "m.npz"
+def test_a_finished_run_is_returned_with_its_files(tmp_path, tiny_mnist):
+    ends = Ends(RunFiles(tmp_path / "m.npz"))
+    result = run.train(tmp_path / "m.npz", flags=TINY, source=tiny_mnist, plots=False,
+                       callbacks=[ends])
+    assert (result.ending, result.signum, result.files) == ("finished", None,
+                                                            RunFiles(tmp_path / "m.npz"))
+    assert result.trainer.state.epoch == 3 and result.trainer.cfg == resolve(TINY)
+    # the run's own callbacks come first: each epoch is in the log when ours is called
+    assert ends.events == ["begin", ("epoch", 1, 1), ("epoch", 2, 2), ("epoch", 3, 3),
+                           "finished"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.last.npz", "m.lock",
+                                                          "m.metrics.jsonl", "m.npz", "tiny"]
+    ckpt = checkpoint.load(tmp_path / "m.npz")
+    assert ckpt.meta["epoch"] == result.trainer.state.kept_epoch
+    assert ckpt.meta["data_sha256"] == tiny_mnist.checksums() and ckpt.input_scale == 255
+    assert ckpt.meta["preset"] == "flags" and ckpt.meta["config"] == resolve(TINY).to_dict()
+
+
+def test_a_config_file_is_the_base_of_the_flags(tmp_path, tiny_mnist):
+    preset = tmp_path / "small.toml"
+    preset.write_text("epochs = 2\nlr = 0.5\nhidden = [8]\nval_size = 100\n")
+    result = run.train(tmp_path / "m.npz", config=preset, flags={"lr": 0.02},
+                       source=tiny_mnist, plots=False)
+    cfg = result.trainer.cfg
+    assert (cfg.epochs, cfg.lr, cfg.hidden) == (2, 0.02, (8,))
+    assert checkpoint.load(tmp_path / "m.npz").meta["preset"] == "small"
+
+
+def test_files_downloaded_are_reported_to_the_log(tmp_path, tiny_mnist):
+    mirror = Mirror({f"/mnist/{p.name}": p.read_bytes() for p in tiny_mnist.folder.glob("*.gz")})
+    source = dataclasses.replace(tiny_mnist, folder=tmp_path / "new", mirrors=(mirror.url,))
+    lines = []
+    try:
+        for _ in range(2):
+            run.train(tmp_path / "m.npz", flags={**TINY, "epochs": 1}, overwrite=True,
+                      source=source, progress=False, plots=False, log=lines.append)
+    finally:
+        mirror.close()
+    assert lines == [f"downloaded and verified {', '.join(r.gz_name for r in source.resources)}"
+                     f" into {source.folder}"]
+
+
+def test_stale_parts_are_cleaned_by_the_next_run(tmp_path, tiny_mnist):
     stale = [tmp_path / "m.npz.dead1.part", tmp_path / "m.last.npz.dead2.part",
              tmp_path / "m.metrics.jsonl.dead3.part"]
     for p in stale:
         p.write_bytes(b"left by a killed run")
-    _train(tiny_mnist, out)
+    train_tiny(tmp_path / "m.npz", tiny_mnist, epochs=1)
     assert not any(p.exists() for p in stale)
 
 
-def test_outputs_that_are_not_regular_files_are_refused_before_training(tiny_mnist, tmp_path):
+def test_outputs_that_are_not_regular_files_are_refused_before_training(tmp_path, tiny_mnist):
     os.mkfifo(tmp_path / "m.metrics.jsonl")
-    result = _train(tiny_mnist, tmp_path / "m.npz", expect=1)
-    assert "m.metrics.jsonl: is a FIFO, not a regular file; refusing to replace it" in \
-        result.output
+    with pytest.raises(RunError, match="m.metrics.jsonl: is a FIFO, not a regular file; "
+                                       "refusing to replace it"):
+        train_tiny(tmp_path / "m.npz", tiny_mnist)
     assert not (tmp_path / "m.npz").exists()
 
 
-def test_symlinked_outputs_are_written_through(tiny_mnist, tmp_path):
+def test_symlinked_outputs_are_written_through(tmp_path, tiny_mnist):
     (tmp_path / "store").mkdir()
-    (tmp_path / "m.npz").symlink_to(tmp_path / "store" / "best.npz")
-    _train(tiny_mnist, tmp_path / "m.npz")
+    (tmp_path / "m.npz").symlink_to(tmp_path / "store" / "kept.npz")
+    with pytest.raises(RunError, match="m.npz: is a symlink to .*kept.npz, which does not "
+                                       "exist; refusing to write through it"):
+        train_tiny(tmp_path / "m.npz", tiny_mnist, epochs=1)
+    (tmp_path / "store" / "kept.npz").write_bytes(b"")
+    train_tiny(tmp_path / "m.npz", tiny_mnist, epochs=1)
     assert (tmp_path / "m.npz").is_symlink()
-    assert checkpoint.load(tmp_path / "store" / "best.npz").net.sizes == [784, 16, 10]
+    assert checkpoint.load(tmp_path / "store" / "kept.npz").net.sizes == [784, 16, 10]
 
 
-def test_memory_is_estimated_before_anything_is_allocated(tiny_mnist, tmp_path, monkeypatch):
-    result = _train(tiny_mnist, tmp_path / "m.npz", "--hidden", "65536,65536", expect=1)
-    assert "784-65536-65536-10 network with batch 32 needs about" in result.output
-    assert "GiB of memory available" in result.output
-    monkeypatch.setattr(run, "available_memory", lambda: 1 << 20)
-    result = _train(tiny_mnist, tmp_path / "m.npz", expect=1)
-    assert "MiB, more than the 1 MiB of memory available" in result.output
+def test_an_unwritable_out_fails_before_training(tmp_path, tiny_mnist):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(RunError, match=f"cannot write checkpoints to {blocker}"):
+        train_tiny(blocker / "m.npz", tiny_mnist)
+
+
+def test_one_process_per_run(tmp_path, tiny_mnist):
+    out = tmp_path / "m.npz"
+    with exclusive_lock(RunFiles(out).lock):          # as another process would hold it
+        with pytest.raises(RunError, match=rf"another mlp train \(process {os.getpid()}\) is "
+                                           f"running on {out}; wait for it"):
+            train_tiny(out, tiny_mnist)
+    assert not out.exists()
+    train_tiny(out, tiny_mnist, epochs=1)
+
+
+# ---------------------------------------------------------------- memory
+
+def test_memory_is_estimated_before_anything_is_read(tmp_path):
+    nowhere = DataSource(tmp_path / "none", mirrors=())
+    with pytest.raises(RunError) as info:
+        run.train(tmp_path / "m.npz", flags={"hidden": (65536, 65536)}, source=nowhere)
+    assert "784-65536-65536-10 network with batch 128 needs about" in str(info.value)
+    assert "GiB of memory available; choose smaller layers" in str(info.value)
+    assert not (tmp_path / "none").exists()
 
 
 def test_the_estimate_is_near_the_real_peak():
-    cfg = resolve({})
-    need = run.estimate_memory(cfg, 55_000, 5_000)
+    need = run.estimate_memory(resolve({}), 55_000, 5_000)
     assert 250 << 20 < need < 400 << 20   # `mlp train` measured 259 MB peak RSS by default
+    bigger = run.estimate_memory(resolve({"hidden": (1600,), "ema": 0.9}), 55_000, 5_000)
+    assert bigger > need
 
 
-def test_training_on_all_the_data(tiny_mnist, tmp_path):
-    result = _train(tiny_mnist, tmp_path / "m.npz", "--val-size", "0", "--json")
-    summary = json.loads(result.stdout)
-    assert summary["best_epoch"] == 2
-    assert [r["val_accuracy"] for r in summary["epochs"]] == [None, None]
+def test_a_run_that_cannot_fit_is_refused():
+    with pytest.raises(RunError, match="needs about .* GiB, more than the"):
+        run.check_memory(resolve({"hidden": (65536, 65536)}), 55_000, 5_000)
+    run.check_memory(resolve({"hidden": (16,)}), 500, 100)
+
+
+# ---------------------------------------------------------------- what is kept
+
+def test_training_on_all_the_data(tmp_path, tiny_mnist):
+    result = train_tiny(tmp_path / "m.npz", tiny_mnist, val_size=0, epochs=2)
+    assert result.trainer.state.kept_epoch == 2
+    assert [r["val_accuracy"] for r in result.trainer.state.history] == [None, None]
     assert checkpoint.load(tmp_path / "m.npz").meta["epoch"] == 2
-    result = CliRunner().invoke(main, ["eval", "--model", str(tmp_path / "m.npz"), "--data-dir",
-                                       str(tiny_mnist), "--split", "val"])
-    assert result.exit_code == 1 and "no validation split" in result.output
-    result = _train(tiny_mnist, tmp_path / "p.npz", "--val-size", "0", "--patience", "2",
-                    expect=2)
-    assert "patience needs a validation split" in result.output
+    with pytest.raises(ConfigError, match="patience needs a validation split"):
+        train_tiny(tmp_path / "p.npz", tiny_mnist, val_size=0, patience=2)
 
 
-@pytest.mark.parametrize("ema", ["0.5", "0.99"])
-def test_the_saved_model_is_the_one_scored(tiny_mnist, tmp_path, ema):
+@pytest.mark.parametrize("ema", [0.5, 0.99])
+def test_the_saved_model_is_the_one_scored(tmp_path, tiny_mnist, ema):
     out = tmp_path / "m.npz"
-    _train(tiny_mnist, out, "--ema", ema, "--epochs", "3", "--select-tolerance", "0.02")
-    rows = run.read_metrics(run.RunFiles(out).metrics)
+    train_tiny(out, tiny_mnist, ema=ema, select_tolerance=0.02)
+    rows = read_metrics(RunFiles(out).metrics)
     kept = rows[rows[-1]["kept_epoch"] - 1]
     averaged = kept["ema_val_accuracy"] >= kept["val_accuracy"]
-    assert checkpoint.load(out).meta["averaged_weights"] == averaged
-    result = CliRunner().invoke(main, ["eval", "--model", str(out), "--data-dir",
-                                       str(tiny_mnist), "--split", "val", "--json"])
-    score = kept["ema_val_accuracy"] if averaged else kept["val_accuracy"]
-    assert json.loads(result.stdout)["accuracy"] == score
+    ckpt = checkpoint.load(out)
+    assert ckpt.meta["averaged_weights"] == averaged and ckpt.meta["epoch"] == kept["epoch"]
+    pixels, y = evaluation_split(ckpt.meta, "val", tiny_mnist)
+    score = metrics.evaluate(ckpt.net, to_input(pixels, ckpt.input_scale), y)["accuracy"]
+    assert score == (kept["ema_val_accuracy"] if averaged else kept["val_accuracy"])
 
 
-def test_hostile_weight_average_state_is_one_line(tiny_mnist, tmp_path):
-    out = tmp_path / "m.npz"
-    _train(tiny_mnist, out, "--epochs", "1", "--ema", "0.9")
-    last = out.with_name("m.last.npz")
-    ckpt = checkpoint.load(last, with_state=True)
-    ckpt.extra["ema.m.0"] = ckpt.extra["ema.m.0"].T.copy()
-    checkpoint.save(last, ckpt.net, ckpt.meta, ckpt.optimizer_state, ckpt.extra)
-    result = _train(tiny_mnist, out, "--resume", "--epochs", "2", expect=1)
-    assert "saved weight average: weight average state m.0 is float32 (784, 16)" in result.output
-    assert result.output.count("\n") == 1
+# ---------------------------------------------------------------- stopping and resuming
 
-
-def _rewrite_state(path, **change):
+def _state(path):
     ckpt = checkpoint.load(path, with_state=True)
-    ckpt.meta["train_state"].update(change)
-    checkpoint.save(path, ckpt.net, ckpt.meta, ckpt.optimizer_state, ckpt.extra)
+    return ckpt.net.params, {**ckpt.optimizer_state, **ckpt.extra}
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"epoch": -3}, "epoch -3 is not a count"),
-    ({"rng_state": {"bit_generator": "MT19937"}}, "rng_state is not a generator state"),
-    ({"step": 10**30}, "step 10000"),
-    ({"history": "x"}, "history is not one row per finished epoch"),
-])
-def test_hostile_resume_states_are_one_line(tiny_mnist, tmp_path, change, message):
-    out = tmp_path / "m.npz"
-    _train(tiny_mnist, out, "--epochs", "1")
-    _rewrite_state(out.with_name("m.last.npz"), **change)
-    result = _train(tiny_mnist, out, "--resume", "--epochs", "2", expect=1)
-    assert "m.last.npz: not a resumable checkpoint" in result.output and message in result.output
-    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+def _without_timing(rows):
+    return [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]
 
 
-def test_hostile_optimiser_state_is_one_line(tiny_mnist, tmp_path):
-    out = tmp_path / "m.npz"
-    _train(tiny_mnist, out, "--epochs", "1")
-    last = out.with_name("m.last.npz")
+def _same_run(a: Path, b: Path) -> None:
+    """The runs at ``a`` and ``b`` hold the same bits: parameters, optimiser state, weight
+    average, and metrics (their timing aside)."""
+    for name in (a.with_suffix(".last.npz").name, a.name):
+        (pa, sa), (pb, sb) = _state(a.with_name(name)), _state(b.with_name(name))
+        assert all(x.tobytes() == y.tobytes() for x, y in zip(pa, pb)), name
+        assert sa.keys() == sb.keys() and all(sa[k].tobytes() == sb[k].tobytes() for k in sa)
+    assert _without_timing(read_metrics(RunFiles(a).metrics)) == _without_timing(
+        read_metrics(RunFiles(b).metrics))
+
+
+EVERYTHING = {"dropout": (0.3,), "input_dropout": 0.1, "epochs": 4, "augment": "elastic",
+              "max_norm": 2.0, "label_smoothing": 0.1, "weight_decay": 0.01, "ema": 0.9,
+              "select_tolerance": 0.01}
+
+
+@pytest.mark.parametrize("stop_after", [7, 16, 17])  # mid-epoch; after the epoch's last step;
+def test_a_stopped_run_resumes_bit_for_bit(tmp_path, tiny_mnist, stop_after):  # at its end
+    train_tiny(tmp_path / "a" / "m.npz", tiny_mnist, **EVERYTHING)
+    calls = iter(range(1000))          # 16 steps an epoch, polled after each and each epoch
+    ends = Ends()
+    result = run.train(tmp_path / "b" / "m.npz", flags={**TINY, **EVERYTHING},
+                       source=tiny_mnist, plots=False, callbacks=[ends],
+                       should_stop=lambda: next(calls) + 1 >= stop_after)
+    assert (result.ending, result.signum) == ("stopped", None)
+    assert ends.events[0] == "begin" and ends.events[-1] == "stopped"
+    st = result.trainer.state
+    assert (st.step, st.epoch) == (min(stop_after, 16), 1 if stop_after == 17 else 0)
+    assert not list((tmp_path / "b").glob("*.part")), "a temporary file was left behind"
+    saved = checkpoint.load(tmp_path / "b" / "m.last.npz", with_state=True)
+    assert saved.meta["train_state"]["step"] == st.step
+    result = train_tiny(tmp_path / "b" / "m.npz", tiny_mnist, resume=True, epochs=4)
+    assert result.ending == "finished"
+    _same_run(tmp_path / "a" / "m.npz", tmp_path / "b" / "m.npz")
+    assert "ema.m.0" in _state(tmp_path / "b" / "m.last.npz")[1]
+
+
+def test_resume_refuses_changed_hyperparameters(tiny_run, tmp_path, tiny_mnist):
+    out = copy_run(tiny_run, tmp_path)
+    with pytest.raises(ConfigError, match="only epochs, patience may change, not lr"):
+        run.train(out, flags={"lr": 0.3}, resume=True, source=tiny_mnist)
+    preset = tmp_path / "p.toml"
+    preset.write_text("epochs = 5\nlr = 0.7\n")
+    with pytest.raises(ConfigError, match="not lr"):
+        run.train(out, config=preset, resume=True, source=tiny_mnist)
+    with pytest.raises(checkpoint.CheckpointError, match="none.last.npz: no such checkpoint"):
+        run.train(tmp_path / "none.npz", resume=True, source=tiny_mnist)
+    result = run.train(out, flags={"epochs": 4}, resume=True, source=tiny_mnist, plots=False)
+    assert [r["epoch"] for r in result.trainer.state.history] == [1, 2, 3, 4]
+    assert result.trainer.cfg == resolve({**TINY, "epochs": 4})
+
+
+def test_a_resumed_state_that_diverges_is_not_called_good(tmp_path, tiny_run, tiny_mnist):
+    out = copy_run(tiny_run, tmp_path)
+    last = RunFiles(out).last
     ckpt = checkpoint.load(last, with_state=True)
-    ckpt.optimizer_state["step.0"][0, 0] = np.inf
+    for W in ckpt.net.W:
+        W *= np.float32(1e20)  # finite, but the logits overflow float32
     checkpoint.save(last, ckpt.net, ckpt.meta, ckpt.optimizer_state, ckpt.extra)
-    result = _train(tiny_mnist, out, "--resume", "--epochs", "2", expect=1)
-    assert "step.0 holds NaN or infinity" in result.output
-    assert result.output.count("\n") == 1
-    ckpt.optimizer_state["step.0"][0, 0] = 0
-    ckpt.optimizer_state["lr_prev"] = np.array(-1.0)
-    checkpoint.save(last, ckpt.net, ckpt.meta, ckpt.optimizer_state, ckpt.extra)
-    result = _train(tiny_mnist, out, "--resume", "--epochs", "2", expect=1)
-    assert "optimiser state lr_prev -1.0 is negative" in result.output
-    assert result.output.count("\n") == 1
+    with pytest.raises(TrainingDiverged) as info:
+        train_tiny(out, tiny_mnist, resume=True, epochs=4)
+    message = str(info.value)
+    assert "the loss became" in message and "lower learning rate" in message
+    assert "good" not in message and "\n" not in message
 
 
-# ---------------------------------------------------------------- real processes
+def test_a_run_that_diverges_names_its_last_good_checkpoint(tmp_path, tiny_mnist):
+    class Explode(Callback):
+        def on_epoch_end(self, trainer, row, kept):
+            for W in trainer.net.W:
+                W *= np.float32(1e20)
 
-def _start(real_mnist, out, *extra):
-    return subprocess.Popen(
-        [sys.executable, "-m", "mnist_mlp", "train", "--hidden", "32", "--epochs", "40",
-         "--data-dir", str(real_mnist), "--out", str(out), "--quiet", "--no-plots", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(path, proc, seconds=90):
-    deadline = time.monotonic() + seconds
-    while not path.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert path.exists(), proc.stderr.read() if proc.poll() is not None else "timed out"
-
-
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signals_save_a_resumable_state(real_mnist, tmp_path, signum, code):
-    out = tmp_path / "m.npz"
-    proc = _start(real_mnist, out)
-    _wait_for(tmp_path / "m.metrics.jsonl", proc)
-    proc.send_signal(signum)
-    time.sleep(0.01)
-    proc.send_signal(signum)            # pressed twice: still a whole state, same exit
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == code, err
-    assert f"{signal.Signals(signum).name}: stopped at epoch" in err
-    assert "Resume with: mlp train --resume --out" in err and "Traceback" not in err
-    assert "Aborted" not in err
-    ckpt = checkpoint.load(tmp_path / "m.last.npz", with_state=True)
-    assert ckpt.meta["train_state"]["epoch"] >= 1 and ckpt.optimizer_state
-    assert not list(tmp_path.glob("*.part"))
-    result = CliRunner().invoke(main, ["train", "--resume", "--epochs",
-                                       str(ckpt.meta["train_state"]["epoch"] + 1),
-                                       "--data-dir", str(real_mnist), "--out", str(out),
-                                       "--quiet", "--no-plots"])
-    assert result.exit_code == 0, result.output
+    ends = Ends()
+    with pytest.raises(TrainingDiverged) as info:
+        run.train(tmp_path / "m.npz", flags=TINY, source=tiny_mnist, plots=False,
+                  callbacks=[Explode(), ends])
+    last = RunFiles(tmp_path / "m.npz").last
+    assert str(info.value).endswith(f"; the last good checkpoint is {last}")
+    assert "at epoch 2, batch 1" in str(info.value)
+    assert ends.events == ["begin", ("epoch", 1, None), "diverged"]
+    ckpt = checkpoint.load(last, with_state=True)          # epoch 1, before the explosion
+    assert ckpt.meta["epoch"] == 1 and all(np.abs(W).max() < 100 for W in ckpt.net.W)
 
 
-def test_one_process_per_run(real_mnist, tmp_path):
-    out = tmp_path / "m.npz"
-    first = _start(real_mnist, out)
-    try:
-        _wait_for(tmp_path / "m.lock", first)
-        time.sleep(0.5)
-        second = _start(real_mnist, out, "--overwrite")
-        _, err = second.communicate(timeout=60)
-        assert second.returncode == 1
-        assert f"another mlp train (process {first.pid}) is running on {out}" in err
-        assert err.count("\n") == 1
-    finally:
-        first.kill()
-        first.wait()
-    assert first.returncode == -signal.SIGKILL
+def test_signals_stop_only_once_armed():
+    stop = run.StopSignals()
+    before = signal.getsignal(signal.SIGTERM)
+    with stop:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        stop.armed = True
+        assert not stop()
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop() and stop.signum == signal.SIGTERM      # the first one
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigkill_at_random_points_resumes_bit_for_bit(tmp_path, tiny_mnist):
+    """A training process killed with SIGKILL, again and again, then resumed, ends with the
+    bits of a run never interrupted."""
+    flags = json.dumps({**TINY, "epochs": 8, "augment": "elastic", "dropout": [0.3],
+                        "ema": 0.9})
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+
+    def start(out: Path, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(TINY_DATA), str(tiny_mnist.folder),
+                                 str(out), flags, *extra], env=env, stderr=subprocess.PIPE,
+                                text=True)
+
+    reference = start(tmp_path / "a" / "m.npz")
+    _, err = reference.communicate(timeout=120)
+    assert reference.returncode == 0, err
+
+    out = tmp_path / "b" / "m.npz"
+    last = RunFiles(out).last
+    chance = random.Random(os.getpid())
+    kills, proc = 0, start(out)
+    for _ in range(6):
+        seen = last.stat().st_mtime_ns if last.exists() else None
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline and (
+                not last.exists() or last.stat().st_mtime_ns == seen):
+            time.sleep(0.005)                   # until the process has saved an epoch more
+        time.sleep(chance.uniform(0, 0.15))     # then somewhere in the next one
+        if proc.poll() is not None:
+            break
+        proc.kill()
+        proc.wait(timeout=30)
+        kills += 1
+        proc = start(out, "--resume")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert kills >= 3, "the run finished before it could be killed"
+    assert checkpoint.load(last).meta["epoch"] == 8
+    _same_run(tmp_path / "a" / "m.npz", out)

@@ -1,16 +1,28 @@
-"""The training loop: early stopping, training without validation, callbacks, and a saved
-state checked before it is trusted."""
+"""The training loop: callbacks and their lifecycle, early stopping, training without
+validation, the kept epoch, the weight average, and a saved state checked before it is
+trusted."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
 
 from mnist_mlp.config import resolve
-from mnist_mlp.run import new_trainer
-from mnist_mlp.train import Callback, TrainState, kept_epoch
+from mnist_mlp.network import MLP
+from mnist_mlp.train import (
+    Callback,
+    Trainer,
+    TrainingDiverged,
+    TrainState,
+    average_is_kept,
+    is_history_row,
+    kept_epoch,
+    val_score,
+)
 
-from .conftest import synthetic_digits
+from .tiny_data import synthetic_digits
 
 
 def _data(n=300, seed=1):
@@ -18,9 +30,22 @@ def _data(n=300, seed=1):
     return images.reshape(n, -1).astype(np.float32) / 255, labels.astype(np.int64)
 
 
+def _trainer(n_train=250, state=None, **settings) -> Trainer:
+    cfg = resolve({"hidden": (8,), **settings})
+    return Trainer(cfg, MLP(cfg.sizes, seed=cfg.seed), n_train, state or TrainState())
+
+
+def _fit(trainer, callbacks=(), should_stop=lambda: False):
+    X, y = _data()
+    return trainer.fit(X[:250], y[:250], X[250:], y[250:], callbacks, should_stop)
+
+
 class Recorder(Callback):
     def __init__(self):
         self.events = []
+
+    def on_train_begin(self, trainer):
+        self.events.append(("train_begin",))
 
     def on_epoch_begin(self, trainer, epoch, n_samples, done):
         self.events.append(("begin", epoch))
@@ -28,45 +53,85 @@ class Recorder(Callback):
     def on_batch_end(self, trainer, n, loss):
         self.events.append(("batch", n))
 
-    def on_epoch_end(self, trainer, row, improved):
-        self.events.append(("end", row["epoch"], improved))
+    def on_epoch_end(self, trainer, row, kept):
+        self.events.append(("end", row["epoch"], kept))
+
+    def on_train_end(self, trainer, ending):
+        self.events.append(("train_end", ending))
 
 
-def test_callbacks_are_called_in_turn():
-    X, y = _data()
+def test_callbacks_are_called_in_turn_from_begin_to_end():
     first, second = Recorder(), Recorder()
-    trainer = new_trainer(resolve({"hidden": (8,), "epochs": 2, "batch_size": 100,
-                                   "val_size": 50}), 250)
-    trainer.fit(X[:250], y[:250], X[250:], y[250:], [first, second])
+    trainer = _trainer(epochs=2, batch_size=100, val_size=50)
+    assert _fit(trainer, [first, second]) == "finished"
     assert first.events == second.events
     assert [e for e in first.events if e[0] != "end"] == [
+        ("train_begin",),
         ("begin", 1), ("batch", 100), ("batch", 100), ("batch", 50),
-        ("begin", 2), ("batch", 100), ("batch", 100), ("batch", 50)]
+        ("begin", 2), ("batch", 100), ("batch", 100), ("batch", 50),
+        ("train_end", "finished")]
+
+
+def test_a_stopped_run_ends_stopped_where_it_stopped():
+    recorder = Recorder()
+    calls = iter(range(100))         # polled after each of 3 steps, and after epoch 1
+    trainer = _trainer(epochs=2, batch_size=100)
+    assert _fit(trainer, [recorder], should_stop=lambda: next(calls) == 4) == "stopped"
+    assert recorder.events.count(("train_begin",)) == 1
+    assert recorder.events[-1] == ("train_end", "stopped")
+    assert (trainer.state.epoch, trainer.state.batch, trainer.state.step) == (1, 1, 4)
+    calls = iter(range(100))
+    trainer = _trainer(epochs=2, batch_size=100)
+    assert _fit(trainer, should_stop=lambda: next(calls) == 3) == "stopped"
+    assert (trainer.state.epoch, trainer.state.batch, trainer.state.order) == (1, 0, None)
+
+
+def test_a_diverged_run_tells_its_callbacks():
+    recorder = Recorder()
+    trainer = _trainer(epochs=2)
+    for W in trainer.net.W:
+        W *= np.float32(1e20)                    # finite, but the logits overflow
+    before = [p.copy() for p in trainer.net.params]
+    with pytest.raises(TrainingDiverged, match="the loss became nan at epoch 1, batch 1; try a "
+                                                "lower learning rate than 0.1"):
+        _fit(trainer, [recorder])
+    assert recorder.events == [("train_begin",), ("begin", 1), ("train_end", "diverged")]
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(before, trainer.net.params))
+
+
+def test_a_failing_callback_ends_the_run_as_failed():
+    class Broken(Callback):
+        def on_epoch_end(self, trainer, row, kept):
+            raise OSError("disk full")
+
+    recorder = Recorder()
+    with pytest.raises(OSError, match="disk full"):
+        _fit(_trainer(epochs=2), [Broken(), recorder])
+    assert recorder.events[-1] == ("train_end", "failed")
+    assert recorder.events.count(("train_begin",)) == 1
 
 
 def test_patience_stops_after_epochs_without_improvement():
-    X, y = _data()
     # lr so small nothing improves after the first epochs; patience 2 stops the run early
-    trainer = new_trainer(resolve({"hidden": (8,), "epochs": 30, "val_size": 50, "lr": 1e-6,
-                                   "schedule": "constant", "patience": 2}), 250)
-    assert trainer.fit(X[:250], y[:250], X[250:], y[250:])
+    trainer = _trainer(epochs=30, val_size=50, lr=1e-6, schedule="constant", patience=2)
+    assert _fit(trainer) == "finished"
     st = trainer.state
-    assert st.epoch < 30 and st.epoch - st.best_epoch == 2
+    assert st.epoch < 30 and st.epoch - st.kept_epoch == 2
     accuracies = [r["val_accuracy"] for r in st.history]
-    assert max(accuracies[st.best_epoch:]) <= accuracies[st.best_epoch - 1]
+    assert max(accuracies[st.kept_epoch:]) <= accuracies[st.kept_epoch - 1]
+    assert st.kept_val_accuracy == accuracies[st.kept_epoch - 1]
 
 
 def test_without_validation_every_epoch_is_kept():
     X, y = _data()
     recorder = Recorder()
-    trainer = new_trainer(resolve({"hidden": (8,), "epochs": 3, "val_size": 0}), 300)
-    empty_X, empty_y = X[:0], y[:0]
-    assert trainer.fit(X, y, empty_X, empty_y, [recorder])
+    trainer = _trainer(300, epochs=3, val_size=0)
+    assert trainer.fit(X, y, X[:0], y[:0], [recorder]) == "finished"
     assert [e for e in recorder.events if e[0] == "end"] == [("end", 1, True), ("end", 2, True),
                                                            ("end", 3, True)]
     assert all(r["val_loss"] is None and r["val_accuracy"] is None
                for r in trainer.state.history)
-    assert trainer.state.best_epoch == 3
+    assert trainer.state.kept_epoch == 3 and trainer.state.kept_val_accuracy == -1
 
 
 def _rows(val, ema=None):
@@ -86,44 +151,94 @@ def test_the_kept_epoch_rule():
     assert kept_epoch(_rows([None, None, None])) == 3     # no validation: the last
 
 
+def test_an_epochs_score_is_the_better_of_weights_and_average():
+    assert val_score({"val_accuracy": 0.9, "ema_val_accuracy": 0.95}) == 0.95
+    assert val_score({"val_accuracy": 0.9, "ema_val_accuracy": None}) == 0.9
+    assert val_score({"val_accuracy": None, "ema_val_accuracy": "x"}) is None
+    assert average_is_kept({"val_accuracy": 0.9, "ema_val_accuracy": 0.9})
+    assert not average_is_kept({"val_accuracy": 0.91, "ema_val_accuracy": 0.9})
+    assert average_is_kept({"val_accuracy": None, "ema_val_accuracy": None})
+
+
 def test_the_average_is_scored_each_epoch_and_kept_when_better():
-    X, y = _data()
-    trainer = new_trainer(resolve({"hidden": (16,), "epochs": 4, "val_size": 50, "lr": 0.05,
-                                   "batch_size": 25, "ema": 0.9}), 250)
+    trainer = _trainer(hidden=(16,), epochs=4, val_size=50, lr=0.05, batch_size=25, ema=0.9)
     kept = []
 
     class Keep(Callback):
-        def on_epoch_end(self, trainer, row, improved):
+        def on_epoch_end(self, trainer, row, is_kept):
             kept.append(trainer.kept_net())
 
-    trainer.fit(X[:250], y[:250], X[250:], y[250:], [Keep()])
+    _fit(trainer, [Keep()])
     for row, net in zip(trainer.state.history, kept):
         assert row["ema_val_accuracy"] is not None and row["ema_val_loss"] > 0
         averaged = row["ema_val_accuracy"] >= row["val_accuracy"]
         assert (net is not trainer.net) == averaged
     # the average is not the weights: it lags behind them
     assert not np.array_equal(trainer.averaged_net().W[0], trainer.net.W[0])
-    assert trainer.state.best_epoch == kept_epoch(trainer.state.history)
+    assert trainer.state.kept_epoch == kept_epoch(trainer.state.history)
 
 
 def test_the_average_never_changes_the_weights():
-    X, y = _data()
     nets = []
     for ema in (0.0, 0.9):
-        trainer = new_trainer(resolve({"hidden": (16,), "epochs": 2, "val_size": 50,
-                                       "batch_size": 25, "augment": "elastic",
-                                       "dropout": (0.2,), "ema": ema}), 250)
-        trainer.fit(X[:250], y[:250], X[250:], y[250:])
+        trainer = _trainer(hidden=(16,), epochs=2, val_size=50, batch_size=25,
+                           augment="elastic", dropout=(0.2,), ema=ema)
+        _fit(trainer)
         nets.append(trainer.net)
     assert all(a.tobytes() == b.tobytes() for a, b in zip(nets[0].params, nets[1].params))
 
 
+def test_the_trainer_decays_weights_not_biases():
+    trainer = _trainer(hidden=(8, 4), weight_decay=0.1)
+    n = len(trainer.net.W)
+    assert trainer.optimizer.decay == [0.1] * n + [0.0] * n
+
+
+def test_dropout_per_hidden_layer():
+    per_layer = _trainer(hidden=(16, 8), dropout=(0.5, 0.1), input_dropout=0.2)
+    assert per_layer.dropout == [0.2, 0.5, 0.1]
+    shared = _trainer(hidden=(16, 8), dropout=(0.3,))
+    assert shared.dropout == [0.0, 0.3, 0.3]
+
+
+# ---------------------------------------------------------------- the state
+
+SETTINGS = {"hidden": (16,), "epochs": 3, "val_size": 50, "batch_size": 32,
+            "augment": "elastic", "dropout": (0.3,), "ema": 0.9}
+
+
+def test_the_state_at_each_epochs_end_resumes_bit_for_bit():
+    """What a run saves at an epoch's end (its state, parameters, optimiser and average)
+    continues exactly as the run itself did: the generator's state is synced there."""
+    saved = {}
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, trainer, row, kept):
+            assert trainer.state.rng_state == trainer.rng.bit_generator.state
+            if row["epoch"] == 1:
+                saved.update(meta=copy.deepcopy(trainer.state.to_meta()),
+                             params=[p.copy() for p in trainer.net.params],
+                             opt={k: v.copy() for k, v in trainer.optimizer.state_dict().items()},
+                             avg={k: v.copy() for k, v in trainer.average.state_dict().items()})
+
+    whole = _trainer(**SETTINGS)
+    _fit(whole, [Snapshot()])
+    state = TrainState.from_meta(saved["meta"], None, 250, 32)
+    net = MLP.from_params(saved["params"][:2], saved["params"][2:])
+    again = Trainer(resolve(SETTINGS), net, 250, state)
+    again.optimizer.load_state_dict(saved["opt"])
+    again.average.load_state_dict(saved["avg"])
+    _fit(again)
+    for a, b in zip(whole.net.params + whole.average.m, again.net.params + again.average.m):
+        assert a.tobytes() == b.tobytes()
+    assert [{**r, "train_seconds": 0} for r in whole.state.history] == [
+        {**r, "train_seconds": 0} for r in again.state.history]
+
+
 def _saved_state():
-    X, y = _data()
-    trainer = new_trainer(resolve({"hidden": (8,), "epochs": 2, "val_size": 50,
-                                   "batch_size": 50}), 250)
+    trainer = _trainer(epochs=2, val_size=50, batch_size=50)
     calls = iter(range(100))
-    trainer.fit(X[:250], y[:250], X[250:], y[250:], should_stop=lambda: next(calls) == 6)
+    _fit(trainer, should_stop=lambda: next(calls) == 7)   # 5 steps, epoch 1's end, 2 steps
     return trainer.state.to_meta(), trainer.state.order
 
 
@@ -131,14 +246,27 @@ def test_a_saved_state_is_read_back():
     meta, order = _saved_state()
     state = TrainState.from_meta(meta, order, 250, 50)
     assert state.batch == 2 and state.epoch == 1 and np.array_equal(state.order, order)
+    assert state.rng_state == meta["rng_state"]
+
+
+def test_a_state_saved_under_the_former_names_is_read():
+    meta, order = _saved_state()
+    former = {("best_" + k[5:] if k.startswith("kept_") else k): v for k, v in meta.items()}
+    assert {"best_epoch", "best_val_accuracy"} <= set(former) and "kept_epoch" not in former
+    state = TrainState.from_meta(former, order, 250, 50)
+    assert (state.kept_epoch, state.kept_val_accuracy) == (meta["kept_epoch"],
+                                                          meta["kept_val_accuracy"])
 
 
 @pytest.mark.parametrize("change, message", [
     ({"epoch": -1}, "epoch -1 is not a count"),
     ({"epoch": 1.5}, "epoch 1.5 is not a count"),
+    ({"epoch": True}, "epoch True is not a count"),
     ({"batch": 99}, r"batch 99 is not a count in \[0, 5\]"),
     ({"seen": "many"}, "seen 'many' is not a count"),
-    ({"best_epoch": 7}, "best_epoch 7 is not a count"),
+    ({"kept_epoch": 7}, "kept_epoch 7 is not a count"),
+    ({"kept_val_accuracy": 7.0}, r"kept_val_accuracy 7.0 is not in \[0, 1\]"),
+    ({"kept_val_accuracy": -0.5}, r"kept_val_accuracy -0.5 is not in \[0, 1\]"),
     ({"loss_sum": float("nan")}, "loss_sum nan is not a finite number"),
     ({"seconds": None}, "seconds None is not a finite number"),
     ({"history": {}}, "history is not one row per finished epoch"),
@@ -161,3 +289,32 @@ def test_a_sample_order_must_be_a_permutation(order):
     meta, _ = _saved_state()
     with pytest.raises(ValueError, match="not a permutation of 250"):
         TrainState.from_meta(meta, order, 250, 50)
+
+
+# ---------------------------------------------------------------- history rows
+
+ROW = {"epoch": 2, "lr": 0.1, "train_loss": 0.5, "train_accuracy": 0.9, "val_loss": 0.4,
+       "val_accuracy": 0.91, "ema_val_loss": None, "ema_val_accuracy": None,
+       "train_seconds": 1.5, "kept_epoch": 1}
+
+
+@pytest.mark.parametrize("change", [
+    {"lr": 1}, {"train_seconds": 0}, {"val_loss": None, "val_accuracy": None},
+    {"ema_val_loss": 0.3, "ema_val_accuracy": 1}, {"kept_epoch": 2},
+])
+def test_history_rows_that_are_fine(change):
+    row = {**ROW, **change}
+    assert is_history_row(row, 2)
+    assert not is_history_row(row, 3)
+
+
+@pytest.mark.parametrize("change", [
+    {"epoch": True}, {"epoch": 2.0}, {"lr": True}, {"lr": 10**400}, {"lr": 1e308},
+    {"lr": -0.1}, {"lr": float("nan")}, {"lr": float("inf")}, {"lr": None},
+    {"train_loss": "0.5"}, {"val_accuracy": 7.0}, {"train_accuracy": -0.1},
+    {"ema_val_accuracy": 1.5}, {"kept_epoch": 3}, {"kept_epoch": 0}, {"kept_epoch": True},
+    {"train_seconds": None},
+])
+def test_history_rows_that_are_refused(change):
+    assert not is_history_row({**ROW, **change}, 2)
+    assert not is_history_row([ROW], 2) and not is_history_row(None, 2)
