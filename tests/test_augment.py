@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from mnist_mlp import augment
-from mnist_mlp.optim import clip_row_norms_
 
-from .conftest import synthetic_digits
+from .tiny_data import synthetic_digits
 
 
 def _batch(n=16):
@@ -84,13 +83,16 @@ def test_elastic_field_is_smooth():
     assert np.abs(np.diff(smoothed, axis=2)).mean() < rough / 10
 
 
-def test_max_norm_clamps_only_long_rows():
-    rng = np.random.default_rng(0)
-    W = rng.normal(size=(6, 5)).astype(np.float32)
-    W[0] *= 0.01
-    short_row = W[0].copy()
-    clip_row_norms_(W, 1.5)
-    norms = np.linalg.norm(W, axis=1)
-    assert np.all(norms <= 1.5 + 1e-5)
-    np.testing.assert_array_equal(W[0], short_row)
-    assert np.any(np.isclose(norms, 1.5))
+@pytest.mark.parametrize("name", sorted(n for n, d in augment.AUGMENTATIONS.items() if d))
+def test_draws_then_apply_is_distort(name):
+    """The random part drawn first (in the generator's order), the work applied later."""
+    X, d = _batch(8), augment.AUGMENTATIONS[name]
+    rng, again = np.random.default_rng(3), np.random.default_rng(3)
+    draws = augment.draw(d, len(X), again)
+    assert rng.bit_generator.state != again.bit_generator.state
+    np.testing.assert_array_equal(augment.distort(X, d, rng), augment.apply(X, d, draws))
+    assert rng.bit_generator.state == again.bit_generator.state     # apply draws nothing
+    np.testing.assert_array_equal(augment.apply(X, d, draws), augment.apply(X, d, draws))
+    assert (draws.field is None) == (d.elastic_alpha == 0)
+    assert draws.theta.shape == draws.scale.shape == draws.shear.shape == (8,)
+    assert draws.shift.shape == (8, 2)

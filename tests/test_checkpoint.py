@@ -192,3 +192,28 @@ def test_fuzzed_checkpoints_raise_only_checkpoint_errors(good, tmp_path, data):
         return
     assert ckpt.net.sizes[0] == 784 and ckpt.net.sizes[-1] == 10
     assert all(np.isfinite(p).all() for p in ckpt.net.params)
+
+
+def test_a_network_saves_its_own_input_scale(tmp_path):
+    net = MLP.from_params(MLP([784, 4, 10]).W, MLP([784, 4, 10]).b, input_scale=1)
+    checkpoint.save(tmp_path / "raw.npz", net, {"input_scale": 255.0, "note": "kept"})
+    ckpt = checkpoint.load(tmp_path / "raw.npz")
+    assert ckpt.input_scale == ckpt.net.input_scale == ckpt.meta["input_scale"] == 1
+    assert ckpt.meta["note"] == "kept"
+
+
+def test_a_committee_of_checkpoints_keeps_each_members_scale(good, tmp_path):
+    ckpt = checkpoint.load(good)
+    raw = MLP.from_params([ckpt.net.W[0] / np.float32(255), ckpt.net.W[1]], ckpt.net.b,
+                          input_scale=1)
+    checkpoint.save(tmp_path / "raw.npz", raw, {"note": "raw"})
+    committee = checkpoint.load_committee([good, tmp_path / "raw.npz", good])
+    assert committee.meta["members"] == [str(good), str(tmp_path / "raw.npz")]
+    assert committee.input_scale == 255.0 and committee.meta["sizes"] == [784, 16, 10]
+    assert [m.input_scale for m in committee.net.members.values()] == [255.0, 1.0]
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 784)).astype(np.float32)
+    np.testing.assert_allclose(committee.net.predict_proba(pixels / 255),
+                               ckpt.net.predict_proba(pixels / 255), rtol=1e-5)
+    assert checkpoint.load_committee([good]).net.__class__ is MLP
+    with pytest.raises(checkpoint.CheckpointError, match="none.npz: no such checkpoint"):
+        checkpoint.load_committee([good, tmp_path / "none.npz"])

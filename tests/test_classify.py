@@ -8,9 +8,10 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from mnist_mlp import checkpoint, data
+from mnist_mlp import checkpoint
 from mnist_mlp.classify import Prediction, classify, predict_pixels
 from mnist_mlp.cli import main
+from mnist_mlp.dataset import DataSource
 from mnist_mlp.imaging import ImageError
 
 from .digit_images import RENDERINGS, render_all, write_bad_images
@@ -21,7 +22,7 @@ MIN_AGREEMENT = 0.95  # measured here: 0.97-0.99 per kind with the quick model
 
 def test_users_images_of_mnist_digits_agree_with_the_originals(real_model, real_mnist,
                                                                  tmp_path):
-    images, _ = data.load_mnist("test", real_mnist, flat=False)
+    images, _ = DataSource(real_mnist).load("test", flat=False)
     pick = np.random.default_rng(0).choice(len(images), N_DIGITS, replace=False)
     model = checkpoint.load(real_model)
     original = predict_pixels(model, images[pick]).argmax(axis=1)

@@ -6,8 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from mnist_mlp.config import (FIELDS, ConfigError, TrainConfig, find_preset, is_list, item_type,
-                              load_config_file, markdown_table, preset_names, resolve)
+from mnist_mlp.config import (
+    FIELDS,
+    ConfigError,
+    TrainConfig,
+    find_preset,
+    is_list,
+    item_type,
+    load_config_file,
+    markdown_table,
+    preset_names,
+    resolve,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -67,22 +77,10 @@ def test_flags_beat_file_beats_defaults():
     assert resolve({"hidden": (500, 300)}).sizes == [784, 500, 300, 10]
 
 
-def test_every_setting_has_a_train_flag_made_from_its_field():
-    import click
-
-    from mnist_mlp.cli import train
-
-    options = {p.name: p for p in train.params}
-    for name, fld in FIELDS.items():
-        option = options[name]
-        assert option.opts == ["--" + name.replace("_", "-")]
-        assert option.help == fld.metadata["help"]
-        if fld.metadata["choices"]:
-            assert list(option.type.choices) == list(fld.metadata["choices"])
-        elif fld.metadata["bounds"] and not is_list(name):
-            assert isinstance(option.type, (click.IntRange, click.FloatRange))
-            assert (option.type.min, option.type.max) == (fld.metadata["bounds"].low,
-                                                          fld.metadata["bounds"].high)
+def test_a_config_file_may_start_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbfepochs = 3\n")
+    assert load_config_file(path) == {"epochs": 3}
 
 
 def test_choices_come_from_the_registries():
@@ -101,9 +99,9 @@ def test_types_are_read_from_the_annotations():
     assert item_type("optimizer") is str
 
 
-def test_the_readme_table_is_made_from_the_fields():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert markdown_table() in readme
+def test_the_documented_table_is_made_from_the_fields():
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    assert markdown_table() in docs
 
 
 def test_presets_ship_in_the_package(monkeypatch, tmp_path):

@@ -188,7 +188,7 @@ def test_save_is_atomic_and_refuses_special_outputs(quick, tmp_path):
     link.symlink_to(tmp_path / "elsewhere" / "missing.onnx")
     fifo = tmp_path / "fifo.onnx"
     os.mkfifo(fifo)
-    for bad, reason in ((fifo, "FIFO"), (tmp_path, "folder"), (link, "symlink to a missing")):
+    for bad, reason in ((fifo, "FIFO"), (tmp_path, "folder"), (link, "which does not exist")):
         with pytest.raises(OSError, match=reason):
             export.save(model, bad, overwrite=True)
     assert not (tmp_path / "elsewhere").exists()
@@ -273,7 +273,7 @@ def test_cli_refuses_bad_outputs_in_one_line(real_model, tmp_path):
     existing.write_bytes(b"keep me")
     unwritable = Path("/sys/mnist-mlp-export-test.onnx")     # root cannot create files there
     for out, reason in ((fifo, "is a FIFO"), (folder, "is a folder"),
-                        (dangling, "symlink to a missing file"),
+                        (dangling, "which does not exist"),
                         (existing, "already exists; --overwrite replaces it"),
                         (unwritable, "Permission denied")):
         overwrite = [] if out is existing else ["--overwrite"]

@@ -56,8 +56,12 @@ def test_symlinks_are_written_through(tmp_path):
     assert target.read_text() == "new"
     dangling = tmp_path / "dangling.txt"
     dangling.symlink_to(tmp_path / "sub-missing.txt")
-    files.write_bytes_atomic(dangling, b"made")
-    assert dangling.is_symlink() and (tmp_path / "sub-missing.txt").read_bytes() == b"made"
+    with pytest.raises(OSError, match="is a symlink to .*sub-missing.txt, which does not "
+                                      "exist; refusing to write through it"):
+        files.write_bytes_atomic(dangling, b"made")
+    assert dangling.is_symlink() and not (tmp_path / "sub-missing.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.txt", "link.txt",
+                                                          "real.txt"]
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "to-fifo").symlink_to(tmp_path / "fifo")
     with pytest.raises(OSError, match="is a FIFO"):

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 from mnist_mlp import metrics
-from mnist_mlp.network import MLP
+from mnist_mlp.network import MLP, Committee
 
 
 class FixedLogits(MLP):
     """A 'network' whose logits are given, to score known predictions."""
 
-    def __init__(self, logits):
+    def __init__(self, logits, input_scale=255.0):
         self.fixed = np.asarray(logits, dtype=np.float32)
+        self.input_scale = input_scale
 
     def logits(self, X):
         return self.fixed[: len(X)]
@@ -46,3 +47,31 @@ def test_a_class_never_predicted_scores_zero_not_nan():
     confusion = metrics.confusion_matrix(y, np.array([0, 0]), 2)
     scores = metrics.per_class_scores(confusion)
     assert scores["precision"].tolist() == [0.5, 0.0] and scores["f1"][1] == 0.0
+
+
+def _sure(pred, k=3):
+    logits = np.full((len(pred), k), -5.0)
+    logits[np.arange(len(pred)), pred] = 5.0
+    return logits
+
+
+def test_a_committee_is_scored_with_each_member_alone():
+    y = np.array([0, 0, 0, 1, 1, 2])
+    committee = Committee({"right": FixedLogits(_sure(y)),
+                           "half": FixedLogits(_sure([0, 1, 0, 2, 1, 0]) / 5)})
+    result = metrics.evaluate(committee, np.zeros((6, 4)), y)
+    assert result["members"] == {"right": 1.0, "half": 0.5}
+    assert list(result["members"]) == ["right", "half"]
+    assert result["accuracy"] == 1.0                 # the surer member outvotes the other
+    assert "members" not in metrics.evaluate(FixedLogits(_sure(y)), np.zeros((6, 4)), y)
+
+
+def test_each_member_is_scored_on_its_own_input_scale():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (40, 12)).astype(np.float32)
+    y = rng.integers(0, 4, 40)
+    net = MLP([12, 8, 4], seed=1)
+    raw = MLP.from_params([net.W[0] / np.float32(255), net.W[1]], net.b, input_scale=1)
+    result = metrics.evaluate(Committee({"scaled": net, "raw": raw}), pixels / 255, y)
+    alone = metrics.accuracy(y, net.predict(pixels / 255))
+    assert result["members"] == {"scaled": alone, "raw": alone}

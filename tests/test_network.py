@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_mlp.network import MLP, softmax, softmax_cross_entropy
+from mnist_mlp.network import MLP, Committee, softmax, softmax_cross_entropy
 
 
 def _numeric_gradients(f, params, eps=1e-5):
@@ -190,13 +190,52 @@ def test_rejects_bad_sizes():
 
 
 def test_a_committee_averages_its_members_probabilities():
-    from mnist_mlp.network import Committee, softmax
-
     X = np.random.default_rng(0).random((5, 12)).astype(np.float32)
-    members = [MLP([12, 6, 4], seed=s) for s in (1, 2, 3)]
+    members = {f"m{s}": MLP([12, 6, 4], seed=s) for s in (1, 2, 3)}
     committee = Committee(members)
-    mean = np.mean([m.predict_proba(X) for m in members], axis=0)
+    mean = np.mean([m.predict_proba(X) for m in members.values()], axis=0)
     np.testing.assert_allclose(committee.predict_proba(X), mean, rtol=1e-6)
     np.testing.assert_allclose(softmax(committee.logits(X)), mean, rtol=1e-5)
     np.testing.assert_array_equal(committee.predict(X), mean.argmax(axis=1))
-    assert committee.sizes == [12, 6, 4]
+    assert committee.sizes == [12, 6, 4] and list(committee.members) == ["m1", "m2", "m3"]
+    assert np.isfinite(Committee({"sure": _certain()}).logits(X)).all()
+    with pytest.raises(ValueError, match="at least one member"):
+        Committee({})
+
+
+def _certain() -> MLP:
+    """A network sure of class 0: the other classes' probabilities underflow to 0."""
+    net = MLP([12, 6, 4], seed=1)
+    net.b[1][:] = [1e4, 0, 0, 0]
+    return net
+
+
+def _for_raw_pixels(net: MLP) -> MLP:
+    """The same network for inputs pixels / 1 rather than pixels / 255."""
+    return MLP.from_params([net.W[0] / np.float32(255), *net.W[1:]], net.b, input_scale=1)
+
+
+def test_a_network_remembers_its_input_scale():
+    assert MLP([12, 4]).input_scale == 255.0
+    assert MLP([12, 4], input_scale=1).input_scale == 1.0
+    net = MLP([12, 6, 4], seed=2)
+    pixels = np.random.default_rng(1).integers(0, 256, (20, 12)).astype(np.float32)
+    raw = _for_raw_pixels(net)
+    np.testing.assert_allclose(raw.predict_proba(pixels / raw.input_scale),
+                               net.predict_proba(pixels / net.input_scale), rtol=1e-5)
+
+
+@pytest.mark.parametrize("first", ["scaled", "raw"])
+def test_members_of_other_input_scales_vote_as_the_originals(first):
+    pixels = np.random.default_rng(1).integers(0, 256, (30, 12)).astype(np.float32)
+    a, b = MLP([12, 6, 4], seed=1), MLP([12, 6, 4], seed=2)
+    originals = Committee({"a": a, "b": b})
+    mixed = Committee({"a": a, "b": _for_raw_pixels(b)} if first == "scaled" else
+                      {"b": _for_raw_pixels(b), "a": a})
+    assert mixed.input_scale == (255.0 if first == "scaled" else 1.0)
+    expected = originals.predict_proba(pixels / 255)
+    np.testing.assert_allclose(mixed.predict_proba(pixels / mixed.input_scale), expected,
+                               rtol=1e-5)
+    member = mixed.members["b"]
+    np.testing.assert_allclose(mixed.member_inputs(member, pixels / mixed.input_scale),
+                               pixels / member.input_scale, rtol=1e-6)

@@ -7,8 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from mnist_mlp.optim import (SGD, Adam, AdamW, OPTIMIZERS, WeightAverage, make_optimizer,
-                             make_schedule)
+from mnist_mlp.optim import (
+    OPTIMIZERS,
+    SGD,
+    Adam,
+    AdamW,
+    WeightAverage,
+    clip_row_norms_,
+    make_optimizer,
+    make_schedule,
+)
 
 # f(p) = 0.5 * a * p²  has gradient a * p.
 A = 2.0
@@ -71,13 +79,23 @@ def test_weight_decay_spares_what_is_not_decayed(name):
     np.testing.assert_array_equal(b, np.ones(3))  # a zero gradient leaves the biases alone
 
 
-def test_the_trainer_decays_weights_not_biases():
-    from mnist_mlp.config import resolve
-    from mnist_mlp.run import new_trainer
-
-    trainer = new_trainer(resolve({"hidden": (8,), "weight_decay": 0.1}), 100)
-    n = len(trainer.net.W)
-    assert trainer.optimizer.decay == [0.1] * n + [0.0] * n
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_scaled_gradients_make_the_same_step(name):
+    """step(g · gradient_scale(lr), lr, scaled=True) is step(g, lr): the trainer's short way."""
+    rng = np.random.default_rng(1)
+    a = [rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=4).astype(np.float32)]
+    b = [p.copy() for p in a]
+    plain = make_optimizer(name, a, momentum=0.9, weight_decay=0.01)
+    short = make_optimizer(name, b, momentum=0.9, weight_decay=0.01)
+    for lr in (0.05, 0.1, 0.02):
+        grads = [rng.normal(size=p.shape).astype(np.float32) for p in a]
+        plain.step([g.copy() for g in grads], lr)
+        scale = np.float32(short.gradient_scale(lr))
+        short.step([g * scale for g in grads], lr, scaled=True)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="1 gradients for 2 parameters"):
+        plain.step([grads[0]], 0.1)
 
 
 def test_adam_bias_correction_and_second_step():
@@ -142,6 +160,16 @@ def test_the_weight_average_is_bias_corrected():
     assert average.averaged()[0][0] == pytest.approx(3.0)
 
 
+def test_negative_second_moments_are_refused():
+    p = np.ones(3)
+    opt = Adam([p])
+    opt.step([np.ones(3)], 0.01)
+    state = {k: v.copy() for k, v in opt.state_dict().items()}
+    state["v.0"][1] = -1e-9
+    with pytest.raises(ValueError, match="optimiser state holds negative second moments v"):
+        Adam([np.ones(3)]).load_state_dict(state)
+
+
 def test_weight_average_state_restores_exactly_and_is_checked():
     rng = np.random.default_rng(0)
     a = [rng.normal(size=(3, 4)).astype(np.float32)]
@@ -197,3 +225,15 @@ def test_schedules():
         make_schedule("exp", 0.1, 10)
     with pytest.raises(ValueError):
         make_schedule("constant", 0.1, 10, warmup_steps=11)
+
+
+def test_max_norm_clamps_only_long_rows():
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(6, 5)).astype(np.float32)
+    W[0] *= 0.01
+    short_row = W[0].copy()
+    clip_row_norms_(W, 1.5)
+    norms = np.linalg.norm(W, axis=1)
+    assert np.all(norms <= 1.5 + 1e-5)
+    np.testing.assert_array_equal(W[0], short_row)
+    assert np.any(np.isclose(norms, 1.5))

@@ -1,30 +1,19 @@
-"""Pictures: what is drawn equals the run's numbers; bad logs and paths are one line."""
+"""Pictures: what is drawn equals the run's numbers; bad logs and paths are one-line
+PlotErrors."""
 
 from __future__ import annotations
 
-import json
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 from mnist_mlp import checkpoint, plots
-from mnist_mlp.cli import main
-from mnist_mlp.run import RunFiles
+from mnist_mlp.runfiles import RunFiles, read_metrics
 
-TINY = ["--hidden", "16", "--epochs", "4", "--val-size", "100", "--batch-size", "32",
-        "--quiet"]
-
-
-@pytest.fixture
-def tiny_run(tiny_mnist, tmp_path):
-    out = tmp_path / "run" / "m.npz"
-    result = CliRunner().invoke(main, ["train", "--data-dir", str(tiny_mnist), "--out",
-                                       str(out), *TINY])
-    assert result.exit_code == 0, result.output
-    return out
+from .tiny_data import copy_run
 
 
 def _lines(ax):
@@ -32,7 +21,7 @@ def _lines(ax):
 
 
 def test_curves_show_the_log(tiny_run):
-    history = plots.read_metrics(RunFiles(tiny_run).metrics)
+    history = read_metrics(RunFiles(tiny_run).metrics)
     fig = plots.curves_figure(history, "title")
     loss, error, lr = fig.axes
     epochs = [r["epoch"] for r in history]
@@ -43,8 +32,8 @@ def test_curves_show_the_log(tiny_run):
     assert list(_lines(error)["validation"].get_ydata()) == pytest.approx(
         [max(1 - r["val_accuracy"], 1e-5) for r in history])   # floored for the log scale
     assert loss.get_yscale() == error.get_yscale() == "log"
-    best = plots.best_epoch(history)
-    assert best == checkpoint.load(tiny_run).meta["epoch"]
+    best = plots.logged_kept_epoch(history)
+    assert best == checkpoint.load(tiny_run).meta["epoch"] == history[-1]["kept_epoch"]
     kept = next(line for label, line in _lines(error).items() if label.startswith("kept"))
     assert list(kept.get_xdata()) == [best]
     assert list(lr.get_lines()[0].get_ydata()) == [r["lr"] for r in history]
@@ -53,7 +42,7 @@ def test_curves_show_the_log(tiny_run):
 
 
 def test_the_averaged_weights_get_their_own_curve(tiny_run):
-    history = plots.read_metrics(RunFiles(tiny_run).metrics)
+    history = read_metrics(RunFiles(tiny_run).metrics)
     averaged = [{**r, "ema_val_loss": r["val_loss"] / 2, "ema_val_accuracy": 0.999}
                 for r in history]
     def legend(fig):
@@ -66,12 +55,12 @@ def test_the_averaged_weights_get_their_own_curve(tiny_run):
     assert legend(fig) == ["training", "validation", "validation, averaged weights"]
 
 
-def test_best_epoch_is_the_kept_one_the_log_records():
+def test_the_kept_epoch_is_the_one_the_log_records():
     rows = [{"epoch": e, "val_accuracy": v} for e, v in ((1, 0.9), (2, 0.95), (3, 0.95))]
-    assert plots.best_epoch(rows) == 2            # logs without the record: the first best
-    assert plots.best_epoch([*rows[:2], {**rows[2], "kept_epoch": 3}]) == 3
-    assert plots.best_epoch([{"epoch": 1, "val_accuracy": None},
-                             {"epoch": 2, "val_accuracy": None}]) == 2
+    assert plots.logged_kept_epoch(rows) == 2     # logs without the record: the first best
+    assert plots.logged_kept_epoch([*rows[:2], {**rows[2], "kept_epoch": 3}]) == 3
+    assert plots.logged_kept_epoch([{"epoch": 1, "val_accuracy": None},
+                                    {"epoch": 2, "val_accuracy": None}]) == 2
 
 
 def test_weight_tiles_are_the_strongest_units_rows():
@@ -98,21 +87,25 @@ def test_confusion_cells_are_the_counts():
     assert "96.70%" in ax.get_title()
 
 
-def test_mlp_plot_one_run_and_several(tiny_run, tmp_path):
-    result = CliRunner().invoke(main, ["plot", str(tiny_run)])
-    assert result.exit_code == 0, result.output
-    weights = tiny_run.with_name("m.weights.png")
-    assert f"weights: {weights}" in result.output and Image.open(weights).format == "PNG"
+def test_one_run_is_drawn_beside_it_and_several_compared(tiny_run, tmp_path):
+    out = copy_run(tiny_run, tmp_path / "run")
+    notes = []
+    written = plots.draw_runs([out], note=notes.append)
+    files = RunFiles(out)
+    assert written == [("weights", files.weights), ("curves", files.curves)] and notes == []
+    assert Image.open(files.weights).format == "PNG"
+    assert Image.open(files.curves).size == (900, 600)
     other = tmp_path / "other.metrics.jsonl"
-    other.write_text(RunFiles(tiny_run).metrics.read_text())
-    out = tmp_path / "cmp.png"
-    result = CliRunner().invoke(main, ["plot", str(tiny_run), str(other), "--curves", str(out)])
-    assert result.exit_code == 0, result.output
-    assert Image.open(out).size == (1000, 450)
+    other.write_text(files.metrics.read_text())
+    written = plots.draw_runs([files.metrics, other], curves=tmp_path / "cmp.svg")
+    assert written == [("curves", tmp_path / "cmp.svg")]
+    assert (tmp_path / "cmp.svg").read_text().lstrip().startswith("<?xml")
+    plots.draw_runs([out, other], curves=tmp_path / "cmp.png")
+    assert Image.open(tmp_path / "cmp.png").size == (1000, 450)
 
 
 def test_compare_figure_has_a_line_per_run(tiny_run):
-    history = plots.read_metrics(RunFiles(tiny_run).metrics)
+    history = read_metrics(RunFiles(tiny_run).metrics)
     fig = plots.compare_figure({"sgd": history, "adam": history[:2]})
     for ax in fig.axes:
         assert sorted(_lines(ax)) == ["adam", "sgd"]
@@ -122,43 +115,50 @@ def test_compare_figure_has_a_line_per_run(tiny_run):
 @pytest.mark.parametrize("text, message", [
     ("", "empty; the run has not finished an epoch yet"),
     ('{"epoch": 1, "lr": 0.1, "train_loss"', "line 1 is not JSON (truncated?)"),
-    ("not json\n", "line 1 is not JSON"),
     ('{"epoch": 2}\n', "line 1 is not epoch 1"),
-    ('{"epoch": 1, "lr": "fast"}\n', "line 1 is not epoch 1"),
 ])
-def test_bad_logs_are_one_line(tmp_path, text, message):
+def test_bad_logs_are_plot_errors(tmp_path, text, message):
     log = tmp_path / "bad.metrics.jsonl"
     log.write_text(text)
-    result = CliRunner().invoke(main, ["plot", str(log)])
-    assert result.exit_code == 1 and message in result.output
-    assert result.output.count("\n") == 1 and not list(tmp_path.glob("*.png"))
+    with pytest.raises(plots.PlotError) as info:
+        plots.draw_runs([log])
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert not list(tmp_path.glob("*.png"))
+    with pytest.raises(plots.PlotError, match="a RUN is a checkpoint"):
+        plots.draw_runs([tmp_path / "bad.txt"])
 
 
 def test_a_checkpoint_without_its_log_still_shows_its_weights(tiny_run, tmp_path):
     alone = tmp_path / "alone.npz"
     alone.write_bytes(tiny_run.read_bytes())
-    result = CliRunner().invoke(main, ["plot", str(alone)])
-    assert result.exit_code == 0
-    assert f"no metrics log beside {alone}" in result.stderr
-    assert (tmp_path / "alone.weights.png").exists()
+    notes = []
+    assert plots.draw_runs([alone], note=notes.append) == [("weights",
+                                                            tmp_path / "alone.weights.png")]
+    assert notes == [f"no metrics log beside {alone} (looked for "
+                     f"{tmp_path / 'alone.metrics.jsonl'}); drew the weights only"]
     assert not (tmp_path / "alone.curves.png").exists()
 
 
-def test_unwritable_pictures_are_one_line(tiny_run, tiny_mnist, tmp_path):
+def test_unwritable_pictures_are_plot_errors(tiny_run, tmp_path):
     os.mkfifo(tmp_path / "fifo.png")
-    for args in (["plot", str(tiny_run), "--weights", str(tmp_path / "fifo.png")],
-                 ["plot", str(tiny_run), "--curves", str(tiny_run / "under-a-file.png")],
-                 ["eval", "--model", str(tiny_run), "--data-dir", str(tiny_mnist),
-                  "--confusion", str(tmp_path / "fifo.png")]):
-        result = CliRunner().invoke(main, args)
-        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
-        assert "Traceback" not in result.output
-    assert not list(tmp_path.glob("*.part"))
+    log = RunFiles(tiny_run).metrics                     # curves only: quicker to draw
+    for run, kwargs, message in (
+            (tiny_run, {"weights": tmp_path / "fifo.png"}, "is a FIFO"),
+            (log, {"curves": tiny_run / "under-a-file.png"}, "under-a-file.png: "),
+            (log, {"curves": tmp_path / "c.txt"}, "cannot write a .txt file")):
+        with pytest.raises(plots.PlotError, match=message) as info:
+            plots.draw_runs([run], **kwargs)
+        assert "\n" not in str(info.value)
+    assert not list(tmp_path.glob("*.part")) and not list(tiny_run.parent.glob("*.part"))
 
 
-def test_eval_confusion_picture(tiny_run, tiny_mnist, tmp_path):
-    out = tmp_path / "confusion.png"
-    result = CliRunner().invoke(main, ["eval", "--model", str(tiny_run), "--data-dir",
-                                       str(tiny_mnist), "--confusion", str(out), "--json"])
-    assert result.exit_code == 0
-    assert json.loads(result.stdout)["n"] == 200 and Image.open(out).format == "PNG"
+def test_the_curves_are_redrawn_after_each_epoch(tiny_run, tmp_path):
+    history = read_metrics(RunFiles(tiny_run).metrics)
+    callback = plots.CurvesCallback(tmp_path / "c.png", "title")
+    for epoch in (1, 2, 3):
+        trainer = SimpleNamespace(state=SimpleNamespace(history=history[:epoch]))
+        callback.on_epoch_end(trainer, history[epoch - 1], kept=True)
+        loss = _lines(callback.figure.fig.axes[0])["training"]
+        assert list(loss.get_xdata()) == list(range(1, epoch + 1))
+        assert Image.open(tmp_path / "c.png").size == (900, 600)
+    assert list(loss.get_ydata()) == [r["train_loss"] for r in history]

@@ -19,8 +19,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mnist_mlp import data, serve
+from mnist_mlp import serve
 from mnist_mlp.cli import main
+from mnist_mlp.dataset import DataSource
 
 from .digit_images import canvas_png
 
@@ -50,7 +51,7 @@ def request(srv, method: str, path: str, body: bytes | None = None,
 def canvas_digits(real_mnist, tmp_path_factory):
     """40 real test digits as canvas PNGs (white strokes on transparency)."""
     folder = tmp_path_factory.mktemp("canvas")
-    images, labels = data.load_mnist("test", real_mnist, flat=False)
+    images, labels = DataSource(real_mnist).load("test", flat=False)
     pick = np.random.default_rng(1).choice(len(images), 40, replace=False)
     return [(canvas_png(images[i] / 255.0, folder / f"{j:02d}.png"), int(labels[i]))
             for j, i in enumerate(pick)]
