@@ -67,11 +67,15 @@ def test_one_batch_for_all_images_and_errors_in_place(real_model, tmp_path, monk
     assert abs(sum(p for _, p in top) - 1) < 1e-5
 
 
+def _encoded(img: Image.Image, kind: str, **kwargs) -> bytes:
+    out = BytesIO()
+    img.save(out, format=kind, **kwargs)
+    return out.getvalue()
+
+
 def _damaged_tiff(page: Image.Image) -> bytes:
     """A deflate TIFF whose compressed data is damaged: libtiff reports it on stderr."""
-    out = BytesIO()
-    page.save(out, format="TIFF", compression="tiff_adobe_deflate")
-    raw = bytearray(out.getvalue())
+    raw = bytearray(_encoded(page, "TIFF", compression="tiff_adobe_deflate"))
     for i in range(20, 60):
         raw[i] ^= 0x5A
     return bytes(raw)
@@ -87,7 +91,7 @@ def test_each_bad_image_is_one_error_line_and_the_others_are_classified(tmp_path
     exif[0x010E] = "a description long enough to be cut"
     bad = {"damaged.tif": _damaged_tiff(page),
            "strip.png": png_header(1, 39_999_999),
-           "texture.dds": (lambda b: page.save(b, format="DDS") or b.getvalue())(BytesIO())}
+           "texture.dds": _encoded(page, "DDS")}
     good = {"lab.tif": lambda p: page.convert("RGB").convert("LAB").save(p),
             "cmyk.jpg": lambda p: page.convert("CMYK").save(p),
             "exif.jpg": lambda p: page.save(p, exif=exif.tobytes()[:-12]),  # Pillow warns

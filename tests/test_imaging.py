@@ -186,9 +186,8 @@ def _page(side: int = 140) -> Image.Image:
 def _in_mode(page: Image.Image, mode: str) -> Image.Image:
     """``page`` in ``mode``: alpha modes hold the ink in alpha (black, on transparency)."""
     if mode in ("LA", "La", "PA", "RGBA", "RGBa"):
-        ink = ImageOps.invert(page)
-        return Image.merge("LA", (Image.new("L", page.size, 0), ink)).convert(
-            "RGBA" if mode in ("PA", "RGBa") else mode).convert(mode)
+        black_ink = Image.merge("LA", (Image.new("L", page.size, 0), ImageOps.invert(page)))
+        return black_ink.convert(mode if mode.startswith("L") else "RGBA").convert(mode)
     if mode == "P":                                 # the paper, one colour, transparent
         img = page.point(lambda v: v if v < 200 else 255).convert("P")
         img.info["transparency"] = 255
