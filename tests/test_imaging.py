@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import struct
+import subprocess
+import sys
+import warnings
+from io import BytesIO
+from pathlib import Path
+
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageFile, ImageOps
 
 from mnist_mlp import imaging
 
+from .big_images import png_header, write_png
 from .digit_images import STROKE_DIGITS, render_all, stroke_digit, write_bad_images
 
 
@@ -168,24 +177,244 @@ def test_noise_and_filled_areas_are_not_digits(tmp_path):
             imaging.load_digit(tmp_path / name)
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
-@given(st.data())
-def test_fuzzed_images_raise_only_image_errors(data):
-    from io import BytesIO
+def _page(side: int = 140) -> Image.Image:
+    """A 7 in dark ink on a white page, 8-bit grey."""
+    ink = np.round((1 - stroke_digit(7)) * 255).astype(np.uint8)
+    return Image.fromarray(ink).resize((side, side))
 
-    kind = data.draw(st.sampled_from(["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"]))
-    side = data.draw(st.integers(1, 40))
-    pixels = np.frombuffer(data.draw(st.binary(min_size=side * side, max_size=side * side)),
-                           np.uint8).reshape(side, side)
-    out = BytesIO()
-    Image.fromarray(pixels).save(out, format=kind)
-    raw = bytearray(out.getvalue())
-    for i in data.draw(st.lists(st.integers(0, len(raw) - 1), max_size=6)):
+
+def _in_mode(page: Image.Image, mode: str) -> Image.Image:
+    """``page`` in ``mode``: alpha modes hold the ink in alpha (black, on transparency)."""
+    if mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        black_ink = Image.merge("LA", (Image.new("L", page.size, 0), ImageOps.invert(page)))
+        return black_ink.convert(mode if mode.startswith("L") else "RGBA").convert(mode)
+    if mode == "P":                                 # the paper, one colour, transparent
+        img = page.point(lambda v: v if v < 200 else 255).convert("P")
+        img.info["transparency"] = 255
+        return img
+    deep = {"I;16": (np.uint16, 257), "I": (np.int32, 1), "F": (np.float32, 1 / 255)}
+    if mode in deep:
+        dtype, scale = deep[mode]
+        return Image.fromarray((np.asarray(page, np.float64) * scale).astype(dtype))
+    if mode == "1":
+        return page.convert("1", dither=Image.Dither.NONE)
+    return page.convert("RGB").convert(mode)
+
+
+MODE_FILES = {"1": ["png", "tif", "bmp"], "L": ["png"], "LA": ["png", "tif"], "La": [],
+              "P": ["png", "gif"], "PA": ["tif"], "RGBA": ["png", "tif", "webp"], "RGBa": [],
+              "RGBX": [], "CMYK": ["tif", "jpg"], "YCbCr": ["tif"], "LAB": ["tif"], "HSV": [],
+              "I;16": ["png", "tif"], "I": ["tif"], "F": ["tif"]}
+
+
+@pytest.mark.parametrize("mode", MODE_FILES)
+def test_every_mode_reads_as_the_same_grey_digit(tmp_path, mode):
+    page = _page()
+    reference = imaging.preprocess(np.asarray(page, np.float32) / 255)
+    img = _in_mode(page, mode)
+    assert img.mode == mode
+    assert _mean_abs(imaging.preprocess(imaging.flatten_to_gray(img)), reference) < 0.05
+    for suffix in MODE_FILES[mode]:
+        path = tmp_path / f"seven.{suffix}"
+        img.save(path, **({"transparency": 255} if mode == "P" else {}))
+        assert Image.open(path).mode == ("L" if mode == "1" and suffix == "gif" else mode)
+        assert _mean_abs(imaging.load_digit(path), reference) < 0.05, suffix
+
+
+def _save(img: Image.Image, path: Path, **kwargs) -> Path:
+    img.save(path, **kwargs)
+    return path
+
+
+@pytest.mark.parametrize("side", [130, 1200])              # read as it is; shrunk 3x as read
+def test_every_exif_orientation_is_applied(tmp_path, side):
+    page = _page(side).crop((0, 0, side, side * 3 // 4))         # not square
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[imaging.ORIENTATION] = orientation
+        path = _save(page, tmp_path / f"o{orientation}.png", exif=exif)
+        upright = ImageOps.exif_transpose(Image.open(path))
+        expected = imaging.flatten_to_gray(upright, imaging.shrink_factor(upright.size))
+        np.testing.assert_allclose(imaging.read_gray(path), expected, atol=1e-6,
+                                   err_msg=f"orientation {orientation}")
+
+
+@pytest.mark.parametrize(("size", "mode", "message"), [
+    ((1, 39_999_999), "L", "is a strip, not a digit"),
+    ((39_999_999, 1), "I;16", "is a strip, not a digit"),
+    ((12_000, 200), "RGBA", "is a strip, not a digit"),
+    ((20_000, 1_000), "L", "longer than the 16384 pixel limit"),
+    ((8_000, 6_000), "RGBA", "megapixel limit"),
+])
+def test_sizes_are_refused_from_the_header_alone(tmp_path, size, mode, message):
+    """These files hold no pixel data: the refusal comes before any decoding."""
+    path = tmp_path / "claims.png"
+    path.write_bytes(png_header(*size, mode))
+    with pytest.raises(imaging.ImageError, match=message) as info:
+        imaging.load_digit(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def _webp_12mp(path: Path) -> Path:
+    return _save(Image.new("L", (4000, 3000), 255), path, format="WEBP", lossless=True,
+                 quality=0, method=0)
+
+
+def _tiff_one_strip(path: Path) -> Path:
+    return _save(Image.new("RGB", (5200, 5200), "white"), path, format="TIFF",
+                 compression="tiff_adobe_deflate", strip_size=2**31 - 1)
+
+
+def _progressive_jpeg(path: Path) -> Path:
+    page = Image.new("L", (7300, 5479), 255)
+    page.paste(0, (3400, 700, 3900, 4800))                       # a 1
+    return _save(page, path, format="JPEG", progressive=True)
+
+
+# The old reader grew by 1.2 GB (a 40 MP RGBA PNG) to 2.5 GB (1 x 39,999,999 pixels);
+# decoding now holds at most MAX_DECODE_BYTES (180 MB).
+AS_HEADROOM = 400 * 2**20
+LIMITED = r"""
+import resource, sys
+from pathlib import Path
+from mnist_mlp import imaging
+imaging.load_digit(Path(sys.argv[1]))                     # imports and caches, on a small image
+with open("/proc/self/status") as status:
+    size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (size + int(sys.argv[3]), size + int(sys.argv[3])))
+try:
+    print("digit", imaging.load_digit(Path(sys.argv[2])).max())
+except imaging.ImageError as exc:
+    print("ImageError", exc)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize(("make", "expect"), [
+    (lambda p: p.write_bytes(png_header(1, 39_999_999)), "is a strip, not a digit"),
+    (lambda p: write_png(p, 6324, 6324, "RGBA"), "digit 255"),         # 40 MP, 4 bytes a pixel
+    (lambda p: write_png(p, 6324, 6324, "I;16"), "digit 255"),
+    (lambda p: write_png(p, 16_384, 328, "RGBA"), "digit 255"),        # the thinnest strip
+    (_progressive_jpeg, "digit 255"),              # libjpeg keeps 80 MB of coefficients
+    (_webp_12mp, "MB to decode, over the 180 MB limit"),    # libwebp: 16 bytes a pixel
+    (_tiff_one_strip, "MB to decode, over the 180 MB limit"),   # libtiff: a 81 MB strip
+], ids=["1x39999999", "rgba-40mp", "16bit-40mp", "16384x328", "progressive-jpeg-40mp",
+        "webp-12mp", "tiff-one-strip-27mp"])
+def test_large_images_fit_in_a_fixed_address_space(tmp_path, make, expect):
+    small = _save(_page(), tmp_path / "small.png")
+    path = tmp_path / "big"
+    make(path)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1",
+               PYTHONPATH=str(Path(imaging.__file__).parents[1]))
+    proc = subprocess.run([sys.executable, "-c", LIMITED, str(small), str(path),
+                           str(AS_HEADROOM)], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert expect in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("error", [
+    ValueError("conversion from LAB to RGB not supported"),
+    NotImplementedError("Unknown pixel format flags"), OSError("decoder error -2"),
+    SyntaxError("broken PNG file"), struct.error("unpack requires a buffer of 4 bytes"),
+    EOFError(), ZeroDivisionError("division by zero"), MemoryError(),
+    Image.DecompressionBombError("too many pixels"), KeyError("palette"),
+    IndexError("list index out of range"), TypeError("a\nmessage on\n three lines"),
+], ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("stage", ["decode", "grey"])
+def test_any_decoder_or_conversion_failure_is_one_image_error(tmp_path, monkeypatch, error,
+                                                               stage):
+    path = _save(_page(), tmp_path / "seven.png")
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile if stage == "decode" else Image.Image,
+                        "load" if stage == "decode" else "crop", fail)
+    with pytest.raises(imaging.ImageError) as info:
+        imaging.load_digit(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    if not isinstance(error, (MemoryError, Image.DecompressionBombError)):
+        assert (" ".join(str(error).split()) or type(error).__name__) in message
+
+
+def _samples() -> list[bytes]:
+    """Small images of a digit in many formats, modes and compressions, as file bytes."""
+    page = _page(side=48)
+    rgba = _in_mode(page, "RGBA")
+    cases = [(page, "PNG", {}), (rgba, "PNG", {}), (_in_mode(page, "P"), "PNG", {}),
+             (_in_mode(page, "I;16"), "PNG", {}), (_in_mode(page, "1"), "PNG", {}),
+             (page, "JPEG", {}), (page, "JPEG", {"progressive": True}),
+             (_in_mode(page, "CMYK"), "JPEG", {}), (page, "GIF", {}),
+             (_in_mode(page, "P"), "GIF", {"transparency": 255}), (page, "BMP", {}),
+             (rgba, "BMP", {}), (rgba, "WEBP", {}), (page, "WEBP", {"lossless": True}),
+             (page, "DDS", {}), (_in_mode(page, "F"), "TIFF", {}),
+             (_in_mode(page, "1"), "TIFF", {"compression": "group4"})]
+    cases += [(page.convert("RGB"), "TIFF", {"compression": c}) for c in
+              ("raw", "tiff_lzw", "tiff_adobe_deflate", "packbits", "jpeg")]
+    cases += [(_in_mode(page, m), "TIFF", {"compression": "tiff_adobe_deflate"})
+              for m in ("LAB", "YCbCr", "PA", "I;16")]
+    out = []
+    for img, kind, kwargs in cases:
+        buffer = BytesIO()
+        img.save(buffer, format=kind, **kwargs)
+        out.append(buffer.getvalue())
+    return out
+
+
+SAMPLES = _samples()
+
+
+@settings(max_examples=400, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_damaged_files_classify_or_raise_one_image_error_and_print_nothing(capfd, data):
+    raw = bytearray(data.draw(st.sampled_from(SAMPLES)))
+    for i in data.draw(st.lists(st.integers(0, len(raw) - 1), max_size=8)):
         raw[i] = data.draw(st.integers(0, 255))
-    raw = raw[:data.draw(st.integers(0, len(raw)))]
-    try:
-        digit = imaging.load_digit(bytes(raw))
-    except imaging.ImageError as exc:
-        assert str(exc).startswith("the image: ")
-        return
+    raw = raw[:data.draw(st.integers(0, len(raw)))] if data.draw(st.booleans()) else raw
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            digit = imaging.load_digit(bytes(raw))
+            assert digit.shape == (28, 28) and digit.dtype == np.uint8
+        except imaging.ImageError as exc:
+            assert str(exc).startswith("the image: ") and "\n" not in str(exc)
+    assert [str(w.message) for w in caught] == []
+    assert capfd.readouterr() == ("", "")                      # libtiff prints nothing either
+
+
+def test_ruled_paper_without_a_digit_is_refused_quietly():
+    page = np.ones((200, 200), np.float32)
+    for row in range(20, 200, 40):
+        page[row:row + 3] = 0.3                                 # five rulings, nothing else
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="only straight lines across the image"):
+            imaging.preprocess(page)
+
+
+@settings(max_examples=120, deadline=None, derandomize=True)
+@given(st.integers(1, 400), st.integers(1, 50), st.booleans(), st.integers(0, 2**32 - 1),
+       st.sampled_from(["noise", "bar", "dot", "sparse", "blank"]))
+def test_every_accepted_shape_gives_a_digit_or_a_reason(long, ratio, tall, seed, kind):
+    """Shapes read_gray can return (sides up to 50:1), any content: never a crash or warning."""
+    shape = (long, max(1, long // ratio))
+    height, width = shape if tall else shape[::-1]
+    rng = np.random.default_rng(seed)
+    gray = rng.random((height, width), dtype=np.float32) if kind == "noise" else np.ones(
+        (height, width), np.float32)
+    if kind == "bar":
+        gray[:, width // 3:max(width // 3 + 1, width // 2)] = 0
+    elif kind == "dot":
+        gray[rng.integers(height), rng.integers(width)] = 0
+    elif kind == "sparse":
+        gray[rng.random((height, width)) < 0.01] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            digit = imaging.preprocess(gray)
+        except ValueError:
+            return
     assert digit.shape == (28, 28) and digit.dtype == np.uint8
