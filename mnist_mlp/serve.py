@@ -8,8 +8,10 @@ sees it, so slow or silent clients hold a buffer, never a thread. Routes:
 - ``POST /api/predict``: the body is an image file's bytes (a canvas PNG, a
   photo); the answer is the digit, its confidence, all ten probabilities best
   first and the 28x28 input the network saw, as a PNG data URL. The image goes
-  through ``classify.classify``, the very function ``mlp predict`` uses; at most
-  ``slots`` images (the CPU count) are prepared at once.
+  through ``classify.classify``, the very function ``mlp predict`` uses, in one of
+  ``slots`` threads (the CPU count) for small images and as many for large ones: at
+  most that many images are prepared at once, and a drawing never waits behind
+  photos.
 - ``GET /api/model``: layer sizes, the checkpoint's epoch and validation
   accuracy, and the run's metrics history (at most ``MAX_HISTORY_ROWS`` rows),
   made once at start: the model does not change while it is served.
@@ -33,14 +35,17 @@ import ipaddress
 import json
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import waitress
 from waitress import wasyncore
@@ -61,7 +66,8 @@ MAX_DRAIN = 64 << 20        # bytes read and dropped after an error answer, befo
 LINGER_S = 10               # seconds the same goes on at most
 MAX_HEADERS = 64 << 10      # bytes of request line and headers
 MAX_HISTORY_ROWS = 1000     # rows of the metrics history the page gets
-CONNECTION_LIMIT = 200      # open connections; beyond it new ones wait in the listen backlog
+SMALL_IMAGE = 2_000_000     # pixels declared: an upload up to this takes the small lane
+CONNECTION_LIMIT = 200      # open connections (and threads); more wait in the listen backlog
 IDLE_TIMEOUT_S = 20         # a connection silent this long between requests is closed
 GRACE_S = 5                 # on stop, requests in flight get this long to be answered
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -156,7 +162,12 @@ class DigitApp:
         model: the checkpoint (or committee) that reads the digits.
         info: what ``GET /api/model`` answers, serialised once here.
         classify_fn: ``classify.classify`` or a stand-in with its signature.
-        slots: images prepared at once (default: the CPU count); the others wait.
+        slots: images prepared at once in each of two lanes (default: the CPU count),
+            by as many threads kept for each lane, in order of arrival; the others
+            wait. Images whose header declares at most ``SMALL_IMAGE`` pixels (a
+            canvas, a screenshot) take the small lane, so that a queue of huge ones
+            does not hold up a drawing. Always the same few threads, because the
+            memory allocator keeps an arena for each thread that prepared a large image.
         note: where an unexpected failure is reported, one line each.
     """
 
@@ -166,9 +177,39 @@ class DigitApp:
         self.model = model
         self.model_json = json.dumps(info).encode()
         self.files = static_files()
-        self.slots = threading.BoundedSemaphore(slots or os.cpu_count() or 1)
         self.classify = classify_fn
         self.note = note
+        self.slots = slots or os.cpu_count() or 1
+        self.lanes = {"small": queue.SimpleQueue(), "large": queue.SimpleQueue()}
+        for name, jobs in self.lanes.items():
+            for n in range(self.slots):
+                threading.Thread(target=self._prepare_forever, args=(jobs,),
+                                 name=f"classify-{name}-{n}", daemon=True).start()
+
+    @staticmethod
+    def lane(stream: BinaryIO) -> str:
+        """"small" or "large": the pixels an upload's header declares (the stream is
+        rewound); "small" when Pillow cannot read even that, as classify soon says too."""
+        from PIL import Image
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")      # Pillow's DecompressionBombWarning
+                with Image.open(stream) as img:
+                    small = img.width * img.height <= SMALL_IMAGE
+        except Exception:                     # noqa: BLE001 (only a routing guess)
+            small = True
+        stream.seek(0)
+        return "small" if small else "large"
+
+    def _prepare_forever(self, jobs: queue.SimpleQueue) -> None:
+        """Classify uploads, one at a time: ``(answer, body stream, length)`` from ``jobs``."""
+        while True:
+            answer, stream, length = jobs.get()
+            try:
+                answer.set_result(self.classify(self.model, [stream.read(length)])[0])
+            except Exception as exc:          # noqa: BLE001 (handed to the request's thread)
+                answer.set_exception(exc)
 
     @classmethod
     def load(cls, model_paths: list[Path], note: Note = log.warning, **kwargs: Any
@@ -217,15 +258,15 @@ class DigitApp:
             return json_error(411, "send the image with a Content-Length")
         if int(length) > MAX_BODY:
             return json_error(413, f"the image is over {MAX_BODY >> 20} MB; send a smaller one")
-        with self.slots:      # the body is read here, so waiting requests hold no copy of it
-            body = environ["wsgi.input"].read(int(length))
-            try:
-                (result,) = self.classify(self.model, [body])
-            except Exception as exc:          # noqa: BLE001 (the server must answer)
-                self.note(f"POST /api/predict failed: {type(exc).__name__}: "
-                          f"{one_line(str(exc))}")
-                return json_error(500, f"the server failed on this image "
-                                       f"({type(exc).__name__}); its log says more")
+        answer: Future = Future()     # the body is read there: a waiting request holds no copy
+        stream = environ["wsgi.input"]
+        self.lanes[self.lane(stream)].put((answer, stream, int(length)))
+        try:
+            result = answer.result()
+        except Exception as exc:              # noqa: BLE001 (the server must answer)
+            self.note(f"POST /api/predict failed: {type(exc).__name__}: {one_line(str(exc))}")
+            return json_error(500, f"the server failed on this image "
+                                   f"({type(exc).__name__}); its log says more")
         if isinstance(result, ImageError):
             return json_error(400, str(result))
         return 200, json.dumps(prediction_json(result)).encode(), "application/json", {}
@@ -327,10 +368,10 @@ class DigitServer:
     Args:
         app: the WSGI application.
         host, port: where to listen (port 0: any free port).
-        threads: worker threads (default: 4 per CPU, at least 8): classify runs in at
-            most ``app.slots`` of them; the others answer the page, ``/api/model`` and
-            refusals while those are busy, or wait for a slot holding nothing but a
-            reference to the buffered body.
+        threads: worker threads (default: one per connection waitress accepts, so a
+            request never waits for a thread: the page and ``/api/model`` are answered
+            at once however many uploads wait for a classify slot; an idle thread costs
+            some 16 KB).
 
     Raises:
         OSError: the address is in use, cannot be bound, or does not resolve.
@@ -345,7 +386,7 @@ class DigitServer:
         try:
             self._server = waitress.create_server(
                 app, map=self._map, host=host, port=port,
-                threads=threads or max(8, 4 * (os.cpu_count() or 1)),
+                threads=threads or CONNECTION_LIMIT,
                 connection_limit=CONNECTION_LIMIT, asyncore_use_poll=True,
                 channel_timeout=IDLE_TIMEOUT_S, cleanup_interval=2,
                 max_request_header_size=MAX_HEADERS, max_request_body_size=MAX_BODY + 1,

@@ -287,34 +287,46 @@ def test_concurrent_clients(server, canvas_digits):
 
 # ---------------------------------------------------------------- the app with stand-ins
 
-def test_at_most_slots_images_are_prepared_at_once():
-    inside, peak, lock = 0, 0, threading.Lock()
+def _png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (width, height)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_images_prepared_at_once_are_bounded_and_drawings_skip_the_queue():
+    large, small = _png(3000, 3000), _png(280, 280)      # 9 and 0.08 megapixels
+    inside, peak, lock = {}, {}, threading.Lock()
 
     def slow_classify(model, sources):
-        nonlocal inside, peak
+        kind = "large" if sources[0] == large else "small"
         with lock:
-            inside += 1
-            peak = max(peak, inside)
-        time.sleep(0.2)
+            inside[kind] = inside.get(kind, 0) + 1
+            peak[kind] = max(peak.get(kind, 0), inside[kind])
+        time.sleep(0.3 if kind == "large" else 0.2)
         with lock:
-            inside -= 1
-        return [imaging.ImageError("the image: not a digit (stand-in)")]
+            inside[kind] -= 1
+        return [imaging.ImageError(f"the image: {kind} (stand-in)")]
 
     app = serve.DigitApp(None, {}, classify_fn=slow_classify, slots=3)
-    srv = serve.DigitServer(app, "127.0.0.1", 0, threads=12)
+    srv = serve.DigitServer(app, "127.0.0.1", 0)
     thread = running(srv)
     try:
-        with ThreadPoolExecutor(12) as pool:
-            answers = list(pool.map(lambda _: request(srv, "POST", "/api/predict", b"x"),
-                                    range(12)))
-        start = time.monotonic()       # the cheap routes need no slot
-        assert request(srv, "GET", "/api/model") == (200, {})
-        assert time.monotonic() - start < 1
+        with ThreadPoolExecutor(21) as pool:
+            photos = [pool.submit(request, srv, "POST", "/api/predict", large)
+                      for _ in range(15)]
+            time.sleep(0.2)            # 3 large ones in preparation, 12 waiting
+            start = time.monotonic()
+            assert request(srv, "GET", "/api/model") == (200, {})    # needs no slot
+            assert time.monotonic() - start < 0.5
+            drawings = [pool.submit(request, srv, "POST", "/api/predict", small)
+                        for _ in range(6)]
+            assert all(d.result()[1]["error"].startswith("the image: small") for d in drawings)
+            assert time.monotonic() - start < 1.5 and not all(p.done() for p in photos)
+            assert all(p.result()[0] == 400 for p in photos)
     finally:
         srv.stop()
         thread.join(10)
-    assert all(status == 400 and "stand-in" in a["error"] for status, a in answers)
-    assert peak == 3
+    assert peak == {"large": 3, "small": 3}
 
 
 def test_the_app_keeps_its_own_limits_whatever_serves_it():
@@ -530,23 +542,25 @@ def test_a_signal_with_requests_in_flight_still_exits_0(real_model, tmp_path):
     ImageDraw.Draw(big).line([(3000, 1000), (3000, 5000)], fill=(0, 0, 0, 255), width=300)
     png = io.BytesIO()
     big.save(png, format="PNG")
-    for stop in (signal.SIGTERM, signal.SIGINT):
+    for stop, upload in ((signal.SIGTERM, True), (signal.SIGINT, False)):
         proc, host, port = _start(real_model)
         half = socket.create_connection((host, port), timeout=10)   # headers, half a body
         half.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
         answers: list[int | str] = []
         uploading = threading.Thread(target=_upload, args=(host, port, png.getvalue(), answers))
-        uploading.start()
+        if upload:
+            uploading.start()
         time.sleep(0.5)
         start = time.monotonic()
         proc.send_signal(stop)
         err = proc.communicate(timeout=20)[1]
-        uploading.join(20)
         half.close()
         assert proc.returncode == 0 and "Traceback" not in err, (stop, err)
         assert time.monotonic() - start < serve.GRACE_S + 3
-        # Answered if preparing it took less than GRACE_S, else cut off.
-        assert answers in ([200], [400], ["RemoteDisconnected"], ["ConnectionResetError"]), answers
+        if upload:
+            uploading.join(20)
+            # Answered if preparing it took less than GRACE_S, else cut off.
+            assert answers in ([200], [400], ["RemoteDisconnected"], ["ConnectionResetError"])
 
 
 # ---------------------------------------------------------------- a real browser
