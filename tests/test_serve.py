@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import io
+import itertools
 import json
 import os
 import shutil
@@ -13,38 +15,63 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from mnist_mlp import serve
+from mnist_mlp import imaging, serve
 from mnist_mlp.cli import main
 from mnist_mlp.dataset import DataSource
 
 from .digit_images import canvas_png
 
 
+def running(srv: serve.DigitServer):
+    """``srv`` serving in a thread; stopped when the block ends."""
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    return thread
+
+
 @pytest.fixture(scope="module")
 def server(real_model):
-    srv = serve.DigitServer(real_model, "127.0.0.1", 0)
-    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
+    srv = serve.DigitServer(serve.DigitApp.load([real_model]), "127.0.0.1", 0)
+    thread = running(srv)
     yield srv
-    srv.shutdown()
-    srv.server_close()
+    srv.stop()
+    thread.join(10)
+
+
+def address(srv: serve.DigitServer) -> tuple[str, int]:
+    return srv.addresses[0]
 
 
 def request(srv, method: str, path: str, body: bytes | None = None,
             headers: dict[str, str] | None = None) -> tuple[int, dict]:
-    conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=30)
+    conn = http.client.HTTPConnection(*address(srv), timeout=30)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
         return response.status, json.loads(response.read())
     finally:
         conn.close()
+
+
+def _raw(srv, head: bytes, body: bytes = b"") -> bytes:
+    """Send raw bytes; the answer, read until the server closes the connection."""
+    with socket.create_connection(address(srv), timeout=10) as sock:
+        sock.sendall(head + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+def _json_body(answer: bytes) -> dict:
+    return json.loads(answer.split(b"\r\n\r\n", 1)[1])
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +115,7 @@ def test_model_info(server):
 
 
 def test_static_page_and_no_file_system(server):
-    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    conn = http.client.HTTPConnection(*address(server), timeout=10)
     conn.request("GET", "/")
     response = conn.getresponse()
     assert response.status == 200 and b'<canvas id="pad"' in response.read()
@@ -115,36 +142,130 @@ def test_error_statuses(server, tmp_path):
         assert status == expected and message in answer["error"], (args[:2], answer)
 
 
-def _raw(srv, head: bytes, body: bytes = b"") -> bytes:
-    """Send raw bytes; the answer, read until the server closes the connection."""
-    with socket.create_connection(srv.server_address[:2], timeout=10) as sock:
-        sock.sendall(head + body)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-        return answer
+def test_head_and_methods(server):
+    for path in ("/", "/api/model"):
+        conn = http.client.HTTPConnection(*address(server), timeout=10)
+        conn.request("GET", path)
+        got = conn.getresponse()
+        full = got.read()
+        conn.close()
+        answer = _raw(server, f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                      .encode())
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"", (path, answer[:200])
+        assert f"Content-Length: {len(full)}".encode() in head
+        assert got.getheader("Content-Type").encode() in head
+    for method in ("PATCH", "OPTIONS", "BREW"):
+        status, answer = request(server, method, "/api/model")
+        assert status == 405 and f"{method} is not served" in answer["error"]
+    for line in (b"get / HTTP/1.1", b"Post /api/predict HTTP/1.1"):
+        answer = _raw(server, line + b"\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        assert answer.split(b" ")[1] == b"400" and "method" in _json_body(answer)["error"]
 
 
 def test_oversized_body_refused_before_it_is_read(server):
     start = time.monotonic()
     answer = _raw(server, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: "
                   + str(2**40).encode() + b"\r\n\r\n", b"\x89PNG")
-    assert answer.startswith(b"HTTP/1.1 413") and b"over 8 MB" in answer
+    assert answer.startswith(b"HTTP/1.1 413") and "over 8 MB" in _json_body(answer)["error"]
     assert time.monotonic() - start < 5
-    answer = _raw(server, b"POST /api/predict HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 411")
+    answer = _raw(server, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 411") and "Content-Length" in _json_body(answer)["error"]
+
+
+@pytest.mark.parametrize("size", [serve.MAX_BODY + 1, 40 << 20])
+def test_a_python_client_hears_the_413_of_a_large_upload(server, size):
+    """http.client (and urllib) send the whole body before reading: the server reads and
+    drops it, then answers, instead of closing on a client still sending."""
+    status, answer = request(server, "POST", "/api/predict", b"\x89PNG" + bytes(size - 4))
+    assert status == 413 and answer == {"error": "the image is over 8 MB; send a smaller one"}
+
+
+def test_expect_100_continue(server, canvas_digits):
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: " + str(serve.MAX_BODY + 1).encode() + b"\r\n\r\n")
+        answer = sock.recv(65536)      # refused at once, the body never invited
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+    body = canvas_digits[0][0].read_bytes()
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Connection: close\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\n\r\n")
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and "digit" in _json_body(answer)
+
+
+def test_ambiguous_lengths_are_bad_requests(server, canvas_digits):
+    body = canvas_digits[0][0].read_bytes()
+    n = str(len(body)).encode()
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    cases = [
+        (b"HTTP/1.1", b"Content-Length: " + n + b"\r\nContent-Length: " + n, body),
+        (b"HTTP/1.1", b"Content-Length: " + n + b"\r\nContent-Length: 5", body),
+        (b"HTTP/1.1", b"Content-Length: " + n + b", " + n, body),
+        (b"HTTP/1.1", b"Transfer-Encoding: chunked\r\nContent-Length: " + n, chunked),
+        (b"HTTP/1.1", b"Content-Length: " + n + b"\r\nTransfer-Encoding: chunked", chunked),
+        (b"HTTP/1.0", b"Transfer-Encoding: chunked\r\nContent-Length: " + n, body),
+    ]
+    for version, headers, payload in cases:
+        answer = _raw(server, b"POST /api/predict " + version + b"\r\nHost: x\r\n" + headers
+                      + b"\r\n\r\n", payload)
+        assert answer.startswith(version + b" 400"), (headers, answer[:300])
+        message = _json_body(answer)["error"]
+        assert "Content-Length" in message or "Transfer-Encoding" in message
+    answer = _raw(server, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n", chunked)     # chunked alone is fine
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
 
 
 def test_a_client_leaving_mid_body_does_not_disturb_others(server, canvas_digits):
-    with socket.create_connection(server.server_address[:2], timeout=10) as sock:
+    with socket.create_connection(address(server), timeout=10) as sock:
         sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
                      b"only a little")
-    silent = socket.create_connection(server.server_address[:2], timeout=10)  # says nothing
+    silent = socket.create_connection(address(server), timeout=10)  # says nothing
     try:
         status, _ = request(server, "POST", "/api/predict", canvas_digits[0][0].read_bytes())
         assert status == 200
     finally:
         silent.close()
+
+
+def test_slow_clients_do_not_hold_up_others(server, canvas_digits):
+    """40 clients sending one header line a second hold buffers in the event loop, not
+    threads nor connection slots: the model and a drawing are still answered at once."""
+    slow = [socket.create_connection(address(server), timeout=10) for _ in range(40)]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        for sock in slow:
+            sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\n")
+        while not stop.wait(1.0):
+            for sock in slow:
+                sock.sendall(b"X-Slow: 1\r\n")
+
+    dripping = threading.Thread(target=trickle)
+    dripping.start()
+    body = canvas_digits[1][0].read_bytes()
+    try:
+        for _ in range(3):
+            time.sleep(1.0)
+            for method, path, payload in (("GET", "/api/model", None),
+                                          ("POST", "/api/predict", body)):
+                start = time.monotonic()
+                status, _ = request(server, method, path, payload)
+                assert status == 200 and time.monotonic() - start < 3, (path, status)
+    finally:
+        stop.set()
+        dripping.join()
+    slow[0].sendall(b"\r\n")                 # the slow ones were held, not dropped
+    assert slow[0].recv(65536).startswith(b"HTTP/1.1 411")
+    for sock in slow:
+        sock.close()
 
 
 def test_concurrent_clients(server, canvas_digits):
@@ -163,6 +284,171 @@ def test_concurrent_clients(server, canvas_digits):
         assert list(pool.map(client, range(8))) == [25] * 8
 
 
+# ---------------------------------------------------------------- the app with stand-ins
+
+def _png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (width, height)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_images_prepared_at_once_are_bounded_and_drawings_skip_the_queue():
+    large, small = _png(3000, 3000), _png(280, 280)      # 9 and 0.08 megapixels
+    inside, peak, lock = {}, {}, threading.Lock()
+
+    def slow_classify(model, sources):
+        kind = "large" if sources[0] == large else "small"
+        with lock:
+            inside[kind] = inside.get(kind, 0) + 1
+            peak[kind] = max(peak.get(kind, 0), inside[kind])
+        time.sleep(0.3 if kind == "large" else 0.2)
+        with lock:
+            inside[kind] -= 1
+        return [imaging.ImageError(f"the image: {kind} (stand-in)")]
+
+    app = serve.DigitApp(None, {}, classify_fn=slow_classify, slots=3)
+    srv = serve.DigitServer(app, "127.0.0.1", 0)
+    thread = running(srv)
+    try:
+        with ThreadPoolExecutor(21) as pool:
+            photos = [pool.submit(request, srv, "POST", "/api/predict", large)
+                      for _ in range(15)]
+            time.sleep(0.2)            # 3 large ones in preparation, 12 waiting
+            start = time.monotonic()
+            assert request(srv, "GET", "/api/model") == (200, {})    # needs no slot
+            assert time.monotonic() - start < 0.5
+            drawings = [pool.submit(request, srv, "POST", "/api/predict", small)
+                        for _ in range(6)]
+            assert all(d.result()[1]["error"].startswith("the image: small") for d in drawings)
+            assert time.monotonic() - start < 1.5 and not all(p.done() for p in photos)
+            assert all(p.result()[0] == 400 for p in photos)
+    finally:
+        srv.stop()
+        thread.join(10)
+    assert peak == {"large": 3, "small": 3}
+
+
+def test_the_app_keeps_its_own_limits_whatever_serves_it():
+    def never(model, sources):
+        raise AssertionError("classified a body it should have refused")
+
+    app = serve.DigitApp(None, {}, classify_fn=never)
+    for length, expected in ((str(serve.MAX_BODY + 1), "413"), ("", "411"), ("-1", "411")):
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/api/predict",
+                   "CONTENT_LENGTH": length, "wsgi.input": io.BytesIO(b"x")}
+        started: list[str] = []
+        body = b"".join(app(environ, lambda status, headers, seen=started: seen.append(status)))
+        assert started[0].startswith(expected) and "error" in json.loads(body)
+
+
+def test_an_unexpected_failure_is_a_json_500_and_one_log_line(real_model, tmp_path):
+    lines = []
+
+    def broken_classify(model, sources):
+        raise KeyError("a decoder's\nsurprise")
+
+    app = serve.DigitApp(None, {}, classify_fn=broken_classify, note=lines.append)
+    srv = serve.DigitServer(app, "127.0.0.1", 0)
+    thread = running(srv)
+    try:
+        conn = http.client.HTTPConnection(*address(srv), timeout=10)
+        for _ in range(2):                   # the same connection answers again
+            conn.request("POST", "/api/predict", body=b"\x89PNG")
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            assert response.status == 500 and "KeyError" in answer["error"]
+        conn.close()
+    finally:
+        srv.stop()
+        thread.join(10)
+    assert len(lines) == 2 and all("\n" not in line and "surprise" in line for line in lines)
+
+
+def test_an_image_no_decoder_can_convert_is_answered(server, tmp_path):
+    """A LAB TIFF: whatever imaging raises, the client gets JSON on a live connection:
+    400 for an ImageError, 500 for anything else."""
+    lab = tmp_path / "lab.tif"
+    Image.new("RGB", (64, 64)).convert("LAB").save(lab)
+    try:
+        imaging.load_digit(lab.read_bytes())
+        expected = 200
+    except imaging.ImageError:
+        expected = 400
+    except Exception:  # noqa: BLE001
+        expected = 500
+    conn = http.client.HTTPConnection(*address(server), timeout=10)
+    conn.request("POST", "/api/predict", body=lab.read_bytes())
+    response = conn.getresponse()
+    assert response.status == expected and "error" in json.loads(response.read())
+    conn.request("GET", "/api/model")
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
+# ---------------------------------------------------------------- the model panel
+
+def _beside(real_model, tmp_path, log_text: str):
+    """A copy of the model with ``log_text`` as its metrics log."""
+    model = tmp_path / "m.npz"
+    shutil.copy(real_model, model)
+    (tmp_path / "m.metrics.jsonl").write_text(log_text)
+    return model
+
+
+def test_a_huge_log_is_read_once_and_thinned(real_model, tmp_path):
+    rows = (real_model.parent / f"{real_model.stem}.metrics.jsonl").read_text().splitlines()
+    last = json.loads(rows[-1])
+    template = json.dumps({**last, "epoch": 0, "kept_epoch": 0})
+    head, tail = template.split('"epoch": 0', 1)
+    n = 233_000                                  # ~62 MB
+    text = "".join(f'{head}"epoch": {i}{tail.replace(": 0}", f": {min(i, 3)}}}")}\n'
+                   for i in range(1, n + 1))
+    assert len(text) > 60 << 20
+    model = _beside(real_model, tmp_path, text)
+    srv = serve.DigitServer(serve.DigitApp.load([model]), "127.0.0.1", 0)
+    thread = running(srv)
+    try:
+        start = time.monotonic()
+        for _ in range(20):
+            conn = http.client.HTTPConnection(*address(srv), timeout=10)
+            conn.request("GET", "/api/model")
+            body = conn.getresponse().read()
+            conn.close()
+        assert time.monotonic() - start < 2
+    finally:
+        srv.stop()
+        thread.join(10)
+    assert len(body) < 400_000
+    epochs = [row["epoch"] for row in json.loads(body)["history"]]
+    assert len(epochs) <= serve.MAX_HISTORY_ROWS and epochs == sorted(set(epochs))
+    assert epochs[0] == 1 and 3 in epochs and epochs[-1] == n
+    assert max(np.diff(epochs)) <= 1.01 * (n - 1) / (serve.MAX_HISTORY_ROWS - 2) + 1
+
+
+def test_thin_history_keeps_first_kept_and_last():
+    rows = [{"epoch": i} for i in range(1, 10_001)]
+    for kept in (1, 5, 4321, 10_000):
+        thinned = [r["epoch"] for r in serve.thin_history(rows, kept, limit=50)]
+        assert len(thinned) <= 50 and {1, kept, 10_000} <= set(thinned)
+    assert serve.thin_history(rows[:50], 3, limit=50) == rows[:50]
+
+
+def test_a_log_with_numbers_beyond_floats_means_no_curves(real_model, tmp_path):
+    rows = (real_model.parent / f"{real_model.stem}.metrics.jsonl").read_text()
+    first = json.loads(rows.splitlines()[0])
+    huge = rows.replace(json.dumps(first["lr"]), "1" + "0" * 400, 1)
+    assert huge != rows
+    model = _beside(real_model, tmp_path, huge)
+    lines = []
+    app = serve.DigitApp.load([model], note=lines.append)
+    info = json.loads(app.model_json)
+    assert info["history"] is None and info["epoch"] == 3
+    assert len(lines) == 1 and lines[0].startswith("Warning:") and "m.metrics.jsonl" in lines[0]
+    (tmp_path / "m.metrics.jsonl").unlink()          # no log at all: no curves, no warning
+    assert json.loads(serve.DigitApp.load([model], note=lines.append).model_json)["history"] \
+        is None and len(lines) == 1
+
+
 # ---------------------------------------------------------------- the command
 
 def test_bad_model_and_port_in_use_are_one_line(real_model, tmp_path):
@@ -177,38 +463,103 @@ def test_bad_model_and_port_in_use_are_one_line(real_model, tmp_path):
                                            str(port)])
     assert result.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in result.output
     assert result.output.count("\n") == 1
+    result = CliRunner().invoke(main, ["serve", "--model", str(real_model), "--host",
+                                       "no-such-host.invalid"])
+    assert result.exit_code == 1 and "cannot listen on no-such-host.invalid" in result.output
+    assert result.output.count("\n") == 1
 
 
-def test_other_addresses_are_warned_about(real_model, monkeypatch):
-    monkeypatch.setattr(serve, "is_loopback", lambda host: False)
-    monkeypatch.setattr(serve.DigitServer, "serve_forever",
-                        lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
-    result = CliRunner().invoke(main, ["serve", "--model", str(real_model), "--port", "0"])
-    assert result.exit_code == 0
-    assert "anyone who can reach this machine" in result.stderr
+def test_without_waitress_the_command_says_what_to_install(real_model):
+    code = ("import sys; sys.modules['waitress'] = None; from mnist_mlp.cli import main; "
+            f"main(['serve', '--model', {str(real_model)!r}], prog_name='mlp')")
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == "Error: mlp serve needs waitress: pip install 'mnist-mlp[serve]'\n"
 
 
 def test_is_loopback():
-    assert serve.is_loopback("127.0.0.1") and serve.is_loopback("::1")
-    assert serve.is_loopback("localhost")
-    assert not serve.is_loopback("0.0.0.0") and not serve.is_loopback("192.0.2.1")
+    for host in ("127.0.0.1", "127.1", "127.8.9.10", "::1", "localhost"):
+        assert serve.is_loopback(host), host
+    for host in ("0.0.0.0", "::", "192.0.2.1", "no-such-host.invalid"):
+        assert not serve.is_loopback(host), host
 
 
-def test_ctrl_c_stops_cleanly(real_model):
+def _start(model, *args: str) -> tuple[subprocess.Popen, str, int]:
+    """``mlp serve`` in its own process; it, and where it listens."""
     proc = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "serve", "--model",
-                             str(real_model), "--port", "0"],
+                             str(model), "--port", "0", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
-    assert "serving" in line and "http://127.0.0.1:" in line
-    url = line.split(" at ")[1].split()[0]
-    host, port = url.removeprefix("http://").rstrip("/").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    conn.request("GET", "/api/model")
-    assert conn.getresponse().status == 200
-    conn.close()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=20)
+    assert "serving" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+    url = urlsplit(line.split(" at ")[1].split()[0])
+    return proc, url.hostname, url.port
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host, connect, stop, warned", [
+    ("::1", "::1", signal.SIGINT, False),
+    ("127.1", "127.0.0.1", signal.SIGTERM, False),
+    ("0.0.0.0", "127.0.0.1", signal.SIGTERM, True),
+])
+def test_hosts_warnings_and_stopping(real_model, host, connect, stop, warned):
+    if ":" in host and not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback on this machine")
+    proc, _, port = _start(real_model, "--host", host)
+    try:
+        conn = http.client.HTTPConnection(connect, port, timeout=10)
+        conn.request("GET", "/api/model")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        proc.send_signal(stop)
+        err = proc.communicate(timeout=20)[1]
     assert proc.returncode == 0 and "Traceback" not in err
+    assert ("anyone who can reach this machine" in err) == warned, err
+    assert err.count("\n") == warned
+
+
+def _upload(host: str, port: int, body: bytes, answers: list[int | str]) -> None:
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        conn.request("POST", "/api/predict", body=body)
+        answers.append(conn.getresponse().status)
+    except (http.client.HTTPException, OSError) as exc:
+        answers.append(type(exc).__name__)
+
+
+def test_a_signal_with_requests_in_flight_still_exits_0(real_model, tmp_path):
+    big = Image.new("RGBA", (6000, 6000), (255, 255, 255, 255))   # seconds to prepare
+    ImageDraw.Draw(big).line([(3000, 1000), (3000, 5000)], fill=(0, 0, 0, 255), width=300)
+    png = io.BytesIO()
+    big.save(png, format="PNG")
+    for stop, upload in ((signal.SIGTERM, True), (signal.SIGINT, False)):
+        proc, host, port = _start(real_model)
+        half = socket.create_connection((host, port), timeout=10)   # headers, half a body
+        half.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
+        answers: list[int | str] = []
+        uploading = threading.Thread(target=_upload, args=(host, port, png.getvalue(), answers))
+        if upload:
+            uploading.start()
+        time.sleep(0.5)
+        start = time.monotonic()
+        proc.send_signal(stop)
+        err = proc.communicate(timeout=20)[1]
+        half.close()
+        assert proc.returncode == 0 and "Traceback" not in err, (stop, err)
+        assert time.monotonic() - start < serve.GRACE_S + 3
+        if upload:
+            uploading.join(20)
+            # Answered if preparing it took less than GRACE_S, else cut off.
+            assert answers in ([200], [400], ["RemoteDisconnected"], ["ConnectionResetError"])
 
 
 # ---------------------------------------------------------------- a real browser
@@ -219,8 +570,9 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not (CHROMIUM and CHROMEDRIVER):
-        (pytest.fail if os.environ.get("CI") else pytest.skip)("the browser test needs Chromium and ChromeDriver: apt-get install "
-                    "chromium chromium-driver (Debian), then pip install selenium")
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(
+            "the browser test needs Chromium and ChromeDriver: apt-get install chromium "
+            "chromium-driver (Debian), then pip install selenium")
     from selenium import webdriver
 
     options = webdriver.ChromeOptions()
@@ -253,7 +605,7 @@ def _draw_with_mouse(driver, pad, strokes):
     for stroke in strokes:
         actions = ActionChains(driver).move_to_element_with_offset(pad, *stroke[0])
         actions.click_and_hold()
-        for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
+        for (x0, y0), (x1, y1) in itertools.pairwise(stroke):
             actions.move_by_offset(x1 - x0, y1 - y0)
         actions.release().perform()
 
@@ -287,7 +639,7 @@ def test_drawing_in_a_real_browser(server, browser, tmp_path):
     for name, draw in (("1", _draw_with_mouse), ("7", _draw_with_touch),
                        ("0", _draw_with_mouse)):
         draw(browser, pad, DRAWINGS[name])
-        WebDriverWait(browser, 10).until(lambda d: digit.text == name,
+        WebDriverWait(browser, 10).until(lambda d, name=name: digit.text == name,
                                          f"the page did not read the drawn {name}")
         assert seen.get_attribute("src").startswith("data:image/png;base64,")
         assert seen.get_attribute("src") != blank_input
@@ -308,28 +660,3 @@ def test_drawing_in_a_real_browser(server, browser, tmp_path):
     assert browser.execute_script(
         "return getComputedStyle(document.getElementById('pad')).touchAction") == "none"
 
-
-def test_connections_beyond_the_cap_get_503(real_model, canvas_digits, monkeypatch):
-    monkeypatch.setattr(serve, "MAX_CLIENTS", 3)
-    srv = serve.DigitServer(real_model, "127.0.0.1", 0)
-    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
-    silent = [socket.create_connection(srv.server_address[:2], timeout=10) for _ in range(3)]
-    try:
-        time.sleep(0.3)
-        status, answer = request(srv, "GET", "/api/model")
-        assert status == 503 and answer == {"error": "too many clients at once"}
-    finally:
-        for sock in silent:
-            sock.close()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:             # the slots come back as the threads end
-        try:
-            status, _ = request(srv, "POST", "/api/predict", canvas_digits[0][0].read_bytes())
-        except (ConnectionError, json.JSONDecodeError):
-            status = None
-        if status == 200:
-            break
-        time.sleep(0.1)
-    assert status == 200
-    srv.shutdown()
-    srv.server_close()

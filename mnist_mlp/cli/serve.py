@@ -19,11 +19,14 @@ from .common import CONTEXT, fail, model_option
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
 def serve(models: tuple[Path, ...], host: str, port: int, open_browser: bool) -> None:
     """Serve a page to draw digits on and watch the network read them; Ctrl-C stops it."""
+    import signal
+
     from ..checkpoint import CheckpointError
-    from ..serve import DigitServer, is_loopback
+    from ..serve import DigitApp, DigitServer, is_loopback
 
     try:
-        server = DigitServer(list(models), host, port)
+        app = DigitApp.load(list(models), note=lambda line: click.echo(line, err=True))
+        server = DigitServer(app, host, port)
     except CheckpointError as exc:
         raise fail(exc) from None
     except OSError as exc:
@@ -36,9 +39,4 @@ def serve(models: tuple[Path, ...], host: str, port: int, open_browser: bool) ->
         import webbrowser
 
         webbrowser.open(server.url)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    server.serve_forever(stop_on=(signal.SIGINT, signal.SIGTERM))

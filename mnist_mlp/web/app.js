@@ -196,7 +196,10 @@ function drawCurves(history) {
   if (!all.length) return;
   const [lo, hi] = [Math.log10(Math.min(...all)), Math.log10(Math.max(...all))];
   const left = 40, bottom = chart.height - 20, width = chart.width - 50, height = bottom - 10;
-  const x = (i) => left + (history.length > 1 ? i / (history.length - 1) : 0.5) * width;
+  // Long runs come thinned to some epochs, evenly spread: place each at its epoch.
+  const first = history[0].epoch, last = history[history.length - 1].epoch;
+  const x = (i) => left + width *
+    (last > first ? (history[i].epoch - first) / (last - first) : 0.5);
   const y = (v) => bottom - (hi > lo ? (Math.log10(v) - lo) / (hi - lo) : 0.5) * height;
   c.fillStyle = "#fff";
   c.fillRect(0, 0, chart.width, chart.height);
@@ -204,8 +207,10 @@ function drawCurves(history) {
   c.font = "11px system-ui";
   c.fillText((100 * 10 ** hi).toPrecision(2) + "%", 2, 14);
   c.fillText((100 * 10 ** lo).toPrecision(2) + "%", 2, bottom);
-  c.fillText("epoch 1", left, chart.height - 4);
-  c.fillText(String(history.length), left + width - 10, chart.height - 4);
+  c.fillText(`epoch ${first}`, left, chart.height - 4);
+  c.textAlign = "right";
+  c.fillText(String(last), left + width, chart.height - 4);
+  c.textAlign = "left";
   series.forEach(([, colour, label], s) => {
     c.strokeStyle = colour;
     c.beginPath();
