@@ -469,15 +469,6 @@ def test_bad_model_and_port_in_use_are_one_line(real_model, tmp_path):
     assert result.output.count("\n") == 1
 
 
-def test_without_waitress_the_command_says_what_to_install(real_model):
-    code = ("import sys; sys.modules['waitress'] = None; from mnist_mlp.cli import main; "
-            f"main(['serve', '--model', {str(real_model)!r}], prog_name='mlp')")
-    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr == "Error: mlp serve needs waitress: pip install 'mnist-mlp[serve]'\n"
-
-
 def test_is_loopback():
     for host in ("127.0.0.1", "127.1", "127.8.9.10", "::1", "localhost"):
         assert serve.is_loopback(host), host
