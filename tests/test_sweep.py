@@ -1,0 +1,435 @@
+"""Sweeps: space files checked before any trial; trials that are `mlp train` runs selected on
+validation only; pruning; several workers on the embedded store and on PostgreSQL, a killed
+worker's trial run again; a clean stop and its resume; the results and the committee step."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mnist_mlp import checkpoint, data, sweep
+from mnist_mlp.cli_sweep import sweep as sweep_command
+from mnist_mlp.config import load_config_file, resolve
+from mnist_mlp.run import RunFiles, read_metrics
+
+optuna = pytest.importorskip("optuna")
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES = os.environ.get("MLP_TEST_POSTGRES",
+                          "postgresql://mlp_test:mlp_test@127.0.0.1/postgres")
+
+SPACE = """
+config = "quick"
+[fixed]
+epochs = {epochs}
+val_size = 200
+batch_size = {batch}
+[search]
+lr = {{ low = 0.05, high = 0.3, log = true }}
+hidden = {{ choices = [[16], [8, 8]] }}
+"""
+
+# A worker process: the tiny data's resource table (as the tiny_mnist fixture patches it in
+# this process), then `mlp sweep`, all workers starting at the same moment.
+WORKER = """
+import json, os, sys, time
+from mnist_mlp import data
+data.RESOURCES = tuple(data.Resource(*r) for r in json.loads(os.environ["MLP_TEST_RESOURCES"]))
+import optuna, sqlalchemy
+from mnist_mlp.cli_sweep import sweep
+time.sleep(max(0.0, float(os.environ.get("MLP_TEST_START_AT", "0")) - time.time()))
+sweep.main(sys.argv[1:], prog_name="mlp sweep")
+"""
+
+
+def _space(tmp_path, epochs=2, batch=100, text=SPACE) -> Path:
+    path = tmp_path / "space.toml"
+    path.write_text(text.format(epochs=epochs, batch=batch))
+    return path
+
+
+def _run(tiny_mnist, space, out, trials, **kwargs) -> sweep.SweepResult:
+    kwargs = {"plots": False, "heartbeat_s": 1, **kwargs}
+    return sweep.run_sweep(space, out, trials, data={"data_dir": tiny_mnist}, **kwargs)
+
+
+def _study(out, storage=None):
+    name = json.loads((out / "sweep.json").read_text())["study"]
+    return optuna.load_study(study_name=name, storage=sweep.storage_url(storage, out))
+
+
+def _worker(tiny_mnist, space, out, *args, start_at=None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1",
+           "MLP_TEST_RESOURCES": json.dumps([dataclasses.astuple(r) for r in data.RESOURCES]),
+           "MLP_TEST_START_AT": str(start_at or 0)}
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(space), "--out", str(out), "--data-dir",
+         str(tiny_mnist), "--heartbeat", "1", "--threads", "1", "--no-plots", "--json", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _finish(proc, timeout=180) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    return json.loads(out)
+
+
+# ---------------------------------------------------------------- space files
+
+def test_a_space_file_becomes_settings_of_train_config(tmp_path):
+    path = tmp_path / "space.toml"
+    path.write_text('config = "default"\n[fixed]\nepochs = 3\n[search]\n'
+                    'lr = { low = 0.02, high = 0.3, log = true }\n'
+                    'hidden = { choices = [[800], [1024], [800, 800]] }\n'
+                    'dropout = { low = 0.0, high = 0.5, step = 0.1 }\n'
+                    'seed = { choices = [0, 1, 2] }\nbatch_size = { low = 64, high = 256 }\n')
+    space = sweep.load_space(path)
+    assert space.fixed == {"epochs": 3}
+    assert space.search["hidden"].choices == ((800,), (1024,), (800, 800))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        params = {k: d.suggest(trial) for k, d in space.search.items()}
+        cfg = space.resolve(params)                      # a valid TrainConfig every time
+        assert cfg.epochs == 3 and 0.02 <= cfg.lr <= 0.3 and cfg.hidden in space.search[
+            "hidden"].choices
+        assert trial.params["hidden"] == ",".join(map(str, cfg.hidden))  # lists as labels
+        assert isinstance(cfg.batch_size, int) and 64 <= cfg.batch_size <= 256
+        assert round(cfg.dropout[0] * 10, 9) == round(cfg.dropout[0] * 10)
+        seen.add(cfg.hidden)
+        study.tell(trial, 0.5)
+    assert seen == {(800,), (1024,), (800, 800)}
+
+
+HOSTILE = [
+    ('[search]\nlr = { low = 0.3, high = 0.02 }\n', "in [search], lr: reversed range"),
+    ('[search]\nlr = { low = 0.1, high = 0.1 }\n', "in [search], lr: empty range"),
+    ('[search]\nlearning_rate = { low = 0.1, high = 0.2 }\n', "unknown setting 'learning_rate'"),
+    ('[search]\nlr = { low = 0.1, high = 0.2, base = 2 }\n', "lr: unknown key 'base'"),
+    ('[search]\ndropout = { low = 0.0, high = 1.0 }\n', "dropout must be in [0, 1)"),
+    ('[search]\nlr = { low = 0.0, high = 0.3 }\n', "lr must be in (0, 1e+06]"),
+    ('[search]\nepochs = { low = 1.5, high = 3 }\n', "epochs must be of type int"),
+    ('[search]\noptimizer = { choices = ["sgd", "rmsprop"] }\n', "optimizer must be one of"),
+    ('[search]\noptimizer = { low = 1, high = 2 }\n', "optimizer takes choices"),
+    ('[search]\nseed = { choices = [] }\n', "seed: choices must be a non-empty list"),
+    ('[search]\nseed = { choices = [1, 1] }\n', "seed: a choice is listed twice"),
+    ('[search]\ndropout = { low = 0.0, high = 0.5, log = true }\n', "needs low > 0"),
+    ('[search]\nlr = { low = 0.1, high = 0.3, step = 0.15 }\n', "whole number of steps"),
+    ('[fixed]\nlr = 0.1\n[search]\nlr = { low = 0.1, high = 0.3 }\n',
+     "lr is both in [fixed] and in [search]"),
+    ('[fixed]\nval_size = 0\n[search]\nlr = { low = 0.1, high = 0.3 }\n',
+     "val_size is 0: a sweep selects on the validation split"),
+    ('[search]\nval_size = { choices = [0, 5000] }\n', "with val_size = 0, val_size is 0"),
+    ('[fixed]\nepochs = 2\n[search]\nwarmup_epochs = { low = 0.0, high = 4.0 }\n',
+     "warmup_epochs = 4.0: warmup_epochs (4) must be between 0 and epochs (2)"),
+    ('[fixed]\nbogus = 1\n[search]\nlr = { low = 0.1, high = 0.3 }\n', "in [fixed], unknown key"),
+    ('epochs = 3\n[search]\nlr = { low = 0.1, high = 0.3 }\n', "unknown key 'epochs'"),
+    ('config = "nope"\n[search]\nlr = { low = 0.1, high = 0.3 }\n', "config: no config file or "
+     "preset 'nope'"),
+    ('[fixed]\nepochs = 3\n', "nothing to search"),
+    ('[search]\nlr = 0.1\n', "lr must be { low = ..., high = ... } or { choices = [...] }"),
+    ('[search\nlr = 1', "not a TOML space file"),
+]
+
+
+@pytest.mark.parametrize("text, message", HOSTILE)
+def test_a_bad_space_file_is_one_line_naming_file_and_key(tmp_path, text, message):
+    path = tmp_path / "space.toml"
+    path.write_text(text)
+    with pytest.raises(sweep.SpaceError) as caught:
+        sweep.load_space(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_space_files_that_are_not_files_or_too_big_are_refused(tmp_path):
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(sweep.SpaceError, match="is a FIFO, not a regular file"):
+        sweep.load_space(fifo)     # refused at once: never blocks on the FIFO
+    huge = tmp_path / "huge.toml"
+    huge.write_bytes(b"#" * (sweep.MAX_SPACE_BYTES + 1))
+    with pytest.raises(sweep.SpaceError, match="larger than 1,048,576 bytes"):
+        sweep.load_space(huge)
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(sweep.SpaceError):
+        sweep.load_space(deep)
+
+
+def test_the_command_exits_2_on_a_bad_space_before_any_trial(tmp_path):
+    path = tmp_path / "space.toml"
+    path.write_text('[search]\nlr = { low = 0.3, high = 0.02 }\n')
+    result = CliRunner().invoke(sweep_command, [str(path), "--trials", "2", "--out",
+                                                str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert f"Error: {path}: in [search], lr: reversed range" in result.output
+    assert not (tmp_path / "out" / "trial-0000.npz").exists()
+
+
+def test_without_optuna_the_command_says_how_to_install_it(tmp_path):
+    code = ("import sys; sys.modules['optuna'] = None\n"
+            "from mnist_mlp.cli_sweep import sweep\n"
+            "sweep.main(sys.argv[1:], prog_name='mlp sweep')")
+    space = _space(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code, str(space), "--trials", "1", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == "Error: mlp sweep needs Optuna: pip install 'mnist-mlp[sweep]'\n"
+
+
+def test_storage_urls():
+    out = Path("/tmp/some/dir")
+    assert sweep.storage_url(None, out) == "sqlite:////tmp/some/dir/study.db"
+    assert (sweep.storage_url("postgresql://u:secret@db.example/sweeps", out)
+            == "postgresql+psycopg://u:secret@db.example/sweeps")
+    assert sweep.redact("postgresql://u:secret@db.example:5433/s") == \
+        "postgresql://u@db.example:5433/s"
+    with pytest.raises(sweep.SweepError, match="--storage takes postgresql://"):
+        sweep.storage_url("mysql://u:secret@h/db", out)
+
+
+# ---------------------------------------------------------------- one worker
+
+def test_a_sweep_trains_selects_on_validation_and_continues(tiny_mnist, tmp_path):
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tiny_mnist / name).write_bytes(b"not the test set")  # reading it would fail
+    out, space = tmp_path / "sw", _space(tmp_path)
+    lines = []
+    result = _run(tiny_mnist, space, out, 3, log=lines.append, plots=True)
+    rows = result.report.rows
+    assert result.signum is None and len(rows) == 3 and len(lines) == 3
+    assert sorted(r.number for r in rows) == [0, 1, 2]
+    for r in rows:
+        files = RunFiles(Path(r.checkpoint))
+        assert files.best == out / f"trial-{r.number:04d}.npz"
+        assert all(p.is_file() for p in (files.best, files.last, files.curves))
+        history = read_metrics(files.metrics)
+        assert r.epochs == len(history) == 2
+        assert r.value == max(h["val_accuracy"] for h in history)
+        assert checkpoint.load(files.best).meta["config"] == r.config
+    values = [r.value for r in rows if r.state == "complete"]
+    assert values == sorted(values, reverse=True)
+    best = result.report.best
+    assert load_config_file(out / "best.toml") == {
+        k: tuple(v) if isinstance(v, list) else v for k, v in best.config.items()}
+    assert resolve(load_config_file(out / "best.toml")).to_dict() == checkpoint.load(
+        Path(best.checkpoint)).meta["config"]
+    assert (out / "sweep.png").stat().st_size > 0
+
+    again = _run(tiny_mnist, space, out, 3)                 # the same: nothing left to do
+    assert [r.number for r in again.report.rows] == [r.number for r in rows]
+    more = _run(tiny_mnist, space, out, 4)                  # one more trial
+    assert sorted(r.number for r in more.report.rows) == [0, 1, 2, 3]
+    report = _run(tiny_mnist, space, out, 0).report         # only reports
+    assert len(report.rows) == 4
+    table = sweep.format_table(report)
+    assert table.splitlines()[1].split() == ["rank", "trial", "state", "val", "acc", "epochs",
+                                             "seconds", "settings"]
+    assert f"hidden={report.rows[0].params['hidden']}" in table.splitlines()[2]
+
+
+def test_a_directory_keeps_to_its_study(tiny_mnist, tmp_path):
+    out, space = tmp_path / "sw", _space(tmp_path)
+    _run(tiny_mnist, space, out, 1, study="first")
+    with pytest.raises(sweep.SweepError, match="holds study 'first' in its own study.db"):
+        _run(tiny_mnist, space, out, 1, study="second")
+    other = _space(tmp_path, epochs=3)
+    with pytest.raises(sweep.SweepError, match="was started with another space"):
+        _run(tiny_mnist, other, out, 2)
+
+
+def test_the_pruner_stops_hopeless_trials_resumably(tiny_mnist, tmp_path):
+    text = SPACE.replace("lr = {{ low = 0.05, high = 0.3, log = true }}",
+                         "lr = {{ choices = [0.2, 1e-6] }}")
+    out, space = tmp_path / "sw", _space(tmp_path, epochs=4, batch=50, text=text)
+    report = _run(tiny_mnist, space, out, 10, seed=0).report
+    pruned = [r for r in report.rows if r.state == "pruned"]
+    complete = [r for r in report.rows if r.state == "complete"]
+    assert pruned and len(pruned) + len(complete) == 10
+    assert {r.params["lr"] for r in pruned} == {1e-6}
+    for r in pruned:
+        history = read_metrics(RunFiles(Path(r.checkpoint)).metrics)
+        assert 2 <= len(history) < 4 and r.epochs == len(history)   # stopped early...
+        assert RunFiles(Path(r.checkpoint)).last.is_file()           # ...resumably
+        assert r.value is None and r.score == max(h["val_accuracy"] for h in history)
+    assert all(r.epochs == 4 for r in complete)
+    assert max(r.value for r in complete) > max(r.score for r in pruned)
+
+
+def test_the_figure_shows_each_trial_and_each_setting(tiny_mnist, tmp_path):
+    out, space = tmp_path / "sw", _space(tmp_path)
+    report = _run(tiny_mnist, space, out, 3).report
+    rows = report.rows
+    fig = sweep.sweep_figure(rows, sweep.load_space(space).search, {"lr": 0.75})
+    top, lr_ax, hidden_ax = fig.axes
+    done = sorted((r for r in rows if r.state == "complete"), key=lambda r: r.number)
+    lines = {line.get_label(): line for line in top.get_lines()}
+    assert list(lines["completed"].get_xdata()) == [r.number for r in done]
+    assert list(lines["completed"].get_ydata()) == [100 * r.value for r in done]
+    assert lines["best so far"].get_ydata()[-1] == 100 * max(r.value for r in done)
+    by_number = sorted(rows, key=lambda r: r.number)
+    assert list(lr_ax.get_lines()[0].get_xdata()) == [r.params["lr"] for r in by_number]
+    assert lr_ax.get_xscale() == "log" and lr_ax.get_title() == "lr (75% of importance)"
+    assert [t.get_text() for t in hidden_ax.get_xticklabels()] == ["16", "8,8"]
+    assert list(hidden_ax.get_lines()[0].get_xdata()) == [
+        ["16", "8,8"].index(r.params["hidden"]) for r in by_number]
+
+
+def test_top_checkpoints_are_the_best_completed_trials(tiny_mnist, tmp_path):
+    out, space = tmp_path / "sw", _space(tmp_path)
+    report = _run(tiny_mnist, space, out, 3).report
+    best = [Path(r.checkpoint) for r in report.rows if r.state == "complete"]
+    assert sweep.top_checkpoints(out, 2) == best[:2]
+    with pytest.raises(sweep.SweepError, match="has 3 completed trials, fewer than 4"):
+        sweep.top_checkpoints(out, 4)
+    best[0].unlink()
+    with pytest.raises(sweep.SweepError, match="checkpoint .* is not on this machine"):
+        sweep.top_checkpoints(out, 1)
+    with pytest.raises(sweep.SweepError, match="not a sweep folder"):
+        sweep.top_checkpoints(tmp_path, 1)
+
+
+# ---------------------------------------------------------------- several workers
+
+def test_two_workers_at_once_share_the_embedded_study(tiny_mnist, tmp_path):
+    out, space = tmp_path / "sw", _space(tmp_path)
+    start = time.time() + 3
+    workers = [_worker(tiny_mnist, space, out, "--trials", "6", start_at=start)
+               for _ in range(2)]
+    reports = [_finish(w) for w in workers]
+    trials = _study(out).get_trials()
+    assert sorted(t.number for t in trials) == list(range(6))      # exactly 6, each once
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    assert {t.user_attrs["pid"] for t in trials} == {w.pid for w in workers}  # both worked
+    assert len({t.user_attrs["checkpoint"] for t in trials}) == 6
+    assert all(len(r["trials"]) == 6 for r in reports)
+
+
+def test_a_stopped_worker_saves_its_trial_and_the_sweep_resumes_it(tiny_mnist, tmp_path):
+    out, space = tmp_path / "sw", _space(tmp_path, epochs=12, batch=20)
+    worker = _worker(tiny_mnist, space, out, "--trials", "1", "--pruner", "none")
+    metrics = RunFiles(out / "trial-0000.npz").metrics
+    _wait(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2, worker)
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 143, err
+    assert "SIGTERM: stopped; trial 0 is saved and resumes when the sweep continues" in err
+    first = _study(out).get_trials()
+    assert [t.state.name for t in first] == ["FAIL", "WAITING"]
+    assert first[0].user_attrs["interrupted"] == "SIGTERM"
+    saved = len(read_metrics(metrics))
+
+    result = CliRunner().invoke(sweep_command, [str(space), "--trials", "1", "--out", str(out),
+                                                "--data-dir", str(tiny_mnist), "--json",
+                                                "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = {r["number"]: r for r in json.loads(result.output)["trials"]}
+    assert rows[0]["state"] == "interrupted"
+    assert rows[1]["state"] == "complete" and rows[1]["retry_of"] == 0
+    assert rows[1]["checkpoint"] == str(out / "trial-0000.npz")
+    assert [t.user_attrs["resumed_from_epoch"] for t in _study(out).get_trials()][1] >= saved
+    assert [r["epoch"] for r in read_metrics(metrics)] == list(range(1, 13))
+
+
+def _wait(condition, *procs, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        for p in procs:
+            assert p.poll() is None, p.communicate()[1]
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+@pytest.fixture
+def postgres(tmp_path) -> str:
+    """The URL of a fresh, empty database on the test server, dropped afterwards. Without a
+    server the test is skipped, except under CI, where that fails."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        reason = (f"no PostgreSQL server at {sweep.redact(POSTGRES)} "
+                  f"({str(exc).strip().splitlines()[-1]}); set MLP_TEST_POSTGRES")
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    name = f"mlp_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urllib.parse.urlunsplit(urllib.parse.urlsplit(POSTGRES)._replace(path="/" + name))
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_workers_started_together_on_a_fresh_database_all_work(tiny_mnist, tmp_path,
+                                                                postgres):
+    space, start = _space(tmp_path), time.time() + 3
+    workers = [_worker(tiny_mnist, space, tmp_path / f"machine{i}", "--trials", "4",
+                       "--storage", postgres, "--study", "shared", start_at=start)
+               for i in range(2)]
+    for w in workers:
+        _finish(w)
+    trials = optuna.load_study(study_name="shared", storage=sweep.storage_url(postgres, tmp_path)
+                               ).get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    for t in trials:   # each machine keeps the runs of the trials it ran
+        machine = next(i for i, w in enumerate(workers) if w.pid == t.user_attrs["pid"])
+        assert Path(t.user_attrs["checkpoint"]).parent == tmp_path / f"machine{machine}"
+        assert Path(t.user_attrs["checkpoint"]).is_file()
+
+
+def test_a_killed_workers_trial_is_run_again_by_a_live_worker(tiny_mnist, tmp_path, postgres):
+    space = _space(tmp_path, epochs=12, batch=20)
+    storage = sweep.storage_url(postgres, tmp_path)
+    out = tmp_path / "machine"   # both workers on one machine: the rerun resumes the files
+    args = ("--trials", "3", "--storage", postgres, "--study", "s", "--pruner", "none")
+    victim, survivor = (_worker(tiny_mnist, space, out, *args) for _ in range(2))
+
+    def victims_trial():
+        try:
+            trials = optuna.load_study(study_name="s", storage=storage).get_trials()
+        except KeyError:    # no study yet
+            return None
+        for t in trials:
+            if t.state.name == "RUNNING" and t.user_attrs.get("pid") == victim.pid and \
+                    "checkpoint" in t.user_attrs:
+                log = RunFiles(Path(t.user_attrs["checkpoint"])).metrics
+                if log.exists() and len(log.read_text().splitlines()) >= 2:
+                    return t
+        return None
+
+    _wait(lambda: victims_trial() is not None, victim, survivor)
+    dead = victims_trial()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    _finish(survivor)
+    trials = optuna.load_study(study_name="s", storage=storage).get_trials()
+    assert trials[dead.number].state.name == "FAIL"
+    reruns = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert len(reruns) == 1 and reruns[0].state.name == "COMPLETE"
+    rerun = reruns[0]
+    assert rerun.user_attrs["pid"] == survivor.pid
+    assert rerun.user_attrs["checkpoint"] == dead.user_attrs["checkpoint"]
+    assert rerun.user_attrs["resumed_from_epoch"] >= 2                  # resumed, not redone
+    log = RunFiles(Path(rerun.user_attrs["checkpoint"])).metrics
+    assert [r["epoch"] for r in read_metrics(log)] == list(range(1, 13))
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 3
