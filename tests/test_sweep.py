@@ -136,8 +136,8 @@ HOSTILE = [
      "warmup_epochs = 4.0: warmup_epochs (4) must be between 0 and epochs (2)"),
     ('[fixed]\nbogus = 1\n[search]\nlr = { low = 0.1, high = 0.3 }\n', "in [fixed], unknown key"),
     ('epochs = 3\n[search]\nlr = { low = 0.1, high = 0.3 }\n', "unknown key 'epochs'"),
-    ('config = "nope"\n[search]\nlr = { low = 0.1, high = 0.3 }\n', "config: no config file or "
-     "preset 'nope'"),
+    ('config = "nope"\n[search]\nlr = { low = 0.1, high = 0.3 }\n',
+     "config: no config file or preset 'nope'"),
     ('[fixed]\nepochs = 3\n', "nothing to search"),
     ('[search]\nlr = 0.1\n', "lr must be { low = ..., high = ... } or { choices = [...] }"),
     ('[search\nlr = 1', "not a TOML space file"),
@@ -186,7 +186,7 @@ def test_without_optuna_the_command_says_how_to_install_it(tmp_path):
             "sweep.main(sys.argv[1:], prog_name='mlp sweep')")
     space = _space(tmp_path)
     proc = subprocess.run([sys.executable, "-c", code, str(space), "--trials", "1", "--out",
-                           str(tmp_path / "out")], capture_output=True, text=True,
+                           str(tmp_path / "out")], check=False, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr == "Error: mlp sweep needs Optuna: pip install 'mnist-mlp[sweep]'\n"
