@@ -38,9 +38,21 @@ from pathlib import Path
 from typing import Any
 
 from . import run
-from .config import (FIELDS, ConfigError, TrainConfig, coerce, find_preset, is_list, item_type,
-                     load_config_file, resolve)
+from .checkpoint import CheckpointError, load
+from .config import (
+    FIELDS,
+    ConfigError,
+    TrainConfig,
+    coerce,
+    find_preset,
+    is_list,
+    item_type,
+    load_config_file,
+    resolve,
+)
+from .dataset import DataSource
 from .files import read_bounded, write_bytes_atomic
+from .runfiles import RunFiles
 from .threads import default_threads, limit_threads, live_workers, registered_worker
 from .train import Callback, TrainingDiverged, val_score
 
@@ -489,68 +501,48 @@ def _bind_folder(out_dir: Path, study: str | None, storage: str | None) -> str:
 # ---------------------------------------------------------------- a trial
 
 class PruningCallback(Callback):
-    """Reports each epoch's validation score to an Optuna trial (step = epoch) and notes
-    the epoch at which the study's pruner says to stop."""
+    """Reports each epoch's validation score to an Optuna trial (step = epoch, a resumed
+    run's earlier epochs at its start) and notes the epoch at which the study's pruner
+    says to stop."""
 
     def __init__(self, trial: Any):
-        self.trial, self.reported, self.pruned_at = trial, set(), None
+        self.trial, self.pruned_at = trial, None
 
-    def report(self, history: Sequence[Mapping[str, Any]]) -> None:
-        """Report the rows not yet reported (a resumed run's earlier epochs too), then ask
-        the pruner."""
-        for row in history:
-            if row["epoch"] not in self.reported:
-                self.trial.report(val_score(row), row["epoch"])
-                self.reported.add(row["epoch"])
-        if history and self.pruned_at is None and self.trial.should_prune():
-            self.pruned_at = history[-1]["epoch"]
+    def _report(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.trial.report(val_score(row), row["epoch"])
+        if rows and self.pruned_at is None and self.trial.should_prune():
+            self.pruned_at = rows[-1]["epoch"]
 
-    def on_epoch_begin(self, trainer, epoch, n_samples, done):
-        if not self.reported:
-            self.report(trainer.state.history)
+    def on_train_begin(self, trainer):
+        self._report(trainer.state.history)
 
-    def on_epoch_end(self, trainer, row, improved):
-        self.report([row])
+    def on_epoch_end(self, trainer, row, kept):
+        self._report([row])
 
 
-class _TrialStop:
-    """What the training loop polls: a signal to the sweep, or the pruner's verdict."""
-
-    def __init__(self, signals: run.StopSignals, pruning: PruningCallback):
-        self.signals, self.pruning, self.armed = signals, pruning, True
-
-    @property
-    def signum(self) -> int | None:
-        return self.signals.signum
-
-    def __call__(self) -> bool:
-        return self.signals() or self.pruning.pruned_at is not None
-
-
-def _train_trial(files: run.RunFiles, space: Space, flags: dict[str, Any], resume: bool,
-                 data: dict[str, Any], plots: bool, pruning: PruningCallback,
+def _train_trial(files: RunFiles, space: Space, flags: dict[str, Any], resume: bool,
+                 source: DataSource | None, plots: bool, pruning: PruningCallback,
                  signals: run.StopSignals) -> tuple[str, list[dict[str, Any]]]:
-    """One trial's run of `mlp train`: how it ended ("finished", "pruned" or "stopped" by a
-    signal) and its history (one row per epoch, resumed epochs included).
+    """One trial's run of `mlp train`: how it ended ("finished", "pruned", or "stopped" by
+    a signal, noted in ``signals``) and its history (one row per epoch, resumed ones too).
 
     Raises:
-        run.RunError, checkpoint.CheckpointError, data.DataError, TrainingDiverged: as
-            run.train.
+        RunError, CheckpointError, DataError, TrainingDiverged: as run.train.
     """
-    result = run.train(files.best, config=space.config, flags=flags, resume=resume,
-                       overwrite=not resume, progress=False, plots=plots, **data,
-                       callbacks=[pruning], signals=_TrialStop(signals, pruning))
+    result = run.train(files.kept, config=space.config, flags=flags, resume=resume,
+                       overwrite=not resume, source=source, progress=False, plots=plots,
+                       callbacks=[pruning],
+                       should_stop=lambda: signals() or pruning.pruned_at is not None)
+    signals.signum = signals.signum or result.signum  # run.train held the signals meanwhile
     history = result.trainer.state.history
-    pruning.report(history)  # a resumed run that had already finished trains no epoch
-    if result.signum is not None:
+    if result.ending == "stopped" and signals():
         return "stopped", history
     return ("pruned" if pruning.pruned_at is not None else "finished"), history
 
 
-def _saved_epoch(files: run.RunFiles) -> int:
+def _saved_epoch(files: RunFiles) -> int:
     """The epoch a run's resumable state is at (0 when it cannot tell)."""
-    from .checkpoint import CheckpointError, load
-
     try:
         return int(load(files.last).meta.get("epoch", 0))
     except (CheckpointError, TypeError, ValueError):
@@ -580,7 +572,7 @@ class _Worker:
     admission: Any
     signals: run.StopSignals
     threads: int | None
-    data: dict[str, Any]
+    source: DataSource | None
     plots: bool
     heartbeat_s: int
     log: Callable[[str], None]
@@ -644,7 +636,7 @@ class _Worker:
         # with that trial's files, from where they stopped if they are on this machine.
         rerun_of = trial.user_attrs.get("checkpoint")
         name = Path(rerun_of).name if rerun_of else f"trial-{trial.number:04d}.npz"
-        files = run.RunFiles(self.out_dir / name)
+        files = RunFiles(self.out_dir / name)
         if trial.user_attrs.get("interrupted"):
             trial.set_user_attr("interrupted", None)
         try:
@@ -653,7 +645,7 @@ class _Worker:
             trial.set_user_attr("ending", f"invalid: {exc}")
             raise self.optuna.TrialPruned(str(exc)) from None
         trial.set_user_attr("config", cfg.to_dict())
-        trial.set_user_attr("checkpoint", str(files.best))
+        trial.set_user_attr("checkpoint", str(files.kept))
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         resume = rerun_of is not None and files.last.exists()
@@ -664,7 +656,7 @@ class _Worker:
         try:
             with limit_threads(n_threads):
                 ending, history = _train_trial(files, self.space, self.space.flags(params),
-                                               resume, self.data, self.plots, pruning,
+                                               resume, self.source, self.plots, pruning,
                                                self.signals)
         except TrainingDiverged as exc:
             trial.set_user_attr("ending", "diverged")
@@ -696,7 +688,7 @@ class TrialRow:
     """One trial as the results show it."""
 
     number: int
-    state: str                 # complete, pruned, diverged, interrupted, died, failed, running, waiting
+    state: str                 # complete pruned diverged interrupted died failed running waiting
     value: float | None        # the kept epoch's validation score (complete trials)
     score: float | None        # the value, or the best score reported (pruned trials)
     params: dict[str, Any]     # Optuna's values: lists as "800,800"
@@ -887,7 +879,7 @@ class SweepResult:
 
 def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | None = None,
               study: str | None = None, pruner: str = "median", threads: int | None = None,
-              data: Mapping[str, Any] | None = None, plots: bool = True,
+              source: DataSource | None = None, plots: bool = True,
               seed: int | None = None,
               heartbeat_s: int = HEARTBEAT_S, log: Callable[[str], None] = lambda line: None,
               signals: run.StopSignals | None = None) -> SweepResult:
@@ -903,7 +895,7 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
         pruner: median, hyperband or none.
         threads: BLAS threads per trial; default this machine's cores shared among the
             sweep's live workers in DIR.
-        data: where MNIST is, as run.train takes it (data_dir, mirrors, download_deadline_s).
+        source: where MNIST comes from, as for run.train.
         plots: draw each trial's curves every epoch, and DIR/sweep.png at the end.
         seed: the sampler's seed (reproducible with one worker).
         heartbeat_s: how often a running trial says it is alive; a trial silent for
@@ -917,11 +909,11 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
         SpaceError: a bad space file.
         SweepError: Optuna missing, storage unreachable, DIR holding another study, or
             a study of another space.
-        run.RunError, data.DataError, checkpoint.CheckpointError: a trial that cannot run.
+        RunError, DataError, CheckpointError: a trial that cannot run.
     """
     optuna = _optuna()
     space = load_space(space_path)
-    out_dir, data = Path(out_dir), dict(data or {})
+    out_dir = Path(out_dir)
     url = storage_url(storage, out_dir)
     if storage is not None:
         try:
@@ -939,7 +931,8 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
         stop.armed = True
         st = _load_study(optuna, _open_storage(optuna, url, heartbeat_s, schema), name, space,
                          pruner, seed, admit)
-        worker = _Worker(optuna, st, space, out_dir, trials, admit, stop, threads, data, plots,
+        worker = _Worker(optuna, st, space, out_dir, trials, admit, stop, threads, source,
+                         plots,
                          heartbeat_s, log)
         if trials > 0:
             worker.run()

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -18,10 +19,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mnist_mlp import checkpoint, data, sweep
-from mnist_mlp.cli_sweep import sweep as sweep_command
+from mnist_mlp import checkpoint, sweep
+from mnist_mlp.cli.sweep import sweep as sweep_command
 from mnist_mlp.config import load_config_file, resolve
-from mnist_mlp.run import RunFiles, read_metrics
+from mnist_mlp.runfiles import RunFiles, read_metrics
 
 optuna = pytest.importorskip("optuna")
 
@@ -40,16 +41,22 @@ lr = {{ low = 0.05, high = 0.3, log = true }}
 hidden = {{ choices = [[16], [8, 8]] }}
 """
 
-# A worker process: the tiny data's resource table (as the tiny_mnist fixture patches it in
-# this process), then `mlp sweep`, all workers starting at the same moment.
+# A worker process: a sweep on the tiny data (its folder and resource table handed down),
+# started at a given moment, exiting as `mlp sweep` does.
 WORKER = """
-import json, os, sys, time
-from mnist_mlp import data
-data.RESOURCES = tuple(data.Resource(*r) for r in json.loads(os.environ["MLP_TEST_RESOURCES"]))
+import json, sys, time
+from pathlib import Path
 import optuna, sqlalchemy
-from mnist_mlp.cli_sweep import sweep
-time.sleep(max(0.0, float(os.environ.get("MLP_TEST_START_AT", "0")) - time.time()))
-sweep.main(sys.argv[1:], prog_name="mlp sweep")
+from mnist_mlp import sweep
+from mnist_mlp.dataset import DataSource
+from mnist_mlp.mnist import Resource
+args = json.loads(sys.argv[1])
+source = DataSource(Path(args.pop("folder")), mirrors=(),
+                    resources=tuple(Resource(*r) for r in args.pop("resources")))
+time.sleep(max(0.0, args.pop("start_at") - time.time()))
+result = sweep.run_sweep(source=source, plots=False, heartbeat_s=1, threads=1, **args)
+print(json.dumps(result.report.to_dict()))
+sys.exit(128 + result.signum if result.signum else 0)
 """
 
 
@@ -61,7 +68,7 @@ def _space(tmp_path, epochs=2, batch=100, text=SPACE) -> Path:
 
 def _run(tiny_mnist, space, out, trials, **kwargs) -> sweep.SweepResult:
     kwargs = {"plots": False, "heartbeat_s": 1, **kwargs}
-    return sweep.run_sweep(space, out, trials, data={"data_dir": tiny_mnist}, **kwargs)
+    return sweep.run_sweep(space, out, trials, source=tiny_mnist, **kwargs)
 
 
 def _study(out, storage=None):
@@ -69,14 +76,14 @@ def _study(out, storage=None):
     return optuna.load_study(study_name=name, storage=sweep.storage_url(storage, out))
 
 
-def _worker(tiny_mnist, space, out, *args, start_at=None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1",
-           "MLP_TEST_RESOURCES": json.dumps([dataclasses.astuple(r) for r in data.RESOURCES]),
-           "MLP_TEST_START_AT": str(start_at or 0)}
-    return subprocess.Popen(
-        [sys.executable, "-c", WORKER, str(space), "--out", str(out), "--data-dir",
-         str(tiny_mnist), "--heartbeat", "1", "--threads", "1", "--no-plots", "--json", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+def _worker(tiny_mnist, space, out, trials, start_at=0.0, **kwargs) -> subprocess.Popen:
+    args = {"folder": str(tiny_mnist.folder), "start_at": start_at, "space_path": str(space),
+            "out_dir": str(out), "trials": trials, **kwargs,
+            "resources": [dataclasses.astuple(r) for r in tiny_mnist.resources]}
+    return subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT),
+                                 "OPENBLAS_NUM_THREADS": "1"})
 
 
 def _finish(proc, timeout=180) -> dict:
@@ -182,7 +189,7 @@ def test_the_command_exits_2_on_a_bad_space_before_any_trial(tmp_path):
 
 def test_without_optuna_the_command_says_how_to_install_it(tmp_path):
     code = ("import sys; sys.modules['optuna'] = None\n"
-            "from mnist_mlp.cli_sweep import sweep\n"
+            "from mnist_mlp.cli.sweep import sweep\n"
             "sweep.main(sys.argv[1:], prog_name='mlp sweep')")
     space = _space(tmp_path)
     proc = subprocess.run([sys.executable, "-c", code, str(space), "--trials", "1", "--out",
@@ -207,7 +214,7 @@ def test_storage_urls():
 
 def test_a_sweep_trains_selects_on_validation_and_continues(tiny_mnist, tmp_path):
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
-        (tiny_mnist / name).write_bytes(b"not the test set")  # reading it would fail
+        (tiny_mnist.folder / name).write_bytes(b"not the test set")  # reading it would fail
     out, space = tmp_path / "sw", _space(tmp_path)
     lines = []
     result = _run(tiny_mnist, space, out, 3, log=lines.append, plots=True)
@@ -216,12 +223,12 @@ def test_a_sweep_trains_selects_on_validation_and_continues(tiny_mnist, tmp_path
     assert sorted(r.number for r in rows) == [0, 1, 2]
     for r in rows:
         files = RunFiles(Path(r.checkpoint))
-        assert files.best == out / f"trial-{r.number:04d}.npz"
-        assert all(p.is_file() for p in (files.best, files.last, files.curves))
+        assert files.kept == out / f"trial-{r.number:04d}.npz"
+        assert all(p.is_file() for p in (files.kept, files.last, files.curves))
         history = read_metrics(files.metrics)
         assert r.epochs == len(history) == 2
         assert r.value == max(h["val_accuracy"] for h in history)
-        assert checkpoint.load(files.best).meta["config"] == r.config
+        assert checkpoint.load(files.kept).meta["config"] == r.config
     values = [r.value for r in rows if r.state == "complete"]
     assert values == sorted(values, reverse=True)
     best = result.report.best
@@ -309,8 +316,7 @@ def test_top_checkpoints_are_the_best_completed_trials(tiny_mnist, tmp_path):
 def test_two_workers_at_once_share_the_embedded_study(tiny_mnist, tmp_path):
     out, space = tmp_path / "sw", _space(tmp_path)
     start = time.time() + 3
-    workers = [_worker(tiny_mnist, space, out, "--trials", "6", start_at=start)
-               for _ in range(2)]
+    workers = [_worker(tiny_mnist, space, out, 6, start_at=start) for _ in range(2)]
     reports = [_finish(w) for w in workers]
     trials = _study(out).get_trials()
     assert sorted(t.number for t in trials) == list(range(6))      # exactly 6, each once
@@ -322,28 +328,55 @@ def test_two_workers_at_once_share_the_embedded_study(tiny_mnist, tmp_path):
 
 def test_a_stopped_worker_saves_its_trial_and_the_sweep_resumes_it(tiny_mnist, tmp_path):
     out, space = tmp_path / "sw", _space(tmp_path, epochs=12, batch=20)
-    worker = _worker(tiny_mnist, space, out, "--trials", "1", "--pruner", "none")
+    worker = _worker(tiny_mnist, space, out, 1, pruner="none")
     metrics = RunFiles(out / "trial-0000.npz").metrics
     _wait(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2, worker)
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=60)
     assert worker.returncode == 143, err
-    assert "SIGTERM: stopped; trial 0 is saved and resumes when the sweep continues" in err
     first = _study(out).get_trials()
     assert [t.state.name for t in first] == ["FAIL", "WAITING"]
     assert first[0].user_attrs["interrupted"] == "SIGTERM"
     saved = len(read_metrics(metrics))
 
-    result = CliRunner().invoke(sweep_command, [str(space), "--trials", "1", "--out", str(out),
-                                                "--data-dir", str(tiny_mnist), "--json",
-                                                "--quiet"])
-    assert result.exit_code == 0, result.output
-    rows = {r["number"]: r for r in json.loads(result.output)["trials"]}
+    result = _run(tiny_mnist, space, out, 1, pruner="none")       # the same again
+    assert result.signum is None
+    rows = {r["number"]: r for r in result.report.to_dict()["trials"]}
     assert rows[0]["state"] == "interrupted"
     assert rows[1]["state"] == "complete" and rows[1]["retry_of"] == 0
     assert rows[1]["checkpoint"] == str(out / "trial-0000.npz")
     assert [t.user_attrs["resumed_from_epoch"] for t in _study(out).get_trials()][1] >= saved
     assert [r["epoch"] for r in read_metrics(metrics)] == list(range(1, 13))
+
+
+def test_the_command_stops_on_a_signal_and_the_same_command_resumes(real_mnist, tmp_path):
+    space = tmp_path / "space.toml"
+    space.write_text('config = "quick"\n[fixed]\nepochs = 30\nhidden = [8]\nval_size = 55000\n'
+                     'batch_size = 500\n[search]\nlr = { low = 0.05, high = 0.2 }\n')
+    out = tmp_path / "sw"
+    args = [str(space), "--trials", "1", "--out", str(out), "--data-dir", str(real_mnist),
+            "--no-plots", "--pruner", "none"]
+    metrics = RunFiles(out / "trial-0000.npz").metrics
+
+    def stop_after_an_epoch():
+        deadline = time.monotonic() + 120
+        while not (metrics.exists() and metrics.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)      # handled in the main thread, by the sweep
+
+    threading.Thread(target=stop_after_an_epoch, daemon=True).start()
+    result = CliRunner().invoke(sweep_command, args)
+    assert result.exit_code == 143, result.output
+    assert ("SIGTERM: stopped; trial 0 is saved and resumes when the sweep continues (the "
+            "same command)") in result.stderr
+    assert len(read_metrics(metrics)) < 30
+
+    result = CliRunner().invoke(sweep_command, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    trials = json.loads(result.stdout)["trials"]
+    assert [(t["number"], t["state"], t["retry_of"]) for t in trials] == [
+        (1, "complete", 0), (0, "interrupted", None)]
+    assert [r["epoch"] for r in read_metrics(metrics)] == list(range(1, 31))
 
 
 def _wait(condition, *procs, timeout=120):
@@ -382,9 +415,8 @@ def postgres(tmp_path) -> str:
 def test_workers_started_together_on_a_fresh_database_all_work(tiny_mnist, tmp_path,
                                                                 postgres):
     space, start = _space(tmp_path), time.time() + 3
-    workers = [_worker(tiny_mnist, space, tmp_path / f"machine{i}", "--trials", "4",
-                       "--storage", postgres, "--study", "shared", start_at=start)
-               for i in range(2)]
+    workers = [_worker(tiny_mnist, space, tmp_path / f"machine{i}", 4, storage=postgres,
+                       study="shared", start_at=start) for i in range(2)]
     for w in workers:
         _finish(w)
     trials = optuna.load_study(study_name="shared", storage=sweep.storage_url(postgres, tmp_path)
@@ -401,8 +433,8 @@ def test_a_killed_workers_trial_is_run_again_by_a_live_worker(tiny_mnist, tmp_pa
     space = _space(tmp_path, epochs=12, batch=20)
     storage = sweep.storage_url(postgres, tmp_path)
     out = tmp_path / "machine"   # both workers on one machine: the rerun resumes the files
-    args = ("--trials", "3", "--storage", postgres, "--study", "s", "--pruner", "none")
-    victim, survivor = (_worker(tiny_mnist, space, out, *args) for _ in range(2))
+    args = {"storage": postgres, "study": "s", "pruner": "none"}
+    victim, survivor = (_worker(tiny_mnist, space, out, 3, **args) for _ in range(2))
 
     def victims_trial():
         try:

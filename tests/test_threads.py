@@ -12,8 +12,7 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from mnist_mlp.threads import (cores, default_threads, limit_threads, live_workers,
-                               registered_worker)
+from mnist_mlp.threads import cores, default_threads, limit_threads, live_workers, registered_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import click
 
-from .cli import CONTEXT, _fail, data_options
-from .sweep import HEARTBEAT_S, PRUNERS
+from ..dataset import DataSource
+from ..sweep import HEARTBEAT_S, PRUNERS
+from .common import CONTEXT, data_options, fail
 
 
 @click.command("sweep", context_settings=CONTEXT)
@@ -45,35 +46,34 @@ from .sweep import HEARTBEAT_S, PRUNERS
 @click.pass_context
 def sweep(ctx: click.Context, space: Path, trials: int, out_dir: Path, storage: str | None,
           study: str | None, pruner: str, threads: int | None, heartbeat: int, no_plots: bool,
-          data_dir: Path, mirrors: tuple[str, ...], download_timeout: float, as_json: bool,
-          quiet: bool) -> None:
+          source: DataSource, as_json: bool, quiet: bool) -> None:
     """Search SPACE (a TOML file: a base config, [fixed] and [search] settings) with
     --trials runs of `mlp train` in --out, selecting on validation accuracy.
 
     Start the same command in several terminals (or on several machines, with
     --storage) to run trials in parallel; run it again to continue the study.
     """
-    from . import run
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .data import DataError
-    from .sweep import SpaceError, SweepError, format_table, run_sweep
+    from .. import run
+    from ..checkpoint import CheckpointError
+    from ..config import ConfigError
+    from ..mnist import DataError
+    from ..runfiles import RunError
+    from ..sweep import SpaceError, SweepError, format_table, run_sweep
 
-    data = {"data_dir": data_dir, "mirrors": mirrors or None,
-            "download_deadline_s": download_timeout}
-    with run.StopSignals() as signals:  # held until exit, so a second signal never kills it
+    with run.StopSignals() as signals:  # a signal between trials stops the sweep there too
         signals.armed = True
         try:
             result = run_sweep(space, out_dir, trials, storage=storage, study=study,
-                               pruner=pruner, threads=threads, data=data, plots=not no_plots,
-                               heartbeat_s=heartbeat, signals=signals,
+                               pruner=pruner, threads=threads, source=source,
+                               plots=not no_plots, heartbeat_s=heartbeat, signals=signals,
                                log=lambda line: quiet or click.echo(line, err=True))
         except SpaceError as exc:
             raise click.UsageError(str(exc)) from None
-        except (SweepError, run.RunError, CheckpointError, DataError, ConfigError) as exc:
-            raise _fail(exc) from None
-        if result.signum is not None:
-            signals.ignore_from_now()
+        except (SweepError, RunError, CheckpointError, DataError, ConfigError) as exc:
+            raise fail(exc) from None
+    if result.signum is not None:
+        for s in (signal.SIGINT, signal.SIGTERM):  # all is saved; only exiting is left
+            signal.signal(s, signal.SIG_IGN)
     report = result.report
     if as_json:
         click.echo(json.dumps(report.to_dict()))
