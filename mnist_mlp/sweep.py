@@ -411,7 +411,7 @@ def _locks(postgres: str | None, out_dir: Path, study: str) -> Iterator[tuple[An
         conn = psycopg.connect(postgres, autocommit=True, connect_timeout=30)
     except psycopg.Error as exc:
         raise SweepError(f"cannot connect to {redact(postgres)}: "
-                         f"{str(exc).strip().splitlines()[-1]}") from None
+                         f"{str(exc).strip().splitlines()[0]}") from None
     try:
         yield (_AdvisoryLock(conn, "mnist-mlp schema"),
                _AdvisoryLock(conn, f"mnist-mlp study {study}"))
@@ -674,8 +674,9 @@ class _Worker:
     def after_trial(self, study: Any, trial: Any) -> None:
         row = trial_row(trial)
         score = "-" if row.score is None else f"{100 * row.score:.2f}%"
-        self.log(f"trial {row.number} {row.state}: val accuracy {score}, {row.epochs} epochs, "
-                 f"{row.seconds:.0f} s; {_params_text(row.params)}")
+        cost = "" if row.seconds is None else f", {row.epochs} epochs in {row.seconds:.0f} s"
+        self.log(f"trial {row.number} {row.state}: val accuracy {score}{cost}; "
+                 f"{_params_text(row.params)}")
         write_best(make_report(study, None), self.out_dir)
         if not self.admit():
             study.stop()

@@ -399,7 +399,7 @@ def postgres(tmp_path) -> str:
         admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
         reason = (f"no PostgreSQL server at {sweep.redact(POSTGRES)} "
-                  f"({str(exc).strip().splitlines()[-1]}); set MLP_TEST_POSTGRES")
+                  f"({str(exc).strip().splitlines()[0]}); set MLP_TEST_POSTGRES")
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
