@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import signal
 import socket
@@ -67,7 +66,8 @@ MAX_RETRIES = 3                 # runs of a trial whose worker keeps dying
 STUDY_DB, SWEEP_JSON, BEST_TOML, SWEEP_PNG = "study.db", "sweep.json", "best.toml", "sweep.png"
 WORKERS = "workers"
 SQLITE_TIMEOUT_S = 60           # a worker waits this long for another's write to the study.db
-POLL_S = 0.5                    # how often a waiting worker looks at its signals
+WAIT_S = 5                      # how often a worker with no trial left looks at the others'
+POLL_S = 0.5                    # and at its signals
 
 
 class SpaceError(ValueError):
@@ -602,7 +602,7 @@ class _Worker:
                 self.log(f"waiting for trial {', '.join(map(str, sorted(running)))} in other "
                          f"workers (a dead worker's trial is run again after "
                          f"{GRACE_HEARTBEATS * self.heartbeat_s} s)")
-            deadline = time.monotonic() + self.heartbeat_s
+            deadline = time.monotonic() + min(self.heartbeat_s, WAIT_S)
             while time.monotonic() < deadline and not self.signals():
                 time.sleep(POLL_S)
         return False
@@ -821,45 +821,50 @@ def write_outputs(study: Any, search: Mapping[str, Dimension], out_dir: Path,
 
 def sweep_figure(rows: Sequence[TrialRow], search: Mapping[str, Dimension],
                  weights: Mapping[str, float]) -> Any:
-    """A matplotlib Figure: validation accuracy per trial (completed trials filled, pruned
-    ones hollow at their best epoch, the best so far as a step line), and below, each
-    searched setting against the score, titled with its importance when known."""
+    """A matplotlib Figure: validation accuracy per trial (completed trials filled, those
+    stopped early hollow at their best epoch, the best so far as a step line), and below,
+    each searched setting against the score, titled with its importance when known."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import LogLocator, NullLocator
+
+    from .plots import PLAIN
 
     scored = sorted((r for r in rows if r.score is not None), key=lambda r: r.number)
+    groups = {"completed": [r for r in scored if r.state == "complete"],
+              "stopped early (best epoch)": [r for r in scored if r.state != "complete"]}
+    styles = {"completed": {"color": "C0"},
+              "stopped early (best epoch)": {"color": "C1", "markerfacecolor": "none"}}
     n = max(1, len(search))
     # Fixed margins: a layout engine would double the drawing time.
     fig = Figure(figsize=(max(8, 3 * n), 7), dpi=100)
     grid = fig.add_gridspec(2, n, left=0.07, right=0.98, bottom=0.08, top=0.94, hspace=0.35,
                             wspace=0.3)
     top = fig.add_subplot(grid[0, :])
-    done = [r for r in scored if r.state == "complete"]
-    other = [r for r in scored if r.state != "complete"]
-    top.plot([r.number for r in done], [100 * r.score for r in done], "o", color="C0",
-             label="completed")
-    top.plot([r.number for r in other], [100 * r.score for r in other], "o", color="C1",
-             markerfacecolor="none", label="stopped early (best epoch)")
-    best, so_far = -math.inf, []
-    for r in done:
-        best = max(best, r.score)
-        so_far.append(100 * best)
+    for label, group in groups.items():
+        top.plot([r.number for r in group], [100 * r.score for r in group], "o", label=label,
+                 **styles[label])
+    done = groups["completed"]
+    so_far = [100 * max(r.score for r in done[:i + 1]) for i in range(len(done))]
     top.step([r.number for r in done], so_far, where="post", color="C2", label="best so far")
     top.set(xlabel="trial", ylabel="validation accuracy (%)",
             title=f"{len(rows)} trials, {len(done)} completed")
     top.grid(True, alpha=0.3)
-    top.legend(fontsize="small", loc="lower right")
+    top.legend(fontsize="small", loc="best")
     for i, (name, dim) in enumerate(search.items()):
         ax = fig.add_subplot(grid[1, i])
-        points = [(r.params[name], 100 * r.score) for r in scored if name in r.params]
-        if dim.choices:
-            labels = [str(dim.label(c)) for c in dim.choices]
-            xs = [labels.index(str(p)) for p, _ in points]
+        labels = [str(dim.label(c)) for c in dim.choices]
+        for label, group in groups.items():
+            xs = [labels.index(str(r.params[name])) if labels else r.params[name]
+                  for r in group if name in r.params]
+            ax.plot(xs, [100 * r.score for r in group if name in r.params], "o", alpha=0.8,
+                    **styles[label])
+        if labels:
             ax.set_xticks(range(len(labels)), labels, fontsize="small")
-        else:
-            xs = [p for p, _ in points]
-            if dim.log:
-                ax.set_xscale("log")
-        ax.plot(xs, [s for _, s in points], "o", alpha=0.7)
+        elif dim.log:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_major_formatter(PLAIN)
         share = f" ({100 * weights[name]:.0f}% of importance)" if name in weights else ""
         ax.set(xlabel=name, title=f"{name}{share}")
         ax.grid(True, alpha=0.3)

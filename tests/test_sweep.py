@@ -279,22 +279,26 @@ def test_the_pruner_stops_hopeless_trials_resumably(tiny_mnist, tmp_path):
 
 
 def test_the_figure_shows_each_trial_and_each_setting(tiny_mnist, tmp_path):
-    out, space = tmp_path / "sw", _space(tmp_path)
-    report = _run(tiny_mnist, space, out, 3).report
-    rows = report.rows
+    text = SPACE.replace("hidden = {{", "seed = {{ choices = [0, 1, 2] }}\nhidden = {{")
+    out, space = tmp_path / "sw", _space(tmp_path, epochs=3, text=text)
+    rows = _run(tiny_mnist, space, out, 6, seed=0).report.rows
     fig = sweep.sweep_figure(rows, sweep.load_space(space).search, {"lr": 0.75})
-    top, lr_ax, hidden_ax = fig.axes
+    top, lr_ax, seed_ax, hidden_ax = fig.axes
     done = sorted((r for r in rows if r.state == "complete"), key=lambda r: r.number)
+    early = sorted((r for r in rows if r.state == "pruned"), key=lambda r: r.number)
     lines = {line.get_label(): line for line in top.get_lines()}
-    assert list(lines["completed"].get_xdata()) == [r.number for r in done]
-    assert list(lines["completed"].get_ydata()) == [100 * r.value for r in done]
-    assert lines["best so far"].get_ydata()[-1] == 100 * max(r.value for r in done)
-    by_number = sorted(rows, key=lambda r: r.number)
-    assert list(lr_ax.get_lines()[0].get_xdata()) == [r.params["lr"] for r in by_number]
+    for label, group in (("completed", done), ("stopped early (best epoch)", early)):
+        assert list(lines[label].get_xdata()) == [r.number for r in group]
+        assert list(lines[label].get_ydata()) == [100 * r.score for r in group]
+    assert list(lines["best so far"].get_ydata()) == [
+        100 * max(r.value for r in done[:i + 1]) for i in range(len(done))]
+    assert [list(line.get_xdata()) for line in lr_ax.get_lines()] == [
+        [r.params["lr"] for r in done], [r.params["lr"] for r in early]]
     assert lr_ax.get_xscale() == "log" and lr_ax.get_title() == "lr (75% of importance)"
     assert [t.get_text() for t in hidden_ax.get_xticklabels()] == ["16", "8,8"]
     assert list(hidden_ax.get_lines()[0].get_xdata()) == [
-        ["16", "8,8"].index(r.params["hidden"]) for r in by_number]
+        ["16", "8,8"].index(r.params["hidden"]) for r in done]
+    assert list(seed_ax.get_lines()[0].get_xdata()) == [r.params["seed"] for r in done]
 
 
 def test_top_checkpoints_are_the_best_completed_trials(tiny_mnist, tmp_path):
