@@ -645,7 +645,7 @@ class _Worker:
             trial.set_user_attr("ending", f"invalid: {exc}")
             raise self.optuna.TrialPruned(str(exc)) from None
         trial.set_user_attr("config", cfg.to_dict())
-        trial.set_user_attr("checkpoint", str(files.kept))
+        trial.set_user_attr("checkpoint", str(files.kept.absolute()))
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         resume = rerun_of is not None and files.last.exists()
