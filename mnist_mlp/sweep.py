@@ -34,10 +34,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import run
-from .checkpoint import CheckpointError, load
 from .config import (
     FIELDS,
     ConfigError,
@@ -54,6 +52,9 @@ from .files import read_bounded, write_bytes_atomic
 from .runfiles import RunFiles
 from .threads import default_threads, limit_threads, live_workers, registered_worker
 from .train import Callback, TrainingDiverged, val_score
+
+if TYPE_CHECKING:  # run, checkpoint: imported when a sweep runs, not with the CLI
+    from .run import StopSignals
 
 INSTALL_HINT = "pip install 'mnist-mlp[sweep]'"
 MAX_SPACE_BYTES = 1 << 20       # a space file is a few hundred bytes
@@ -523,13 +524,15 @@ class PruningCallback(Callback):
 
 def _train_trial(files: RunFiles, space: Space, flags: dict[str, Any], resume: bool,
                  source: DataSource | None, plots: bool, pruning: PruningCallback,
-                 signals: run.StopSignals) -> tuple[str, list[dict[str, Any]]]:
+                 signals: StopSignals) -> tuple[str, list[dict[str, Any]]]:
     """One trial's run of `mlp train`: how it ended ("finished", "pruned", or "stopped" by
     a signal, noted in ``signals``) and its history (one row per epoch, resumed ones too).
 
     Raises:
         RunError, CheckpointError, DataError, TrainingDiverged: as run.train.
     """
+    from . import run
+
     result = run.train(files.kept, config=space.config, flags=flags, resume=resume,
                        overwrite=not resume, source=source, progress=False, plots=plots,
                        callbacks=[pruning],
@@ -543,6 +546,8 @@ def _train_trial(files: RunFiles, space: Space, flags: dict[str, Any], resume: b
 
 def _saved_epoch(files: RunFiles) -> int:
     """The epoch a run's resumable state is at (0 when it cannot tell)."""
+    from .checkpoint import CheckpointError, load
+
     try:
         return int(load(files.last).meta.get("epoch", 0))
     except (CheckpointError, TypeError, ValueError):
@@ -570,7 +575,7 @@ class _Worker:
     out_dir: Path
     budget: int
     admission: Any
-    signals: run.StopSignals
+    signals: StopSignals
     threads: int | None
     source: DataSource | None
     plots: bool
@@ -741,6 +746,7 @@ class Report:
 
 
 def make_report(study: Any, storage: str | None) -> Report:
+    """The study's trials as a Report (``storage`` shown without its password)."""
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
     retried = {r.retry_of for r in rows if r.retry_of is not None}
     for r in rows:
@@ -788,12 +794,13 @@ def importances(study: Any) -> dict[str, float]:
     completed trials); empty while there are too few to tell."""
     optuna = _optuna()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "too few trials": the answer is then empty
-            return dict(optuna.importance.get_param_importances(
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            shares = dict(optuna.importance.get_param_importances(
                 study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()))
     except (ValueError, RuntimeError, ZeroDivisionError):
         return {}
+    return {} if caught else shares  # it warns when it can only call them equal
 
 
 def write_best(report: Report, out_dir: Path) -> None:
@@ -888,7 +895,7 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
               source: DataSource | None = None, plots: bool = True,
               seed: int | None = None,
               heartbeat_s: int = HEARTBEAT_S, log: Callable[[str], None] = lambda line: None,
-              signals: run.StopSignals | None = None) -> SweepResult:
+              signals: StopSignals | None = None) -> SweepResult:
     """Run trials of the study in DIR (``out_dir``) until it has ``trials`` of them, with
     other workers started the same way; then write its results. The same call again
     continues the study; ``trials`` 0 only reports.
@@ -917,6 +924,8 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
             a study of another space.
         RunError, DataError, CheckpointError: a trial that cannot run.
     """
+    from .run import StopSignals
+
     optuna = _optuna()
     space = load_space(space_path)
     out_dir = Path(out_dir)
@@ -933,7 +942,7 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
         raise SweepError(f"{out_dir}: {exc.strerror or exc}") from None
     with (_quiet_optuna(optuna), _locks(_postgres(storage), out_dir, name) as (schema, admit),
           registered_worker(out_dir / WORKERS),
-          run.StopSignals() if signals is None else nullcontext(signals) as stop):
+          StopSignals() if signals is None else nullcontext(signals) as stop):
         stop.armed = True
         st = _load_study(optuna, _open_storage(optuna, url, heartbeat_s, schema), name, space,
                          pruner, seed, admit)

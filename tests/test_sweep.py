@@ -331,7 +331,7 @@ def test_two_workers_at_once_share_the_embedded_study(tiny_mnist, tmp_path):
 
 
 def test_a_stopped_worker_saves_its_trial_and_the_sweep_resumes_it(tiny_mnist, tmp_path):
-    out, space = tmp_path / "sw", _space(tmp_path, epochs=12, batch=20)
+    out, space = tmp_path / "sw", _space(tmp_path, epochs=20, batch=20)
     worker = _worker(tiny_mnist, space, out, 1, pruner="none")
     metrics = RunFiles(out / "trial-0000.npz").metrics
     _wait(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2, worker)
@@ -350,7 +350,7 @@ def test_a_stopped_worker_saves_its_trial_and_the_sweep_resumes_it(tiny_mnist, t
     assert rows[1]["state"] == "complete" and rows[1]["retry_of"] == 0
     assert rows[1]["checkpoint"] == str(out / "trial-0000.npz")
     assert [t.user_attrs["resumed_from_epoch"] for t in _study(out).get_trials()][1] >= saved
-    assert [r["epoch"] for r in read_metrics(metrics)] == list(range(1, 13))
+    assert [r["epoch"] for r in read_metrics(metrics)] == list(range(1, 21))
 
 
 def test_the_command_stops_on_a_signal_and_the_same_command_resumes(real_mnist, tmp_path):
@@ -434,7 +434,7 @@ def test_workers_started_together_on_a_fresh_database_all_work(tiny_mnist, tmp_p
 
 
 def test_a_killed_workers_trial_is_run_again_by_a_live_worker(tiny_mnist, tmp_path, postgres):
-    space = _space(tmp_path, epochs=12, batch=20)
+    space = _space(tmp_path, epochs=20, batch=20)
     storage = sweep.storage_url(postgres, tmp_path)
     out = tmp_path / "machine"   # both workers on one machine: the rerun resumes the files
     args = {"storage": postgres, "study": "s", "pruner": "none"}
@@ -453,8 +453,9 @@ def test_a_killed_workers_trial_is_run_again_by_a_live_worker(tiny_mnist, tmp_pa
                     return t
         return None
 
-    _wait(lambda: victims_trial() is not None, victim, survivor)
-    dead = victims_trial()
+    found = []
+    _wait(lambda: found.append(victims_trial()) or found[-1] is not None, victim, survivor)
+    dead = found[-1]
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
     _finish(survivor)
@@ -467,5 +468,5 @@ def test_a_killed_workers_trial_is_run_again_by_a_live_worker(tiny_mnist, tmp_pa
     assert rerun.user_attrs["checkpoint"] == dead.user_attrs["checkpoint"]
     assert rerun.user_attrs["resumed_from_epoch"] >= 2                  # resumed, not redone
     log = RunFiles(Path(rerun.user_attrs["checkpoint"])).metrics
-    assert [r["epoch"] for r in read_metrics(log)] == list(range(1, 13))
+    assert [r["epoch"] for r in read_metrics(log)] == list(range(1, 21))
     assert sum(t.state.name == "COMPLETE" for t in trials) == 3
