@@ -48,7 +48,7 @@ from .config import (
     resolve,
 )
 from .dataset import DataSource
-from .files import read_bounded, write_bytes_atomic
+from .files import read_bounded, write_bytes_atomic, write_target
 from .runfiles import RunFiles
 from .threads import default_threads, limit_threads, live_workers, registered_worker
 from .train import Callback, TrainingDiverged, val_score
@@ -938,20 +938,31 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         name = _bind_folder(out_dir, study, storage)
+        for output in (BEST_TOML, SWEEP_PNG):   # refused now, not after the first trial
+            write_target(out_dir / output)
     except OSError as exc:
-        raise SweepError(f"{out_dir}: {exc.strerror or exc}") from None
-    with (_quiet_optuna(optuna), _locks(_postgres(storage), out_dir, name) as (schema, admit),
-          registered_worker(out_dir / WORKERS),
-          StopSignals() if signals is None else nullcontext(signals) as stop):
-        stop.armed = True
-        st = _load_study(optuna, _open_storage(optuna, url, heartbeat_s, schema), name, space,
-                         pruner, seed, admit)
-        worker = _Worker(optuna, st, space, out_dir, trials, admit, stop, threads, source,
-                         plots,
-                         heartbeat_s, log)
-        if trials > 0:
-            worker.run()
-        report = write_outputs(st, space.search, out_dir, storage, plots)
+        raise SweepError(f"{exc.filename or out_dir}: {exc.strerror or exc}") from None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with (_quiet_optuna(optuna),
+              _locks(_postgres(storage), out_dir, name) as (schema, admit),
+              registered_worker(out_dir / WORKERS),
+              StopSignals() if signals is None else nullcontext(signals) as stop):
+            stop.armed = True
+            st = _load_study(optuna, _open_storage(optuna, url, heartbeat_s, schema), name,
+                             space, pruner, seed, admit)
+            worker = _Worker(optuna, st, space, out_dir, trials, admit, stop, threads, source,
+                             plots, heartbeat_s, log)
+            if trials > 0:
+                worker.run()
+            report = write_outputs(st, space.search, out_dir, storage, plots)
+    except OSError as exc:  # DIR's own files: the lock, best.toml, sweep.png
+        raise SweepError(f"{exc.filename or out_dir}: {exc.strerror or exc}") from None
+    except SQLAlchemyError as exc:
+        raise SweepError(f"the study storage {redact(storage or url)} failed: "
+                         f"{str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}"
+                         ) from None
     return SweepResult(report, stop.signum, worker.interrupted)
 
 

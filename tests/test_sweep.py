@@ -260,6 +260,16 @@ def test_a_directory_keeps_to_its_study(tiny_mnist, tmp_path):
         _run(tiny_mnist, other, out, 2)
 
 
+def test_outputs_that_are_not_regular_files_are_refused_before_any_trial(tiny_mnist,
+                                                                         tmp_path):
+    out = tmp_path / "sw"
+    out.mkdir()
+    os.mkfifo(out / "best.toml")
+    with pytest.raises(sweep.SweepError, match="best.toml: is a FIFO, not a regular file"):
+        _run(tiny_mnist, _space(tmp_path), out, 1)
+    assert not (out / "trial-0000.npz").exists()
+
+
 def test_the_pruner_stops_hopeless_trials_resumably(tiny_mnist, tmp_path):
     text = SPACE.replace("lr = {{ low = 0.05, high = 0.3, log = true }}",
                          "lr = {{ choices = [0.2, 1e-6] }}")
