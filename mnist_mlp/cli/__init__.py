@@ -20,6 +20,7 @@ from .export import export
 from .plot import plot
 from .predict import predict
 from .serve import serve
+from .sweep import sweep
 from .train import train
 
 
@@ -29,7 +30,7 @@ def main() -> None:
     """Train, evaluate and use a multilayer perceptron on MNIST, with backprop in NumPy."""
 
 
-for command in (download, train, eval_, predict, plot, serve, export):
+for command in (download, train, eval_, predict, plot, serve, export, sweep):
     main.add_command(command)
 
 

@@ -73,8 +73,47 @@ def load_models(paths: tuple[Path, ...]):
 
 
 def model_option(f: Callable) -> Callable:
-    """--model, repeatable, for every command that uses a trained network."""
-    return click.option("--model", "models", multiple=True, default=[str(DEFAULT_OUT)],
+    """--model (repeatable), and --sweep DIR --top K, handed to the command as one tuple
+    ``models``, for every command that uses a trained network."""
+    @functools.wraps(f)
+    def with_models(*args, models: tuple[Path, ...], sweep_dir: Path | None, top: int,
+                    **kwargs):
+        found: tuple[Path, ...] = ()
+        if sweep_dir is not None:
+            from ..sweep import SweepError, top_checkpoints
+
+            try:
+                found = tuple(top_checkpoints(sweep_dir, top))
+            except (SweepError, ImportError, OSError) as exc:
+                raise fail(f"--sweep {sweep_dir}: {exc}") from None
+        return f(*args, models=models + found or (DEFAULT_OUT,), **kwargs)
+
+    with_models = click.option(
+        "--top", type=click.IntRange(1, 1000), default=3, metavar="K",
+        help="With --sweep: how many of its best trials vote.")(with_models)
+    with_models = click.option(
+        "--sweep", "sweep_dir", type=click.Path(file_okay=False, path_type=Path),
+        metavar="DIR", help="A committee of the K best completed trials of the `mlp "
+                            "sweep` in DIR (beside any --model).")(with_models)
+    return click.option("--model", "models", multiple=True,
                         type=click.Path(dir_okay=False, path_type=Path),
                         help="Checkpoint to use; give it several times for a committee (the "
-                             "mean of the members' probabilities).")(f)
+                             f"mean of the members' probabilities). Default: {DEFAULT_OUT}."
+                        )(with_models)
+
+
+def threads_option(f: Callable) -> Callable:
+    """--threads N: the BLAS threads of the command's work, applied around it."""
+    @functools.wraps(f)
+    def with_threads(*args, threads: int | None, **kwargs):
+        if threads is None:
+            return f(*args, **kwargs)
+        from ..threads import limit_threads
+
+        with limit_threads(threads):
+            return f(*args, **kwargs)
+
+    return click.option(
+        "--threads", type=click.IntRange(1, 1024), metavar="N",
+        help="BLAS threads (default: the BLAS's own, one per core: the fastest alone). "
+             "Give 1 when another heavy job shares the cores.")(with_threads)

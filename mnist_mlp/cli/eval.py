@@ -17,6 +17,7 @@ from .common import (
     load_models,
     model_option,
     output_error,
+    threads_option,
 )
 
 
@@ -47,6 +48,7 @@ def format_report(result: dict[str, Any]) -> str:
               help="Also save a grid of up to 100 misclassified digits.")
 @click.option("--confusion", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE.png", help="Also save the confusion matrix as a heatmap.")
+@threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No download progress bar.")
 def eval_(models: tuple[Path, ...], source: DataSource, split: str, as_json: bool,
           errors: Path | None, confusion: Path | None, quiet: bool) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import CONTEXT, fail, load_models, model_option, output_error
+from .common import CONTEXT, fail, load_models, model_option, output_error, threads_option
 
 
 @click.command(context_settings=CONTEXT)
@@ -17,6 +17,7 @@ from .common import CONTEXT, fail, load_models, model_option, output_error
 @click.option("--top-k", type=click.IntRange(1, 10), default=3,
               help="How many likeliest digits to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per image.")
+@threads_option
 @click.option("--show-input", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE.png", help="Save the 28x28 inputs the model saw, side by side.")
 def predict(images: tuple[Path, ...], models: tuple[Path, ...], top_k: int, as_json: bool,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import CONTEXT, fail, model_option
+from .common import CONTEXT, fail, model_option, threads_option
 
 
 @click.command(context_settings=CONTEXT)
@@ -16,6 +16,7 @@ from .common import CONTEXT, fail, model_option
                    "use it.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000,
               help="Port to listen on (0: any free port).")
+@threads_option
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
 def serve(models: tuple[Path, ...], host: str, port: int, open_browser: bool) -> None:
     """Serve a page to draw digits on and watch the network read them; Ctrl-C stops it."""

@@ -17,7 +17,7 @@ from ..config import DEFAULT_OUT, FIELDS, ConfigError, check_value, is_list, ite
 from ..dataset import DataSource
 from ..mnist import DEFAULT_MIRRORS
 from ..train import Callback
-from .common import CONTEXT, data_options, fail
+from .common import CONTEXT, data_options, fail, threads_option
 
 
 def _setting_option(name: str) -> Callable:
@@ -121,6 +121,7 @@ def resume_command(out: Path, source: DataSource) -> str:
               help="Continue the run saved in --out's .last.npz, bit for bit.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already saved at --out.")
 @click.option("--no-plots", is_flag=True, help="Do not redraw NAME.curves.png each epoch.")
+@threads_option
 @data_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 @click.option("--json", "as_json", is_flag=True,
