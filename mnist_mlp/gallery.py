@@ -26,9 +26,15 @@ def save_grid(path: Path, images: np.ndarray, captions: Sequence[str]) -> None:
             (``GRID_FORMATS``).
         images: pixels (n, 28, 28), 0-255 white ink on black, as MNIST stores them.
         captions: n short strings.
+
+    Raises:
+        ValueError: not one caption per image.
+        OSError: an unwritable path, or an extension not in ``GRID_FORMATS``.
     """
     from PIL import Image, ImageDraw
 
+    if len(captions) != len(images):
+        raise ValueError(f"{len(images)} images but {len(captions)} captions")
     fmt = format_for(path, GRID_FORMATS)
     n = len(images)
     cell_w, cell_h = CELL + 4, CELL + CAPTION_H + 4

@@ -64,7 +64,8 @@ def check_memory(cfg: TrainConfig, n_train: int, n_val: int) -> None:
 
 class CheckpointCallback(Callback):
     """The run's files: after each epoch the kept model when it changed, the resumable
-    state and the metrics log; the resumable state again when the run is stopped."""
+    state and the metrics log; the resumable state again when the run is stopped; the
+    log rewritten from the saved history when a run resumes."""
 
     def __init__(self, files: RunFiles, preset: str, source: DataSource):
         self.files, self.preset, self.source = files, preset, source
@@ -99,6 +100,10 @@ class CheckpointCallback(Callback):
                         {**self._meta(trainer), "train_state": st.to_meta()},
                         trainer.optimizer.state_dict(), extra)
         self.saved_last = True
+
+    def on_train_begin(self, trainer):
+        if trainer.state.history:  # a kill between the last save and its log line: mend it
+            write_metrics(self.files.metrics, trainer.state.history)
 
     def on_epoch_end(self, trainer, row, kept):
         if kept:

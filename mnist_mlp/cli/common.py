@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def data_options(f: Callable) -> Callable:
     @functools.wraps(f)
     def with_source(*args, data_dir: Path | None, mirrors: tuple[str, ...],
                     download_timeout: float, **kwargs):
+        if not math.isfinite(download_timeout):  # click's FloatRange lets NaN through
+            raise click.BadParameter("not a number of seconds", param_hint="--download-timeout")
         source = DataSource.from_env(data_dir, mirrors, download_timeout)
         return f(*args, source=source, **kwargs)
 
