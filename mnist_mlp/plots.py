@@ -303,3 +303,57 @@ def draw_runs(runs: Sequence[Path], curves: Path | None = None, weights: Path | 
             raise PlotError(f"{path}: {exc.strerror or exc}") from None
         written.append((kind, path))
     return written
+
+
+def sweep_figure(rows: Sequence[Any], search: Mapping[str, Any],
+                 weights: Mapping[str, float]) -> Figure:
+    """A matplotlib Figure: validation accuracy per trial (completed trials filled, those
+    stopped early hollow at their best epoch, the best so far as a step line), and below,
+    each searched setting against the score, titled with its importance when known.
+
+    Args:
+        rows: a sweep's trials (``sweep.results.TrialRow``: number, state, score, params).
+        search: its searched settings by name (``sweep.space.Dimension``: choices, label, log).
+        weights: each setting's share of importance, for those known.
+    """
+    scored = sorted((r for r in rows if r.score is not None), key=lambda r: r.number)
+    groups = {"completed": [r for r in scored if r.state == "complete"],
+              "stopped early (best epoch)": [r for r in scored if r.state != "complete"]}
+    styles = {"completed": {"color": "C0"},
+              "stopped early (best epoch)": {"color": "C1", "markerfacecolor": "none"}}
+    n = max(1, len(search))
+    # Fixed margins: a layout engine would double the drawing time.
+    fig = Figure(figsize=(max(8, 3 * n), 7), dpi=100)
+    grid = fig.add_gridspec(2, n, left=0.07, right=0.98, bottom=0.08, top=0.94, hspace=0.35,
+                            wspace=0.3)
+    top = fig.add_subplot(grid[0, :])
+    for label, group in groups.items():
+        top.plot([r.number for r in group], [100 * r.score for r in group], "o", label=label,
+                 **styles[label])
+    done = groups["completed"]
+    so_far = [100 * max(r.score for r in done[:i + 1]) for i in range(len(done))]
+    top.step([r.number for r in done], so_far, where="post", color="C2", label="best so far")
+    top.set(xlabel="trial", ylabel="validation accuracy (%)",
+            title=f"{len(rows)} trials, {len(done)} completed")
+    top.grid(True, alpha=0.3)
+    top.legend(fontsize="small", loc="best")
+    for i, (name, dim) in enumerate(search.items()):
+        ax = fig.add_subplot(grid[1, i])
+        labels = [str(dim.label(c)) for c in dim.choices]
+        for label, group in groups.items():
+            xs = [labels.index(str(r.params[name])) if labels else r.params[name]
+                  for r in group if name in r.params]
+            ax.plot(xs, [100 * r.score for r in group if name in r.params], "o", alpha=0.8,
+                    **styles[label])
+        if labels:
+            ax.set_xticks(range(len(labels)), labels, fontsize="small")
+        elif dim.log:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_major_formatter(PLAIN)
+        share = f" ({100 * weights[name]:.0f}% of importance)" if name in weights else ""
+        ax.set(xlabel=name, title=f"{name}{share}")
+        ax.grid(True, alpha=0.3)
+    return fig
+

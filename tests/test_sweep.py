@@ -1,5 +1,5 @@
-"""Sweeps: space files checked before any trial; trials that are `mlp train` runs selected on
-validation only; pruning; several workers on the embedded store and on PostgreSQL, a killed
+"""Sweeps: a bad space file refused before any trial; trials that are `mlp train` runs, selected
+on validation only; pruning; several workers on the embedded store and on PostgreSQL, a killed
 worker's trial run again; a clean stop and its resume; the results and the committee step."""
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mnist_mlp import checkpoint, sweep
+from mnist_mlp import checkpoint, plots, sweep
 from mnist_mlp.cli.sweep import sweep as sweep_command
 from mnist_mlp.config import load_config_file, resolve
 from mnist_mlp.runfiles import RunFiles, read_metrics
+from mnist_mlp.sweep.results import format_table
+from mnist_mlp.sweep.space import load_space
+from mnist_mlp.sweep.storage import redact, storage_url
 
 optuna = pytest.importorskip("optuna")
 
@@ -73,7 +76,7 @@ def _run(tiny_mnist, space, out, trials, **kwargs) -> sweep.SweepResult:
 
 def _study(out, storage=None):
     name = json.loads((out / "sweep.json").read_text())["study"]
-    return optuna.load_study(study_name=name, storage=sweep.storage_url(storage, out))
+    return optuna.load_study(study_name=name, storage=storage_url(storage, out))
 
 
 def _worker(tiny_mnist, space, out, trials, start_at=0.0, **kwargs) -> subprocess.Popen:
@@ -90,91 +93,6 @@ def _finish(proc, timeout=180) -> dict:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err
     return json.loads(out)
-
-
-# ---------------------------------------------------------------- space files
-
-def test_a_space_file_becomes_settings_of_train_config(tmp_path):
-    path = tmp_path / "space.toml"
-    path.write_text('config = "default"\n[fixed]\nepochs = 3\n[search]\n'
-                    'lr = { low = 0.02, high = 0.3, log = true }\n'
-                    'hidden = { choices = [[800], [1024], [800, 800]] }\n'
-                    'dropout = { low = 0.0, high = 0.5, step = 0.1 }\n'
-                    'seed = { choices = [0, 1, 2] }\nbatch_size = { low = 64, high = 256 }\n')
-    space = sweep.load_space(path)
-    assert space.fixed == {"epochs": 3}
-    assert space.search["hidden"].choices == ((800,), (1024,), (800, 800))
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    seen = set()
-    for _ in range(30):
-        trial = study.ask()
-        params = {k: d.suggest(trial) for k, d in space.search.items()}
-        cfg = space.resolve(params)                      # a valid TrainConfig every time
-        assert cfg.epochs == 3 and 0.02 <= cfg.lr <= 0.3 and cfg.hidden in space.search[
-            "hidden"].choices
-        assert trial.params["hidden"] == ",".join(map(str, cfg.hidden))  # lists as labels
-        assert isinstance(cfg.batch_size, int) and 64 <= cfg.batch_size <= 256
-        assert round(cfg.dropout[0] * 10, 9) == round(cfg.dropout[0] * 10)
-        seen.add(cfg.hidden)
-        study.tell(trial, 0.5)
-    assert seen == {(800,), (1024,), (800, 800)}
-
-
-HOSTILE = [
-    ('[search]\nlr = { low = 0.3, high = 0.02 }\n', "in [search], lr: reversed range"),
-    ('[search]\nlr = { low = 0.1, high = 0.1 }\n', "in [search], lr: empty range"),
-    ('[search]\nlearning_rate = { low = 0.1, high = 0.2 }\n', "unknown setting 'learning_rate'"),
-    ('[search]\nlr = { low = 0.1, high = 0.2, base = 2 }\n', "lr: unknown key 'base'"),
-    ('[search]\ndropout = { low = 0.0, high = 1.0 }\n', "dropout must be in [0, 1)"),
-    ('[search]\nlr = { low = 0.0, high = 0.3 }\n', "lr must be in (0, 1e+06]"),
-    ('[search]\nepochs = { low = 1.5, high = 3 }\n', "epochs must be of type int"),
-    ('[search]\noptimizer = { choices = ["sgd", "rmsprop"] }\n', "optimizer must be one of"),
-    ('[search]\noptimizer = { low = 1, high = 2 }\n', "optimizer takes choices"),
-    ('[search]\nseed = { choices = [] }\n', "seed: choices must be a non-empty list"),
-    ('[search]\nseed = { choices = [1, 1] }\n', "seed: a choice is listed twice"),
-    ('[search]\ndropout = { low = 0.0, high = 0.5, log = true }\n', "needs low > 0"),
-    ('[search]\nlr = { low = 0.1, high = 0.3, step = 0.15 }\n', "whole number of steps"),
-    ('[fixed]\nlr = 0.1\n[search]\nlr = { low = 0.1, high = 0.3 }\n',
-     "lr is both in [fixed] and in [search]"),
-    ('[fixed]\nval_size = 0\n[search]\nlr = { low = 0.1, high = 0.3 }\n',
-     "val_size is 0: a sweep selects on the validation split"),
-    ('[search]\nval_size = { choices = [0, 5000] }\n', "with val_size = 0, val_size is 0"),
-    ('[fixed]\nepochs = 2\n[search]\nwarmup_epochs = { low = 0.0, high = 4.0 }\n',
-     "warmup_epochs = 4.0: warmup_epochs (4) must be between 0 and epochs (2)"),
-    ('[fixed]\nbogus = 1\n[search]\nlr = { low = 0.1, high = 0.3 }\n', "in [fixed], unknown key"),
-    ('epochs = 3\n[search]\nlr = { low = 0.1, high = 0.3 }\n', "unknown key 'epochs'"),
-    ('config = "nope"\n[search]\nlr = { low = 0.1, high = 0.3 }\n',
-     "config: no config file or preset 'nope'"),
-    ('[fixed]\nepochs = 3\n', "nothing to search"),
-    ('[search]\nlr = 0.1\n', "lr must be { low = ..., high = ... } or { choices = [...] }"),
-    ('[search\nlr = 1', "not a TOML space file"),
-]
-
-
-@pytest.mark.parametrize("text, message", HOSTILE)
-def test_a_bad_space_file_is_one_line_naming_file_and_key(tmp_path, text, message):
-    path = tmp_path / "space.toml"
-    path.write_text(text)
-    with pytest.raises(sweep.SpaceError) as caught:
-        sweep.load_space(path)
-    assert str(caught.value).startswith(f"{path}: ")
-    assert message in str(caught.value)
-    assert "\n" not in str(caught.value)
-
-
-def test_space_files_that_are_not_files_or_too_big_are_refused(tmp_path):
-    fifo = tmp_path / "fifo.toml"
-    os.mkfifo(fifo)
-    with pytest.raises(sweep.SpaceError, match="is a FIFO, not a regular file"):
-        sweep.load_space(fifo)     # refused at once: never blocks on the FIFO
-    huge = tmp_path / "huge.toml"
-    huge.write_bytes(b"#" * (sweep.MAX_SPACE_BYTES + 1))
-    with pytest.raises(sweep.SpaceError, match="larger than 1,048,576 bytes"):
-        sweep.load_space(huge)
-    deep = tmp_path / "deep.toml"
-    deep.write_text("x = " + "[" * 100_000 + "]" * 100_000)
-    with pytest.raises(sweep.SpaceError):
-        sweep.load_space(deep)
 
 
 def test_the_command_exits_2_on_a_bad_space_before_any_trial(tmp_path):
@@ -197,17 +115,6 @@ def test_without_optuna_the_command_says_how_to_install_it(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr == "Error: mlp sweep needs Optuna: pip install 'mnist-mlp[sweep]'\n"
-
-
-def test_storage_urls():
-    out = Path("/tmp/some/dir")
-    assert sweep.storage_url(None, out) == "sqlite:////tmp/some/dir/study.db"
-    assert (sweep.storage_url("postgresql://u:secret@db.example/sweeps", out)
-            == "postgresql+psycopg://u:secret@db.example/sweeps")
-    assert sweep.redact("postgresql://u:secret@db.example:5433/s") == \
-        "postgresql://u@db.example:5433/s"
-    with pytest.raises(sweep.SweepError, match="--storage takes postgresql://"):
-        sweep.storage_url("mysql://u:secret@h/db", out)
 
 
 # ---------------------------------------------------------------- one worker
@@ -244,7 +151,7 @@ def test_a_sweep_trains_selects_on_validation_and_continues(tiny_mnist, tmp_path
     assert sorted(r.number for r in more.report.rows) == [0, 1, 2, 3]
     report = _run(tiny_mnist, space, out, 0).report         # only reports
     assert len(report.rows) == 4
-    table = sweep.format_table(report)
+    table = format_table(report)
     assert table.splitlines()[1].split() == ["rank", "trial", "state", "val", "acc", "epochs",
                                              "seconds", "settings"]
     assert f"hidden={report.rows[0].params['hidden']}" in table.splitlines()[2]
@@ -292,7 +199,7 @@ def test_the_figure_shows_each_trial_and_each_setting(tiny_mnist, tmp_path):
     text = SPACE.replace("hidden = {{", "seed = {{ choices = [0, 1, 2] }}\nhidden = {{")
     out, space = tmp_path / "sw", _space(tmp_path, epochs=3, text=text)
     rows = _run(tiny_mnist, space, out, 6, seed=0).report.rows
-    fig = sweep.sweep_figure(rows, sweep.load_space(space).search, {"lr": 0.75})
+    fig = plots.sweep_figure(rows, load_space(space).search, {"lr": 0.75})
     top, lr_ax, seed_ax, hidden_ax = fig.axes
     done = sorted((r for r in rows if r.state == "complete"), key=lambda r: r.number)
     early = sorted((r for r in rows if r.state == "pruned"), key=lambda r: r.number)
@@ -412,7 +319,7 @@ def postgres(tmp_path) -> str:
     try:
         admin = psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
-        reason = (f"no PostgreSQL server at {sweep.redact(POSTGRES)} "
+        reason = (f"no PostgreSQL server at {redact(POSTGRES)} "
                   f"({str(exc).strip().splitlines()[0]}); set MLP_TEST_POSTGRES")
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
@@ -433,7 +340,7 @@ def test_workers_started_together_on_a_fresh_database_all_work(tiny_mnist, tmp_p
                        study="shared", start_at=start) for i in range(2)]
     for w in workers:
         _finish(w)
-    trials = optuna.load_study(study_name="shared", storage=sweep.storage_url(postgres, tmp_path)
+    trials = optuna.load_study(study_name="shared", storage=storage_url(postgres, tmp_path)
                                ).get_trials()
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
@@ -445,7 +352,7 @@ def test_workers_started_together_on_a_fresh_database_all_work(tiny_mnist, tmp_p
 
 def test_a_killed_workers_trial_is_run_again_by_a_live_worker(tiny_mnist, tmp_path, postgres):
     space = _space(tmp_path, epochs=20, batch=20)
-    storage = sweep.storage_url(postgres, tmp_path)
+    storage = storage_url(postgres, tmp_path)
     out = tmp_path / "machine"   # both workers on one machine: the rerun resumes the files
     args = {"storage": postgres, "study": "s", "pruner": "none"}
     victim, survivor = (_worker(tiny_mnist, space, out, 3, **args) for _ in range(2))

@@ -1,0 +1,197 @@
+"""Hyperparameter sweeps: a space file, an Optuna study whose trials are `mlp train` runs,
+and its results (a table, ``best.toml``, ``sweep.png``, the best trials' checkpoints).
+
+A sweep lives in a folder DIR::
+
+    DIR/study.db               the embedded study (SQLite), when no PostgreSQL URL is given
+    DIR/sweep.json             which study (and storage) DIR belongs to
+    DIR/trial-0007.npz         trial 7's run, with .last.npz, .metrics.jsonl, .curves.png
+    DIR/best.toml              the best trial's config: `mlp train --config DIR/best.toml`
+    DIR/sweep.png              score per trial, and each searched setting against the score
+    DIR/workers/*.lock         one per live local worker, to share the cores
+
+Each trial trains on the training split and reports each epoch's validation score to
+the study, whose pruner may stop it; nothing here reads the test set. Several workers
+(processes, on one machine or many) run one study: Optuna hands out the trials, its
+heartbeats find a killed worker's trial, which a live worker runs again, resuming the
+dead one's run where it stopped when its files are on the same machine.
+
+Optuna (the ``sweep`` extra) is imported only inside functions that need it.
+
+The package's modules: ``space`` (the space file), ``storage`` (where the study lives and
+how workers share it), ``trial`` (a trial and a worker's loop), ``results`` (the table,
+best.toml, sweep.png); here, a sweep run and a finished study read back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..dataset import DataSource
+from ..files import read_bounded, write_target
+from ..threads import registered_worker
+from .results import BEST_TOML, SWEEP_PNG, Report, format_table, make_report, write_outputs
+from .space import SpaceError, load_space
+from .storage import (
+    HEARTBEAT_S,
+    INSTALL_HINT,
+    PRUNERS,
+    SWEEP_JSON,
+    SweepError,
+    _bind_folder,
+    _load_study,
+    _locks,
+    _open_storage,
+    _optuna,
+    _postgres,
+    _quiet_optuna,
+    redact,
+    storage_url,
+)
+from .trial import WORKERS, _Worker
+
+if TYPE_CHECKING:  # run: imported when a sweep runs, not with the CLI
+    from ..run import StopSignals
+
+__all__ = ["HEARTBEAT_S", "PRUNERS", "SpaceError", "SweepError", "SweepResult", "format_table",
+           "load_study", "run_sweep", "top_checkpoints"]
+
+
+@dataclass
+class SweepResult:
+    """The study's results after this worker's part; the signal that stopped it, if any, and
+    the trial it interrupted."""
+
+    report: Report
+    signum: int | None
+    interrupted: int | None
+
+
+def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | None = None,
+              study: str | None = None, pruner: str = "median", threads: int | None = None,
+              source: DataSource | None = None, plots: bool = True,
+              seed: int | None = None,
+              heartbeat_s: int = HEARTBEAT_S, log: Callable[[str], None] = lambda line: None,
+              signals: StopSignals | None = None) -> SweepResult:
+    """Run trials of the study in DIR (``out_dir``) until it has ``trials`` of them, with
+    other workers started the same way; then write its results. The same call again
+    continues the study; ``trials`` 0 only reports.
+
+    Args:
+        space_path: the space file (see ``load_space``).
+        storage: ``postgresql://user:password@host/db`` for a study shared by machines;
+            default DIR/study.db, for the workers of one machine.
+        study: its name; default DIR's name.
+        pruner: median, hyperband or none.
+        threads: BLAS threads per trial; default this machine's cores shared among the
+            sweep's live workers in DIR.
+        source: where MNIST comes from, as for run.train.
+        plots: draw each trial's curves every epoch, and DIR/sweep.png at the end.
+        seed: the sampler's seed (reproducible with one worker).
+        heartbeat_s: how often a running trial says it is alive; a trial silent for
+            3 heartbeats counts as dead and is run again.
+        log: receives a line per trial and per wait.
+        signals: the caller's entered StopSignals; by default the sweep holds its own.
+            SIGINT or SIGTERM stop the running trial resumably and mark it interrupted
+            (queued to run again).
+
+    Raises:
+        SpaceError: a bad space file.
+        SweepError: Optuna missing, storage unreachable, DIR holding another study, or
+            a study of another space.
+        RunError, DataError, CheckpointError: a trial that cannot run.
+    """
+    from ..run import StopSignals
+
+    optuna = _optuna()
+    space = load_space(space_path)
+    out_dir = Path(out_dir)
+    url = storage_url(storage, out_dir)
+    if storage is not None:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise SweepError(f"a PostgreSQL storage needs psycopg: {INSTALL_HINT}") from None
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        name = _bind_folder(out_dir, study, storage)
+        for output in (BEST_TOML, SWEEP_PNG):   # refused now, not after the first trial
+            write_target(out_dir / output)
+    except OSError as exc:
+        raise SweepError(f"{exc.filename or out_dir}: {exc.strerror or exc}") from None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with (_quiet_optuna(optuna),
+              _locks(_postgres(storage), out_dir, name) as (schema, admit),
+              registered_worker(out_dir / WORKERS),
+              StopSignals() if signals is None else nullcontext(signals) as stop):
+            stop.armed = True
+            st = _load_study(optuna, _open_storage(optuna, url, heartbeat_s, schema), name,
+                             space, pruner, seed, admit)
+            worker = _Worker(optuna, st, space, out_dir, trials, admit, stop, threads, source,
+                             plots, heartbeat_s, log)
+            if trials > 0:
+                worker.run()
+            report = write_outputs(st, space.search, out_dir, storage, plots)
+    except OSError as exc:  # DIR's own files: the lock, best.toml, sweep.png
+        raise SweepError(f"{exc.filename or out_dir}: {exc.strerror or exc}") from None
+    except SQLAlchemyError as exc:
+        raise SweepError(f"the study storage {redact(storage or url)} failed: "
+                         f"{str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}"
+                         ) from None
+    return SweepResult(report, stop.signum, worker.interrupted)
+
+
+
+def load_study(out_dir: Path) -> tuple[Any, str | None]:
+    """DIR's study, as DIR/sweep.json names it (a PostgreSQL password comes from
+    PGPASSWORD or ~/.pgpass, as it is not stored), and its storage URL.
+
+    Raises:
+        SweepError: not a sweep folder, Optuna missing, storage unreachable.
+    """
+    optuna = _optuna()
+    out_dir = Path(out_dir)
+    try:
+        meta = json.loads(read_bounded(out_dir / SWEEP_JSON, 1 << 16))
+        name, storage = meta["study"], meta["storage"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SweepError(f"{out_dir}: not a sweep folder (no readable {SWEEP_JSON})") from None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    with _quiet_optuna(optuna):
+        try:
+            st = optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(
+                storage_url(storage, out_dir), skip_table_creation=True))
+        except (SQLAlchemyError, KeyError) as exc:
+            raise SweepError(f"cannot read study {name!r} of {out_dir}: "
+                             f"{str(exc).strip().splitlines()[0]}") from None
+    return st, storage
+
+
+def top_checkpoints(out_dir: Path, k: int) -> list[Path]:
+    """The checkpoints of the ``k`` best completed trials of DIR's study, best first: the
+    members of a committee (``mlp eval --sweep DIR --top K``).
+
+    Raises:
+        SweepError: fewer than ``k`` completed trials, or a checkpoint not on this machine.
+    """
+    st, _ = load_study(out_dir)
+    done = [r for r in make_report(st, None).rows if r.state == "complete"][:k]
+    if len(done) < k:
+        raise SweepError(f"{out_dir}: study {st.study_name!r} has {len(done)} completed "
+                         f"trials, fewer than {k}")
+    paths = []
+    for r in done:
+        path = Path(r.checkpoint)
+        if not path.is_file():
+            raise SweepError(f"trial {r.number}'s checkpoint {path} is not on this machine "
+                             f"(it ran on {r.host}); copy it here first")
+        paths.append(path)
+    return paths

@@ -1,0 +1,247 @@
+"""Where a sweep's study lives and how workers share it: the storage URL (DIR's embedded
+SQLite file, or a PostgreSQL server through psycopg), the locks that let one worker at a
+time create the tables and admit a trial, the storage opened with heartbeats, the pruners,
+and DIR bound to its study in DIR/sweep.json.
+
+Optuna (the ``sweep`` extra) is imported only inside functions that need it (``_optuna``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.parse
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..files import read_bounded, write_bytes_atomic
+from .space import Space
+
+INSTALL_HINT = "pip install 'mnist-mlp[sweep]'"
+PRUNERS = ("median", "hyperband", "none")
+HEARTBEAT_S = 30                # a running trial writes its heartbeat this often...
+GRACE_HEARTBEATS = 3            # ...and counts as dead after this many are missed
+MAX_RETRIES = 3                 # runs of a trial whose worker keeps dying
+STUDY_DB, SWEEP_JSON = "study.db", "sweep.json"
+SQLITE_TIMEOUT_S = 60           # a worker waits this long for another's write to the study.db
+
+
+class SweepError(Exception):
+    """A sweep that cannot start or go on: Optuna missing, storage unreachable, DIR taken."""
+
+
+def _optuna():
+    """The optuna module, or a SweepError saying how to install it."""
+    try:
+        import optuna
+    except ImportError:
+        raise SweepError(f"mlp sweep needs Optuna: {INSTALL_HINT}") from None
+    return optuna
+
+
+def storage_url(storage: str | None, out_dir: Path) -> str:
+    """The SQLAlchemy URL of the study: DIR's own SQLite file, or the PostgreSQL server
+    (``postgresql://user:password@host/db``, through the psycopg driver).
+
+    Raises:
+        SweepError: a URL of another kind.
+    """
+    if storage is None:
+        return f"sqlite:///{(Path(out_dir) / STUDY_DB).resolve()}"
+    scheme, sep, rest = storage.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg://{rest}"
+    raise SweepError(f"--storage takes postgresql://user:password@host/db, not "
+                     f"{redact(storage)[:60]}")
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages and DIR/sweep.json (libpq takes the
+    password from PGPASSWORD or ~/.pgpass when the URL has none)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}@{host}"))
+
+
+def _postgres(storage: str | None) -> str | None:
+    """The libpq URL of a PostgreSQL storage (psycopg takes what users write), or None."""
+    return None if storage is None else "postgresql://" + storage.partition("://")[2]
+
+
+class _FileLock:
+    """An exclusive flock on a file, taken and released as often as needed."""
+
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+
+    def acquire(self) -> None:
+        import fcntl
+
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        import fcntl
+
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class _AdvisoryLock:
+    """A PostgreSQL session-level advisory lock, held on a connection of its own; the server
+    drops it when the connection ends, however the worker ends."""
+
+    def __init__(self, conn: Any, name: str):
+        self.conn = conn
+        self.key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big",
+                                  signed=True)
+
+    def acquire(self) -> None:
+        self.conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
+
+    def release(self) -> None:
+        self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+
+
+@contextmanager
+def _locks(postgres: str | None, out_dir: Path, study: str) -> Iterator[tuple[Any, Any]]:
+    """(schema lock, admission lock): one worker at a time creates the tables, and one at a
+    time decides whether to start a trial and asks Optuna for it (so --trials is exact).
+
+    PostgreSQL: advisory locks, since the study's workers share no folder (two workers
+    creating the tables of a fresh database at once: one fails on a duplicate key in
+    pg_type). The embedded store: an flock in DIR.
+    """
+    if postgres is None:
+        lock = _FileLock(out_dir / "sweep.lock")
+        try:
+            yield lock, lock
+        finally:
+            lock.close()
+        return
+    import psycopg
+
+    try:
+        conn = psycopg.connect(postgres, autocommit=True, connect_timeout=30)
+    except psycopg.Error as exc:
+        raise SweepError(f"cannot connect to {redact(postgres)}: "
+                         f"{str(exc).strip().splitlines()[0]}") from None
+    try:
+        yield (_AdvisoryLock(conn, "mnist-mlp schema"),
+               _AdvisoryLock(conn, f"mnist-mlp study {study}"))
+    finally:
+        conn.close()
+
+
+@contextmanager
+def _held(lock: Any) -> Iterator[None]:
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _open_storage(optuna: Any, url: str, heartbeat_s: int, schema_lock: Any) -> Any:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    sqlite = url.startswith("sqlite")
+    engine = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else {"pool_pre_ping": True}
+    try:
+        with _held(schema_lock):
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
+                grace_period=GRACE_HEARTBEATS * heartbeat_s,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=MAX_RETRIES))
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise SweepError(f"cannot open the study storage {redact(url)}: {reason}") from None
+
+
+@contextmanager
+def _quiet_optuna(optuna: Any) -> Iterator[None]:
+    """Optuna's own log lines and experimental-feature warnings off: the sweep says what
+    happened in its own words."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _make_pruner(optuna: Any, name: str) -> Any:
+    """Epochs are the steps (from 1): the median pruner judges from epoch 2 on, once 3
+    trials have finished; hyperband gives every trial at least one epoch."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}, not {name!r}")
+
+
+def _bind_folder(out_dir: Path, study: str | None, storage: str | None) -> str:
+    """The study DIR belongs to, recorded in DIR/sweep.json on first use.
+
+    Raises:
+        SweepError: DIR belongs to another study or storage.
+    """
+    path = out_dir / SWEEP_JSON
+    shown = redact(storage) if storage else None
+    try:
+        have = json.loads(read_bounded(path, 1 << 16))
+    except FileNotFoundError:
+        have = None
+    except (OSError, ValueError) as exc:
+        raise SweepError(f"{path}: unreadable ({exc}); not a sweep folder") from None
+    if have is not None:
+        if not isinstance(have, dict) or have.get("storage") != shown or (
+                study is not None and have.get("study") != study):
+            where = have.get("storage") if isinstance(have, dict) else None
+            raise SweepError(f"{out_dir} holds study {str(have.get('study'))[:60]!r} in "
+                             f"{where or 'its own ' + STUDY_DB}; give the same --study and "
+                             "--storage to continue it, or choose another --out")
+        return have["study"]
+    name = study or out_dir.resolve().name
+    write_bytes_atomic(path, json.dumps({"study": name, "storage": shown}).encode())
+    return name
+
+
+
+def _load_study(optuna: Any, storage: Any, name: str, space: Space, pruner: str,
+                seed: int | None, admission: Any) -> Any:
+    """The study, created on first use and checked to be of this space.
+
+    Raises:
+        SweepError: a study of another space, or not made by mlp sweep.
+    """
+    sampler = optuna.samplers.TPESampler(seed=seed)  # constant liar: workers spread out
+    with _held(admission):
+        st = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                 sampler=sampler, pruner=_make_pruner(optuna, pruner),
+                                 load_if_exists=True)
+        mine = space.fingerprint()
+        theirs = st.user_attrs.get("mnist_mlp.space")
+        if theirs is None and st.get_trials(deepcopy=False):
+            raise SweepError(f"study {name!r} already has trials not made by mlp sweep; "
+                             "choose another --study")
+        if theirs is None:
+            st.set_user_attr("mnist_mlp.space", mine)
+        elif theirs != mine:
+            raise SweepError(f"study {name!r} was started with another space (base settings "
+                             "or searched ranges differ); use its space file or another "
+                             "--study")
+    return st
+

@@ -1,0 +1,225 @@
+"""A sweep's trials: the callback that reports each epoch to Optuna's pruner, one trial as a
+run of `mlp train` (``run.train``), and one process's part in the study (``_Worker``): it
+admits trials so the study runs exactly as many as asked, trains them, and stays to take
+over the trial of any worker that dies.
+
+``run`` and ``checkpoint`` are imported when a trial runs, not with the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import ConfigError
+from ..dataset import DataSource
+from ..runfiles import RunFiles
+from ..threads import default_threads, limit_threads, live_workers
+from ..train import Callback, TrainingDiverged, val_score
+from .results import _params_text, make_report, trial_row, write_best
+from .space import Space
+from .storage import GRACE_HEARTBEATS
+
+if TYPE_CHECKING:  # run: imported when a sweep runs, not with the CLI
+    from ..run import StopSignals
+
+WORKERS = "workers"             # DIR/workers/*.lock: one per live local worker
+WAIT_S = 5                      # how often a worker with no trial left looks at the others'
+POLL_S = 0.5                    # and at its signals
+
+
+class _Interrupted(Exception):
+    """Raised out of a trial stopped by SIGINT or SIGTERM, so Optuna marks it failed."""
+
+
+class PruningCallback(Callback):
+    """Reports each epoch's validation score to an Optuna trial (step = epoch, a resumed
+    run's earlier epochs at its start) and notes the epoch at which the study's pruner
+    says to stop."""
+
+    def __init__(self, trial: Any):
+        self.trial, self.pruned_at = trial, None
+
+    def _report(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.trial.report(val_score(row), row["epoch"])
+        if rows and self.pruned_at is None and self.trial.should_prune():
+            self.pruned_at = rows[-1]["epoch"]
+
+    def on_train_begin(self, trainer):
+        self._report(trainer.state.history)
+
+    def on_epoch_end(self, trainer, row, kept):
+        self._report([row])
+
+
+def _train_trial(files: RunFiles, space: Space, flags: dict[str, Any], resume: bool,
+                 source: DataSource | None, plots: bool, pruning: PruningCallback,
+                 signals: StopSignals) -> tuple[str, list[dict[str, Any]]]:
+    """One trial's run of `mlp train`: how it ended ("finished", "pruned", or "stopped" by
+    a signal, noted in ``signals``) and its history (one row per epoch, resumed ones too).
+
+    Raises:
+        RunError, CheckpointError, DataError, TrainingDiverged: as run.train.
+    """
+    from .. import run
+
+    result = run.train(files.kept, config=space.config, flags=flags, resume=resume,
+                       overwrite=not resume, source=source, progress=False, plots=plots,
+                       callbacks=[pruning],
+                       should_stop=lambda: signals() or pruning.pruned_at is not None)
+    signals.signum = signals.signum or result.signum  # run.train held the signals meanwhile
+    history = result.trainer.state.history
+    if result.ending == "stopped" and signals():
+        return "stopped", history
+    return ("pruned" if pruning.pruned_at is not None else "finished"), history
+
+
+def _saved_epoch(files: RunFiles) -> int:
+    """The epoch a run's resumable state is at (0 when it cannot tell)."""
+    from ..checkpoint import CheckpointError, load
+
+    try:
+        return int(load(files.last).meta.get("epoch", 0))
+    except (CheckpointError, TypeError, ValueError):
+        return 0
+
+
+def kept_score(history: Sequence[Mapping[str, Any]]) -> float | None:
+    """The validation score of the epoch a run kept: a trial's value."""
+    if not history:
+        return None
+    return val_score(history[history[-1].get("kept_epoch", len(history)) - 1])
+
+
+# ---------------------------------------------------------------- the worker
+
+@dataclass
+class _Worker:
+    """One process's part in a study: admits trials under the lock so the study runs
+    exactly ``budget`` of them, trains them, and stays while other workers' trials run, to
+    take over any whose worker dies."""
+
+    optuna: Any
+    study: Any
+    space: Space
+    out_dir: Path
+    budget: int
+    admission: Any
+    signals: StopSignals
+    threads: int | None
+    source: DataSource | None
+    plots: bool
+    heartbeat_s: int
+    log: Callable[[str], None]
+    held: bool = False
+    current: int | None = None
+    interrupted: int | None = None
+    told_waiting: set[int] = field(default_factory=set)
+
+    def admit(self) -> bool:
+        """Whether to start a trial; if so, return with the admission lock held (Optuna's
+        ask follows; the trial releases it). Waits while others' trials run."""
+        counted = {"COMPLETE", "PRUNED", "RUNNING", "WAITING"}
+        while not self.signals():
+            self.admission.acquire()
+            self.held = True
+            self.optuna.storages.fail_stale_trials(self.study)  # a dead worker's: retried
+            trials = self.study.get_trials(deepcopy=False)
+            states = [t.state.name for t in trials]
+            if "WAITING" in states or sum(s in counted for s in states) < self.budget:
+                return True
+            self.release()
+            running = {t.number for t in trials if t.state.name == "RUNNING"}
+            if not running:
+                return False
+            if not running <= self.told_waiting:
+                self.told_waiting |= running
+                self.log(f"waiting for trial {', '.join(map(str, sorted(running)))} in other "
+                         f"workers (a dead worker's trial is run again after "
+                         f"{GRACE_HEARTBEATS * self.heartbeat_s} s)")
+            deadline = time.monotonic() + min(self.heartbeat_s, WAIT_S)
+            while time.monotonic() < deadline and not self.signals():
+                time.sleep(POLL_S)
+        return False
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.admission.release()
+
+    def run(self) -> None:
+        if not self.admit():
+            return
+        try:
+            self.study.optimize(self.objective, callbacks=[self.after_trial])
+        except _Interrupted:
+            self.interrupted = self.current
+            trial = next(t for t in self.study.get_trials() if t.number == self.current)
+            # Queued again: the next worker (or the same command again) resumes it.
+            self.optuna.storages.RetryHeartbeatStaleTrialCallback()(self.study, trial)
+        finally:
+            self.release()
+
+    def objective(self, trial: Any) -> float:
+        self.release()
+        self.current = trial.number
+        if self.signals():
+            trial.set_user_attr("interrupted", "before training")
+            raise _Interrupted
+        params = {name: dim.suggest(trial) for name, dim in self.space.search.items()}
+        # A rerun of a trial that died or was interrupted carries its user attrs: it goes on
+        # with that trial's files, from where they stopped if they are on this machine.
+        rerun_of = trial.user_attrs.get("checkpoint")
+        name = Path(rerun_of).name if rerun_of else f"trial-{trial.number:04d}.npz"
+        files = RunFiles(self.out_dir / name)
+        if trial.user_attrs.get("interrupted"):
+            trial.set_user_attr("interrupted", None)
+        try:
+            cfg = self.space.resolve(params)
+        except ConfigError as exc:   # settings that do not go together
+            trial.set_user_attr("ending", f"invalid: {exc}")
+            raise self.optuna.TrialPruned(str(exc)) from None
+        trial.set_user_attr("config", cfg.to_dict())
+        trial.set_user_attr("checkpoint", str(files.kept.absolute()))
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        resume = rerun_of is not None and files.last.exists()
+        trial.set_user_attr("resumed_from_epoch", _saved_epoch(files) if resume else 0)
+        n_threads = self.threads or default_threads(live_workers(self.out_dir / WORKERS))
+        trial.set_user_attr("threads", n_threads)
+        pruning = PruningCallback(trial)
+        try:
+            with limit_threads(n_threads):
+                ending, history = _train_trial(files, self.space, self.space.flags(params),
+                                               resume, self.source, self.plots, pruning,
+                                               self.signals)
+        except TrainingDiverged as exc:
+            trial.set_user_attr("ending", "diverged")
+            raise self.optuna.TrialPruned(str(exc)) from None
+        trial.set_user_attr("epochs", len(history))
+        trial.set_user_attr("seconds", round(sum(r["train_seconds"] for r in history), 2))
+        trial.set_user_attr("ending", ending)
+        if ending == "stopped":
+            trial.set_user_attr("interrupted", signal.Signals(self.signals.signum).name)
+            raise _Interrupted
+        if ending == "pruned":
+            raise self.optuna.TrialPruned(f"pruned at epoch {pruning.pruned_at}")
+        return kept_score(history)
+
+    def after_trial(self, study: Any, trial: Any) -> None:
+        row = trial_row(trial)
+        score = "-" if row.score is None else f"{100 * row.score:.2f}%"
+        cost = "" if row.seconds is None else f", {row.epochs} epochs in {row.seconds:.0f} s"
+        self.log(f"trial {row.number} {row.state}: val accuracy {score}{cost}; "
+                 f"{_params_text(row.params)}")
+        write_best(make_report(study, None), self.out_dir)
+        if not self.admit():
+            study.stop()
+

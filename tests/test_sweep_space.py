@@ -1,0 +1,94 @@
+"""Space files: the settings they give TrainConfig, and every bad one refused in one line
+naming the file and the key, before any trial."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mnist_mlp.sweep.space import MAX_SPACE_BYTES, SpaceError, load_space
+
+
+def test_a_space_file_becomes_settings_of_train_config(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    path = tmp_path / "space.toml"
+    path.write_text('config = "default"\n[fixed]\nepochs = 3\n[search]\n'
+                    'lr = { low = 0.02, high = 0.3, log = true }\n'
+                    'hidden = { choices = [[800], [1024], [800, 800]] }\n'
+                    'dropout = { low = 0.0, high = 0.5, step = 0.1 }\n'
+                    'seed = { choices = [0, 1, 2] }\nbatch_size = { low = 64, high = 256 }\n')
+    space = load_space(path)
+    assert space.fixed == {"epochs": 3}
+    assert space.search["hidden"].choices == ((800,), (1024,), (800, 800))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        params = {k: d.suggest(trial) for k, d in space.search.items()}
+        cfg = space.resolve(params)                      # a valid TrainConfig every time
+        assert cfg.epochs == 3 and 0.02 <= cfg.lr <= 0.3 and cfg.hidden in space.search[
+            "hidden"].choices
+        assert trial.params["hidden"] == ",".join(map(str, cfg.hidden))  # lists as labels
+        assert isinstance(cfg.batch_size, int) and 64 <= cfg.batch_size <= 256
+        assert round(cfg.dropout[0] * 10, 9) == round(cfg.dropout[0] * 10)
+        seen.add(cfg.hidden)
+        study.tell(trial, 0.5)
+    assert seen == {(800,), (1024,), (800, 800)}
+
+
+HOSTILE = [
+    ('[search]\nlr = { low = 0.3, high = 0.02 }\n', "in [search], lr: reversed range"),
+    ('[search]\nlr = { low = 0.1, high = 0.1 }\n', "in [search], lr: empty range"),
+    ('[search]\nlearning_rate = { low = 0.1, high = 0.2 }\n', "unknown setting 'learning_rate'"),
+    ('[search]\nlr = { low = 0.1, high = 0.2, base = 2 }\n', "lr: unknown key 'base'"),
+    ('[search]\ndropout = { low = 0.0, high = 1.0 }\n', "dropout must be in [0, 1)"),
+    ('[search]\nlr = { low = 0.0, high = 0.3 }\n', "lr must be in (0, 1e+06]"),
+    ('[search]\nepochs = { low = 1.5, high = 3 }\n', "epochs must be of type int"),
+    ('[search]\noptimizer = { choices = ["sgd", "rmsprop"] }\n', "optimizer must be one of"),
+    ('[search]\noptimizer = { low = 1, high = 2 }\n', "optimizer takes choices"),
+    ('[search]\nseed = { choices = [] }\n', "seed: choices must be a non-empty list"),
+    ('[search]\nseed = { choices = [1, 1] }\n', "seed: a choice is listed twice"),
+    ('[search]\ndropout = { low = 0.0, high = 0.5, log = true }\n', "needs low > 0"),
+    ('[search]\nlr = { low = 0.1, high = 0.3, step = 0.15 }\n', "whole number of steps"),
+    ('[fixed]\nlr = 0.1\n[search]\nlr = { low = 0.1, high = 0.3 }\n',
+     "lr is both in [fixed] and in [search]"),
+    ('[fixed]\nval_size = 0\n[search]\nlr = { low = 0.1, high = 0.3 }\n',
+     "val_size is 0: a sweep selects on the validation split"),
+    ('[search]\nval_size = { choices = [0, 5000] }\n', "with val_size = 0, val_size is 0"),
+    ('[fixed]\nepochs = 2\n[search]\nwarmup_epochs = { low = 0.0, high = 4.0 }\n',
+     "warmup_epochs = 4.0: warmup_epochs (4) must be between 0 and epochs (2)"),
+    ('[fixed]\nbogus = 1\n[search]\nlr = { low = 0.1, high = 0.3 }\n', "in [fixed], unknown key"),
+    ('epochs = 3\n[search]\nlr = { low = 0.1, high = 0.3 }\n', "unknown key 'epochs'"),
+    ('config = "nope"\n[search]\nlr = { low = 0.1, high = 0.3 }\n',
+     "config: no config file or preset 'nope'"),
+    ('[fixed]\nepochs = 3\n', "nothing to search"),
+    ('[search]\nlr = 0.1\n', "lr must be { low = ..., high = ... } or { choices = [...] }"),
+    ('[search\nlr = 1', "not a TOML space file"),
+]
+
+
+@pytest.mark.parametrize("text, message", HOSTILE)
+def test_a_bad_space_file_is_one_line_naming_file_and_key(tmp_path, text, message):
+    path = tmp_path / "space.toml"
+    path.write_text(text)
+    with pytest.raises(SpaceError) as caught:
+        load_space(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_space_files_that_are_not_files_or_too_big_are_refused(tmp_path):
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(SpaceError, match="is a FIFO, not a regular file"):
+        load_space(fifo)     # refused at once: never blocks on the FIFO
+    huge = tmp_path / "huge.toml"
+    huge.write_bytes(b"#" * (MAX_SPACE_BYTES + 1))
+    with pytest.raises(SpaceError, match="larger than 1,048,576 bytes"):
+        load_space(huge)
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(SpaceError):
+        load_space(deep)
