@@ -1,4 +1,4 @@
-"""Pictures of a run: training curves, runs compared, first-layer weights, confusion.
+"""Pictures: training curves, runs compared, first-layer weights, confusion, a sweep's trials.
 
 Each picture is a function returning a matplotlib ``Figure`` (no pyplot, no
 display: the Agg canvas), so tests can read back what was drawn; callers save
