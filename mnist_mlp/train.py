@@ -13,14 +13,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from . import metrics
-from .augment import AUGMENTATIONS, apply, draw
+from .augment import AUGMENTATIONS
+from .batches import Batches
 from .config import TrainConfig
 from .network import MLP, softmax_cross_entropy
 from .optim import Optimizer, WeightAverage, clip_row_norms_, make_optimizer, make_schedule
@@ -239,7 +239,7 @@ class Trainer:
         for cb in callbacks:
             cb.on_train_begin(self)
         ending: Ending = "failed"
-        batches = _Batches(self, X)
+        batches = Batches(X, self.cfg.batch_size, self.state, self.rng, self.distortion)
         try:
             # Overflow shows up as a non-finite loss, which _step reports: no warnings.
             with np.errstate(over="ignore", invalid="ignore"):
@@ -255,7 +255,7 @@ class Trainer:
             for cb in callbacks:
                 cb.on_train_end(self, ending)
 
-    def _run(self, batches: "_Batches", y, X_val, y_val, callbacks, should_stop) -> bool:
+    def _run(self, batches: Batches, y, X_val, y_val, callbacks, should_stop) -> bool:
         cfg, st, rng = self.cfg, self.state, self.rng
         n = len(y)
         while st.epoch < cfg.epochs:
@@ -285,7 +285,7 @@ class Trainer:
                 return False
         return True
 
-    def _step(self, batches: "_Batches", yb: np.ndarray) -> tuple[float, int]:
+    def _step(self, batches: Batches, yb: np.ndarray) -> tuple[float, int]:
         """One optimiser step on the current batch; returns its loss and number of correct
         predictions."""
         net, cfg, st = self.net, self.cfg, self.state
@@ -363,55 +363,3 @@ class Trainer:
         st.rng_state = self.rng.bit_generator.state  # the state to save with this epoch
         return row, st.kept_epoch == st.epoch
 
-
-class _Batches:
-    """The training batches of the current epoch, in ``state.order``; with distortions,
-    each batch's is computed on a worker thread while the step before it runs.
-
-    The random draws stay in the generator's order (a batch's distortions, then its
-    dropout masks, then the next batch's distortions), so the stream equals drawing
-    each batch's distortions on the spot. The draws for the next batch are taken after
-    the current step's forward pass; until that step is done, ``rng_state`` is the
-    generator's state before them, which is what a resumed run must start from.
-    """
-
-    def __init__(self, trainer: Trainer, X: np.ndarray):
-        self.trainer, self.X = trainer, X
-        self.B = trainer.cfg.batch_size
-        self.n_batches = math.ceil(len(X) / self.B)
-        self.pending: tuple[int, Future] | None = None   # (batch number, its distortion)
-        self.before_draws: dict[str, Any] | None = None  # rng state before pending's draws
-        self.pool = (ThreadPoolExecutor(1, thread_name_prefix="distort")
-                     if trainer.distortion is not None else None)
-
-    def indices(self, k: int) -> np.ndarray:
-        """Sample indices of batch ``k`` of this epoch (B,) or fewer for the last."""
-        return self.trainer.state.order[k * self.B:(k + 1) * self.B]
-
-    def prepare(self, k: int) -> None:
-        """Draw batch ``k``'s distortions and start computing them (no-op past the epoch's
-        end, or without distortions)."""
-        if self.pool is None or k >= self.n_batches:
-            return
-        rng, d = self.trainer.rng, self.trainer.distortion
-        self.before_draws = rng.bit_generator.state
-        Xb = self.X[self.indices(k)]
-        self.pending = k, self.pool.submit(apply, Xb, d, draw(d, len(Xb), rng))
-
-    def take(self, k: int) -> np.ndarray:
-        """Batch ``k`` as the network trains on it (B, 784): distorted when configured."""
-        if self.pool is None:
-            return self.X[self.indices(k)]
-        if self.pending is None or self.pending[0] != k:
-            self.prepare(k)                   # the first batch of an epoch, or of a resume
-        _, future = self.pending
-        self.pending = self.before_draws = None
-        return future.result()
-
-    def rng_state(self) -> dict[str, Any]:
-        """The generator's state as of the last finished step: before any draws made ahead."""
-        return self.before_draws or self.trainer.rng.bit_generator.state
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
