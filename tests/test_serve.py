@@ -1,4 +1,4 @@
-"""`mlp serve`: the JSON API over real HTTP on loopback, and the page in a real browser."""
+"""`mlp serve`'s app: the JSON API over real HTTP on loopback, and the page in a real browser."""
 
 from __future__ import annotations
 
@@ -8,80 +8,24 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from mnist_mlp import imaging, serve
 from mnist_mlp.cli import main
-from mnist_mlp.dataset import DataSource
+from mnist_mlp.server import DigitServer
 
-from .digit_images import canvas_png
+from .serving import address, canvas_pngs, json_body, raw, real_server, request, running
 
-
-def running(srv: serve.DigitServer):
-    """``srv`` serving in a thread; stopped when the block ends."""
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    return thread
-
-
-@pytest.fixture(scope="module")
-def server(real_model):
-    srv = serve.DigitServer(serve.DigitApp.load([real_model]), "127.0.0.1", 0)
-    thread = running(srv)
-    yield srv
-    srv.stop()
-    thread.join(10)
-
-
-def address(srv: serve.DigitServer) -> tuple[str, int]:
-    return srv.addresses[0]
-
-
-def request(srv, method: str, path: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None) -> tuple[int, dict]:
-    conn = http.client.HTTPConnection(*address(srv), timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, json.loads(response.read())
-    finally:
-        conn.close()
-
-
-def _raw(srv, head: bytes, body: bytes = b"") -> bytes:
-    """Send raw bytes; the answer, read until the server closes the connection."""
-    with socket.create_connection(address(srv), timeout=10) as sock:
-        sock.sendall(head + body)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-        return answer
-
-
-def _json_body(answer: bytes) -> dict:
-    return json.loads(answer.split(b"\r\n\r\n", 1)[1])
-
-
-@pytest.fixture(scope="module")
-def canvas_digits(real_mnist, tmp_path_factory):
-    """40 real test digits as canvas PNGs (white strokes on transparency)."""
-    folder = tmp_path_factory.mktemp("canvas")
-    images, labels = DataSource(real_mnist).load("test", flat=False)
-    pick = np.random.default_rng(1).choice(len(images), 40, replace=False)
-    return [(canvas_png(images[i] / 255.0, folder / f"{j:02d}.png"), int(labels[i]))
-            for j, i in enumerate(pick)]
+server = pytest.fixture(scope="module", name="server")(real_server)
+canvas_digits = pytest.fixture(scope="module", name="canvas_digits")(canvas_pngs)
 
 
 def test_canvas_pngs_read_as_mlp_predict_reads_them(server, real_model, canvas_digits):
@@ -149,8 +93,8 @@ def test_head_and_methods(server):
         got = conn.getresponse()
         full = got.read()
         conn.close()
-        answer = _raw(server, f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-                      .encode())
+        answer = raw(server, f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                     .encode())
         head, body = answer.split(b"\r\n\r\n", 1)
         assert head.startswith(b"HTTP/1.1 200") and body == b"", (path, answer[:200])
         assert f"Content-Length: {len(full)}".encode() in head
@@ -159,129 +103,8 @@ def test_head_and_methods(server):
         status, answer = request(server, method, "/api/model")
         assert status == 405 and f"{method} is not served" in answer["error"]
     for line in (b"get / HTTP/1.1", b"Post /api/predict HTTP/1.1"):
-        answer = _raw(server, line + b"\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-        assert answer.split(b" ")[1] == b"400" and "method" in _json_body(answer)["error"]
-
-
-def test_oversized_body_refused_before_it_is_read(server):
-    start = time.monotonic()
-    answer = _raw(server, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: "
-                  + str(2**40).encode() + b"\r\n\r\n", b"\x89PNG")
-    assert answer.startswith(b"HTTP/1.1 413") and "over 8 MB" in _json_body(answer)["error"]
-    assert time.monotonic() - start < 5
-    answer = _raw(server, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 411") and "Content-Length" in _json_body(answer)["error"]
-
-
-@pytest.mark.parametrize("size", [serve.MAX_BODY + 1, 40 << 20])
-def test_a_python_client_hears_the_413_of_a_large_upload(server, size):
-    """http.client (and urllib) send the whole body before reading: the server reads and
-    drops it, then answers, instead of closing on a client still sending."""
-    status, answer = request(server, "POST", "/api/predict", b"\x89PNG" + bytes(size - 4))
-    assert status == 413 and answer == {"error": "the image is over 8 MB; send a smaller one"}
-
-
-def test_expect_100_continue(server, canvas_digits):
-    with socket.create_connection(address(server), timeout=10) as sock:
-        sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                     b"Content-Length: " + str(serve.MAX_BODY + 1).encode() + b"\r\n\r\n")
-        answer = sock.recv(65536)      # refused at once, the body never invited
-        assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
-    body = canvas_digits[0][0].read_bytes()
-    with socket.create_connection(address(server), timeout=10) as sock:
-        sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                     b"Connection: close\r\nContent-Length: " + str(len(body)).encode()
-                     + b"\r\n\r\n")
-        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
-        sock.sendall(body)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    assert answer.startswith(b"HTTP/1.1 200") and "digit" in _json_body(answer)
-
-
-def test_ambiguous_lengths_are_bad_requests(server, canvas_digits):
-    body = canvas_digits[0][0].read_bytes()
-    n = str(len(body)).encode()
-    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
-    cases = [
-        (b"HTTP/1.1", b"Content-Length: " + n + b"\r\nContent-Length: " + n, body),
-        (b"HTTP/1.1", b"Content-Length: " + n + b"\r\nContent-Length: 5", body),
-        (b"HTTP/1.1", b"Content-Length: " + n + b", " + n, body),
-        (b"HTTP/1.1", b"Transfer-Encoding: chunked\r\nContent-Length: " + n, chunked),
-        (b"HTTP/1.1", b"Content-Length: " + n + b"\r\nTransfer-Encoding: chunked", chunked),
-        (b"HTTP/1.0", b"Transfer-Encoding: chunked\r\nContent-Length: " + n, body),
-    ]
-    for version, headers, payload in cases:
-        answer = _raw(server, b"POST /api/predict " + version + b"\r\nHost: x\r\n" + headers
-                      + b"\r\n\r\n", payload)
-        assert answer.startswith(version + b" 400"), (headers, answer[:300])
-        message = _json_body(answer)["error"]
-        assert "Content-Length" in message or "Transfer-Encoding" in message
-    answer = _raw(server, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                  b"Transfer-Encoding: chunked\r\n\r\n", chunked)     # chunked alone is fine
-    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
-
-
-def test_a_client_leaving_mid_body_does_not_disturb_others(server, canvas_digits):
-    with socket.create_connection(address(server), timeout=10) as sock:
-        sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
-                     b"only a little")
-    silent = socket.create_connection(address(server), timeout=10)  # says nothing
-    try:
-        status, _ = request(server, "POST", "/api/predict", canvas_digits[0][0].read_bytes())
-        assert status == 200
-    finally:
-        silent.close()
-
-
-def test_slow_clients_do_not_hold_up_others(server, canvas_digits):
-    """40 clients sending one header line a second hold buffers in the event loop, not
-    threads nor connection slots: the model and a drawing are still answered at once."""
-    slow = [socket.create_connection(address(server), timeout=10) for _ in range(40)]
-    stop = threading.Event()
-
-    def trickle() -> None:
-        for sock in slow:
-            sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\n")
-        while not stop.wait(1.0):
-            for sock in slow:
-                sock.sendall(b"X-Slow: 1\r\n")
-
-    dripping = threading.Thread(target=trickle)
-    dripping.start()
-    body = canvas_digits[1][0].read_bytes()
-    try:
-        for _ in range(3):
-            time.sleep(1.0)
-            for method, path, payload in (("GET", "/api/model", None),
-                                          ("POST", "/api/predict", body)):
-                start = time.monotonic()
-                status, _ = request(server, method, path, payload)
-                assert status == 200 and time.monotonic() - start < 3, (path, status)
-    finally:
-        stop.set()
-        dripping.join()
-    slow[0].sendall(b"\r\n")                 # the slow ones were held, not dropped
-    assert slow[0].recv(65536).startswith(b"HTTP/1.1 411")
-    for sock in slow:
-        sock.close()
-
-
-def test_concurrent_clients(server, canvas_digits):
-    bodies = [(p.read_bytes(), request(server, "POST", "/api/predict", p.read_bytes())[1])
-              for p, _ in canvas_digits[:8]]
-
-    def client(i: int) -> int:
-        body, expected = bodies[i]
-        ok = 0
-        for _ in range(25):
-            status, answer = request(server, "POST", "/api/predict", body)
-            ok += status == 200 and answer["top"] == expected["top"]
-        return ok
-
-    with ThreadPoolExecutor(8) as pool:
-        assert list(pool.map(client, range(8))) == [25] * 8
+        answer = raw(server, line + b"\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        assert answer.split(b" ")[1] == b"400" and "method" in json_body(answer)["error"]
 
 
 # ---------------------------------------------------------------- the app with stand-ins
@@ -307,7 +130,7 @@ def test_images_prepared_at_once_are_bounded_and_drawings_skip_the_queue():
         return [imaging.ImageError(f"the image: {kind} (stand-in)")]
 
     app = serve.DigitApp(None, {}, classify_fn=slow_classify, slots=3)
-    srv = serve.DigitServer(app, "127.0.0.1", 0)
+    srv = DigitServer(app, "127.0.0.1", 0)
     thread = running(srv)
     try:
         with ThreadPoolExecutor(21) as pool:
@@ -348,7 +171,7 @@ def test_an_unexpected_failure_is_a_json_500_and_one_log_line(real_model, tmp_pa
         raise KeyError("a decoder's\nsurprise")
 
     app = serve.DigitApp(None, {}, classify_fn=broken_classify, note=lines.append)
-    srv = serve.DigitServer(app, "127.0.0.1", 0)
+    srv = DigitServer(app, "127.0.0.1", 0)
     thread = running(srv)
     try:
         conn = http.client.HTTPConnection(*address(srv), timeout=10)
@@ -405,7 +228,7 @@ def test_a_huge_log_is_read_once_and_thinned(real_model, tmp_path):
                    for i in range(1, n + 1))
     assert len(text) > 60 << 20
     model = _beside(real_model, tmp_path, text)
-    srv = serve.DigitServer(serve.DigitApp.load([model]), "127.0.0.1", 0)
+    srv = DigitServer(serve.DigitApp.load([model]), "127.0.0.1", 0)
     thread = running(srv)
     try:
         start = time.monotonic()
@@ -467,90 +290,6 @@ def test_bad_model_and_port_in_use_are_one_line(real_model, tmp_path):
                                        "no-such-host.invalid"])
     assert result.exit_code == 1 and "cannot listen on no-such-host.invalid" in result.output
     assert result.output.count("\n") == 1
-
-
-def test_is_loopback():
-    for host in ("127.0.0.1", "127.1", "127.8.9.10", "::1", "localhost"):
-        assert serve.is_loopback(host), host
-    for host in ("0.0.0.0", "::", "192.0.2.1", "no-such-host.invalid"):
-        assert not serve.is_loopback(host), host
-
-
-def _start(model, *args: str) -> tuple[subprocess.Popen, str, int]:
-    """``mlp serve`` in its own process; it, and where it listens."""
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "serve", "--model",
-                             str(model), "--port", "0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    assert "serving" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
-    url = urlsplit(line.split(" at ")[1].split()[0])
-    return proc, url.hostname, url.port
-
-
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as sock:
-            sock.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.parametrize("host, connect, stop, warned", [
-    ("::1", "::1", signal.SIGINT, False),
-    ("127.1", "127.0.0.1", signal.SIGTERM, False),
-    ("0.0.0.0", "127.0.0.1", signal.SIGTERM, True),
-])
-def test_hosts_warnings_and_stopping(real_model, host, connect, stop, warned):
-    if ":" in host and not _ipv6_loopback():
-        pytest.skip("no IPv6 loopback on this machine")
-    proc, _, port = _start(real_model, "--host", host)
-    try:
-        conn = http.client.HTTPConnection(connect, port, timeout=10)
-        conn.request("GET", "/api/model")
-        assert conn.getresponse().status == 200
-        conn.close()
-    finally:
-        proc.send_signal(stop)
-        err = proc.communicate(timeout=20)[1]
-    assert proc.returncode == 0 and "Traceback" not in err
-    assert ("anyone who can reach this machine" in err) == warned, err
-    assert err.count("\n") == warned
-
-
-def _upload(host: str, port: int, body: bytes, answers: list[int | str]) -> None:
-    conn = http.client.HTTPConnection(host, port, timeout=30)
-    try:
-        conn.request("POST", "/api/predict", body=body)
-        answers.append(conn.getresponse().status)
-    except (http.client.HTTPException, OSError) as exc:
-        answers.append(type(exc).__name__)
-
-
-def test_a_signal_with_requests_in_flight_still_exits_0(real_model, tmp_path):
-    big = Image.new("RGBA", (6000, 6000), (255, 255, 255, 255))   # seconds to prepare
-    ImageDraw.Draw(big).line([(3000, 1000), (3000, 5000)], fill=(0, 0, 0, 255), width=300)
-    png = io.BytesIO()
-    big.save(png, format="PNG")
-    for stop, upload in ((signal.SIGTERM, True), (signal.SIGINT, False)):
-        proc, host, port = _start(real_model)
-        half = socket.create_connection((host, port), timeout=10)   # headers, half a body
-        half.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
-        answers: list[int | str] = []
-        uploading = threading.Thread(target=_upload, args=(host, port, png.getvalue(), answers))
-        if upload:
-            uploading.start()
-        time.sleep(0.5)
-        start = time.monotonic()
-        proc.send_signal(stop)
-        err = proc.communicate(timeout=20)[1]
-        half.close()
-        assert proc.returncode == 0 and "Traceback" not in err, (stop, err)
-        assert time.monotonic() - start < serve.GRACE_S + 3
-        if upload:
-            uploading.join(20)
-            # Answered if preparing it took less than GRACE_S, else cut off.
-            assert answers in ([200], [400], ["RemoteDisconnected"], ["ConnectionResetError"])
 
 
 # ---------------------------------------------------------------- a real browser

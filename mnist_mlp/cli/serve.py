@@ -23,7 +23,8 @@ def serve(models: tuple[Path, ...], host: str, port: int, open_browser: bool) ->
     import signal
 
     from ..checkpoint import CheckpointError
-    from ..serve import DigitApp, DigitServer, is_loopback
+    from ..serve import DigitApp
+    from ..server import DigitServer, is_loopback
 
     try:
         app = DigitApp.load(list(models), note=lambda line: click.echo(line, err=True))

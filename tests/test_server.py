@@ -1,0 +1,233 @@
+"""`mlp serve`'s HTTP server: waitress made stricter (framing, early refusals heard by the
+client, slow clients held in the event loop), the hosts it listens on, stopping on signals."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import pytest
+from PIL import Image, ImageDraw
+
+from mnist_mlp import serve
+from mnist_mlp.server import GRACE_S, is_loopback
+
+from .serving import address, canvas_pngs, json_body, raw, real_server, request
+
+server = pytest.fixture(scope="module", name="server")(real_server)
+canvas_digits = pytest.fixture(scope="module", name="canvas_digits")(canvas_pngs)
+
+
+def test_oversized_body_refused_before_it_is_read(server):
+    start = time.monotonic()
+    answer = raw(server, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                 + str(2**40).encode() + b"\r\n\r\n", b"\x89PNG")
+    assert answer.startswith(b"HTTP/1.1 413") and "over 8 MB" in json_body(answer)["error"]
+    assert time.monotonic() - start < 5
+    answer = raw(server, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 411") and "Content-Length" in json_body(answer)["error"]
+
+
+@pytest.mark.parametrize("size", [serve.MAX_BODY + 1, 40 << 20])
+def test_a_python_client_hears_the_413_of_a_large_upload(server, size):
+    """http.client (and urllib) send the whole body before reading: the server reads and
+    drops it, then answers, instead of closing on a client still sending."""
+    status, answer = request(server, "POST", "/api/predict", b"\x89PNG" + bytes(size - 4))
+    assert status == 413 and answer == {"error": "the image is over 8 MB; send a smaller one"}
+
+
+def test_expect_100_continue(server, canvas_digits):
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: " + str(serve.MAX_BODY + 1).encode() + b"\r\n\r\n")
+        answer = sock.recv(65536)      # refused at once, the body never invited
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+    body = canvas_digits[0][0].read_bytes()
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Connection: close\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\n\r\n")
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and "digit" in json_body(answer)
+
+
+def test_ambiguous_lengths_are_bad_requests(server, canvas_digits):
+    body = canvas_digits[0][0].read_bytes()
+    n = str(len(body)).encode()
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    cases = [
+        (b"HTTP/1.1", b"Content-Length: " + n + b"\r\nContent-Length: " + n, body),
+        (b"HTTP/1.1", b"Content-Length: " + n + b"\r\nContent-Length: 5", body),
+        (b"HTTP/1.1", b"Content-Length: " + n + b", " + n, body),
+        (b"HTTP/1.1", b"Transfer-Encoding: chunked\r\nContent-Length: " + n, chunked),
+        (b"HTTP/1.1", b"Content-Length: " + n + b"\r\nTransfer-Encoding: chunked", chunked),
+        (b"HTTP/1.0", b"Transfer-Encoding: chunked\r\nContent-Length: " + n, body),
+    ]
+    for version, headers, payload in cases:
+        answer = raw(server, b"POST /api/predict " + version + b"\r\nHost: x\r\n" + headers
+                     + b"\r\n\r\n", payload)
+        assert answer.startswith(version + b" 400"), (headers, answer[:300])
+        message = json_body(answer)["error"]
+        assert "Content-Length" in message or "Transfer-Encoding" in message
+    answer = raw(server, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n", chunked)     # chunked alone is fine
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+
+
+def test_a_client_leaving_mid_body_does_not_disturb_others(server, canvas_digits):
+    with socket.create_connection(address(server), timeout=10) as sock:
+        sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+                     b"only a little")
+    silent = socket.create_connection(address(server), timeout=10)  # says nothing
+    try:
+        status, _ = request(server, "POST", "/api/predict", canvas_digits[0][0].read_bytes())
+        assert status == 200
+    finally:
+        silent.close()
+
+
+def test_slow_clients_do_not_hold_up_others(server, canvas_digits):
+    """40 clients sending one header line a second hold buffers in the event loop, not
+    threads nor connection slots: the model and a drawing are still answered at once."""
+    slow = [socket.create_connection(address(server), timeout=10) for _ in range(40)]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        for sock in slow:
+            sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\n")
+        while not stop.wait(1.0):
+            for sock in slow:
+                sock.sendall(b"X-Slow: 1\r\n")
+
+    dripping = threading.Thread(target=trickle)
+    dripping.start()
+    body = canvas_digits[1][0].read_bytes()
+    try:
+        for _ in range(3):
+            time.sleep(1.0)
+            for method, path, payload in (("GET", "/api/model", None),
+                                          ("POST", "/api/predict", body)):
+                start = time.monotonic()
+                status, _ = request(server, method, path, payload)
+                assert status == 200 and time.monotonic() - start < 3, (path, status)
+    finally:
+        stop.set()
+        dripping.join()
+    slow[0].sendall(b"\r\n")                 # the slow ones were held, not dropped
+    assert slow[0].recv(65536).startswith(b"HTTP/1.1 411")
+    for sock in slow:
+        sock.close()
+
+
+def test_concurrent_clients(server, canvas_digits):
+    bodies = [(p.read_bytes(), request(server, "POST", "/api/predict", p.read_bytes())[1])
+              for p, _ in canvas_digits[:8]]
+
+    def client(i: int) -> int:
+        body, expected = bodies[i]
+        ok = 0
+        for _ in range(25):
+            status, answer = request(server, "POST", "/api/predict", body)
+            ok += status == 200 and answer["top"] == expected["top"]
+        return ok
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(client, range(8))) == [25] * 8
+
+
+def test_is_loopback():
+    for host in ("127.0.0.1", "127.1", "127.8.9.10", "::1", "localhost"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "::", "192.0.2.1", "no-such-host.invalid"):
+        assert not is_loopback(host), host
+
+
+# ---------------------------------------------------------------- `mlp serve` in its own process
+
+def _start(model, *args: str) -> tuple[subprocess.Popen, str, int]:
+    """``mlp serve`` in its own process; it, and where it listens."""
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "serve", "--model",
+                             str(model), "--port", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert "serving" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+    url = urlsplit(line.split(" at ")[1].split()[0])
+    return proc, url.hostname, url.port
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host, connect, stop, warned", [
+    ("::1", "::1", signal.SIGINT, False),
+    ("127.1", "127.0.0.1", signal.SIGTERM, False),
+    ("0.0.0.0", "127.0.0.1", signal.SIGTERM, True),
+])
+def test_hosts_warnings_and_stopping(real_model, host, connect, stop, warned):
+    if ":" in host and not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback on this machine")
+    proc, _, port = _start(real_model, "--host", host)
+    try:
+        conn = http.client.HTTPConnection(connect, port, timeout=10)
+        conn.request("GET", "/api/model")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        proc.send_signal(stop)
+        err = proc.communicate(timeout=20)[1]
+    assert proc.returncode == 0 and "Traceback" not in err
+    assert ("anyone who can reach this machine" in err) == warned, err
+    assert err.count("\n") == warned
+
+
+def _upload(host: str, port: int, body: bytes, answers: list[int | str]) -> None:
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        conn.request("POST", "/api/predict", body=body)
+        answers.append(conn.getresponse().status)
+    except (http.client.HTTPException, OSError) as exc:
+        answers.append(type(exc).__name__)
+
+
+def test_a_signal_with_requests_in_flight_still_exits_0(real_model, tmp_path):
+    big = Image.new("RGBA", (6000, 6000), (255, 255, 255, 255))   # seconds to prepare
+    ImageDraw.Draw(big).line([(3000, 1000), (3000, 5000)], fill=(0, 0, 0, 255), width=300)
+    png = io.BytesIO()
+    big.save(png, format="PNG")
+    for stop, upload in ((signal.SIGTERM, True), (signal.SIGINT, False)):
+        proc, host, port = _start(real_model)
+        half = socket.create_connection((host, port), timeout=10)   # headers, half a body
+        half.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
+        answers: list[int | str] = []
+        uploading = threading.Thread(target=_upload, args=(host, port, png.getvalue(), answers))
+        if upload:
+            uploading.start()
+        time.sleep(0.5)
+        start = time.monotonic()
+        proc.send_signal(stop)
+        err = proc.communicate(timeout=20)[1]
+        half.close()
+        assert proc.returncode == 0 and "Traceback" not in err, (stop, err)
+        assert time.monotonic() - start < GRACE_S + 3
+        if upload:
+            uploading.join(20)
+            # Answered if preparing it took less than GRACE_S, else cut off.
+            assert answers in ([200], [400], ["RemoteDisconnected"], ["ConnectionResetError"])
