@@ -7,6 +7,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,15 +140,16 @@ def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
     """
     flags = {k: v for k, v in settings.items()
              if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    started = TrainingStarted()
     try:
-        result = _run(out, config_name, flags, resume, overwrite, source, quiet, no_plots)
+        with _signals_once_started(started):
+            result = _run(out, config_name, flags, resume, overwrite, source, quiet, no_plots,
+                          started)
     except KeyboardInterrupt:
         click.echo("SIGINT: stopped before training started; nothing to save", err=True)
         ctx.exit(128 + signal.SIGINT)
     st, files = result.trainer.state, result.files
     if result.ending == "stopped":
-        for s in (signal.SIGINT, signal.SIGTERM):  # the state is saved; only exiting is left
-            signal.signal(s, signal.SIG_IGN)
         click.echo(f"{signal.Signals(result.signum).name}: stopped at epoch {st.epoch + 1}, "
                    f"batch {st.batch}; saved {files.last}. Resume with: "
                    f"{resume_command(out, source)}", err=True)
@@ -165,7 +167,35 @@ def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
         click.echo(f"curves: {files.curves}")
 
 
-def _run(out, config_name, flags, resume, overwrite, source, quiet, no_plots):
+class TrainingStarted(Callback):
+    """Notes that the loop has begun: from then on the run saves itself when signalled."""
+
+    def __init__(self):
+        self.started = False
+
+    def on_train_begin(self, trainer):
+        self.started = True
+
+
+@contextmanager
+def _signals_once_started(started: TrainingStarted):
+    """SIGINT and SIGTERM interrupt as usual until training starts (nothing to save yet);
+    once it has, ``run.train`` stops the run and saves it, and a signal that comes after
+    (a second Ctrl-C while the run is ending) is ignored: only exiting is left."""
+    def handle(signum, frame):
+        if not started.started:
+            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        if not started.started:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def _run(out, config_name, flags, resume, overwrite, source, quiet, no_plots, started):
     """``run.train`` with its errors as one line each (exit 2 for a bad value, else 1)."""
     from .. import run
     from ..checkpoint import CheckpointError
@@ -176,7 +206,7 @@ def _run(out, config_name, flags, resume, overwrite, source, quiet, no_plots):
     try:
         return run.train(out, config=config_name, flags=flags, resume=resume,
                          overwrite=overwrite, source=source, progress=not quiet,
-                         plots=not no_plots, callbacks=[ProgressDisplay(quiet)],
+                         plots=not no_plots, callbacks=[started, ProgressDisplay(quiet)],
                          log=lambda line: quiet or click.echo(line, err=True))
     except ConfigFileError as exc:
         raise fail(exc) from None
