@@ -181,7 +181,9 @@ class TrainingStarted(Callback):
 def _signals_once_started(started: TrainingStarted):
     """SIGINT and SIGTERM interrupt as usual until training starts (nothing to save yet);
     once it has, ``run.train`` stops the run and saves it, and a signal that comes after
-    (a second Ctrl-C while the run is ending) is ignored: only exiting is left."""
+    (a second Ctrl-C while the run is ending) is ignored: only exiting is left. Ignored
+    with SIG_IGN once the run has returned, as Python's finalisation puts back the
+    default action for its own handlers, and a signal then would kill the process."""
     def handle(signum, frame):
         if not started.started:
             raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
@@ -190,9 +192,8 @@ def _signals_once_started(started: TrainingStarted):
     try:
         yield
     finally:
-        if not started.started:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_IGN if started.started else handler)
 
 
 def _run(out, config_name, flags, resume, overwrite, source, quiet, no_plots, started):
