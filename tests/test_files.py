@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +123,32 @@ def test_the_lock_is_exclusive_and_names_its_holder(tmp_path):
         holder.wait()
     with files.exclusive_lock(lock):  # a killed holder's lock is gone with it
         assert lock.read_text().strip() == str(os.getpid())
+
+
+def test_standard_output_is_refused_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError, match="is standard output"):
+        files.write_target(Path("-"))
+    assert not (tmp_path / "-").exists()
+
+
+def test_dev_stdout_through_a_pipe_is_named_a_fifo(tmp_path):
+    """/dev/stdout resolves to a pipe that has no path: named for what it is, not 'missing'."""
+    code = ("import sys; from pathlib import Path; from mnist_mlp import files\n"
+            "try:\n    files.write_target(Path('/dev/stdout'))\n"
+            "except OSError as exc:\n    print(exc.strerror, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stderr.strip() == "is a FIFO, not a regular file"
+
+
+def test_the_format_follows_the_extension(tmp_path):
+    formats = {".png": "png", ".svg": "svg"}
+    assert files.format_for(tmp_path / "a.SVG", formats) == "svg"
+    with pytest.raises(OSError, match=r"cannot write a \.jpg file here; name it with one of "
+                                      r"\.png, \.svg"):
+        files.format_for(tmp_path / "a.jpg", formats)
+    with pytest.raises(OSError, match="a file without an extension"):
+        files.format_for(tmp_path / "a", formats)
+    with pytest.raises(OSError, match="is standard output"):
+        files.format_for(Path("-"), formats)
