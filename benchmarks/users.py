@@ -247,26 +247,55 @@ def shear(ink: np.ndarray, k: float) -> np.ndarray:
     return crop(np.clip(np.asarray(out), 0, 1))
 
 
-def to_stroke(ink: np.ndarray, width: float) -> np.ndarray:
-    """Ink grown (max filter) or worn (min filter) so its strokes are about ``width`` px wide."""
-    k = int(round(abs(width - stroke_width(ink > 0.5))))
-    k += 1 - k % 2                                                       # odd
-    if k < 3:
-        return ink
-    grow = width > stroke_width(ink > 0.5)
-    out = Image.fromarray(np.pad(ink, k).astype(np.float32), "F").filter(
-        ImageFilter.MaxFilter(k) if grow else ImageFilter.MinFilter(k))
-    return crop(np.asarray(out, dtype=np.float32))
+def filtered(ink: np.ndarray, f: ImageFilter.Filter) -> np.ndarray:
+    """ink (h, w) in [0, 1] through a Pillow filter, as 8-bit grey."""
+    img = Image.fromarray(np.round(ink * 255).astype(np.uint8), "L").filter(f)
+    return np.asarray(img, dtype=np.float32) / 255
+
+
+def skeleton(mask: np.ndarray) -> np.ndarray:
+    """The one-pixel-wide centre lines of a binary drawing (h, w) (Zhang and Suen 1984)."""
+    m = np.pad(mask, 1).astype(np.uint8)
+    while True:
+        changed = False
+        for step in (0, 1):
+            c = m[1:-1, 1:-1]
+            p = [m[:-2, 1:-1], m[:-2, 2:], m[1:-1, 2:], m[2:, 2:], m[2:, 1:-1],   # N NE E SE S
+                 m[2:, :-2], m[1:-1, :-2], m[:-2, :-2]]                             # SW W NW
+            n = sum(q.astype(int) for q in p)
+            turns = sum((p[i] == 0) & (p[(i + 1) % 8] == 1) for i in range(8))
+            n_, e, s, w = p[0], p[2], p[4], p[6]
+            away = ((n_ * e * s == 0) & (e * s * w == 0) if step == 0
+                    else (n_ * e * w == 0) & (n_ * s * w == 0))
+            gone = (c == 1) & (n >= 2) & (n <= 6) & (turns == 1) & away
+            if gone.any():
+                c[gone] = 0                                  # a view: m changes too
+                changed = True
+        if not changed:
+            return m[1:-1, 1:-1].astype(bool)
+
+
+def thicken(ink: np.ndarray, width: float) -> np.ndarray:
+    """Strokes grown by a max filter to about ``width`` px wide (by a pixel or two if wider)."""
+    k = max(2 * round((width - stroke_width(ink > 0.5)) / 2) + 1, 3)   # at least a pixel
+    return crop(filtered(np.pad(ink, k), ImageFilter.MaxFilter(k)))
+
+
+def thin_pen(ink: np.ndarray, width: float) -> np.ndarray:
+    """The drawing retraced along its centre lines with a pen ``width`` px wide."""
+    k = 2 * round(width / 2) + 1
+    lines = skeleton(np.pad(ink, k) > 0.5).astype(np.float32)
+    return crop(filtered(filtered(lines, ImageFilter.MaxFilter(k)), ImageFilter.BoxBlur(1)))
 
 
 # Each variation: (ink at GLYPH rows, rng, path stem) -> the image file written.
 def thick(ink, rng, stem):
-    return save_page(centred(to_stroke(ink, rng.uniform(0.17, 0.22) * GLYPH)),
+    return save_page(centred(thicken(ink, rng.uniform(0.17, 0.22) * GLYPH)),
                      stem.with_suffix(".png"))
 
 
 def thin(ink, rng, stem):
-    return save_page(centred(to_stroke(ink, rng.uniform(0.025, 0.04) * GLYPH)),
+    return save_page(centred(thin_pen(ink, rng.uniform(0.025, 0.04) * GLYPH)),
                      stem.with_suffix(".png"))
 
 
