@@ -76,7 +76,7 @@ class TrainConfig:
 
     hidden: tuple[int, ...] = setting((800,), "Hidden layer widths, e.g. 500,300.",
                                       Bounds(1, MAX_WIDTH))
-    epochs: int = setting(12, "Passes over the training split.", Bounds(1, 100_000))
+    epochs: int = setting(14, "Passes over the training split.", Bounds(1, 100_000))
     batch_size: int = setting(128, "Samples per gradient step.", Bounds(1, MAX_TRAIN))
     lr: float = setting(0.1, "Peak learning rate.", Bounds(0, 1e6, low_open=True))
     optimizer: str = setting("nesterov", "Update rule.", choices=tuple(OPTIMIZERS))
@@ -93,7 +93,7 @@ class TrainConfig:
                             choices=tuple(SCHEDULES))
     warmup_epochs: float = setting(0.0, "Linear learning-rate warm-up, in epochs (at most "
                                         "--epochs).", Bounds(0, 100_000))
-    augment: str = setting("none", "Random distortions of each training batch.",
+    augment: str = setting("affine", "Random distortions of each training batch.",
                            choices=tuple(AUGMENTATIONS))
     ema: float = setting(0.0, "Decay of an exponential moving average of the weights, e.g. "
                               "0.999 (0: off); each epoch keeps whichever of the average and "
