@@ -95,9 +95,11 @@ def sample_order(seed: int, n: int) -> np.ndarray:
 
 
 def engine_trainer(hidden: tuple[int, ...], n: int, seed: int, epochs: int = 1) -> Trainer:
-    """mnist-mlp's Trainer for the engine benchmark: batch 128, SGD momentum, constant rate."""
+    """mnist-mlp's Trainer for the engine benchmark: batch 128, SGD momentum, constant rate,
+    no distortions or dropout (whatever the default preset has)."""
     cfg = resolve({"hidden": list(hidden), "epochs": epochs, "batch_size": BATCH, "lr": LR,
                    "optimizer": "sgd", "momentum": MOMENTUM, "schedule": "constant",
+                   "augment": "none", "dropout": [0.0], "input_dropout": 0.0,
                    "val_size": 0, "seed": seed})
     return Trainer(cfg, MLP(cfg.sizes, seed=cfg.seed), n)
 
