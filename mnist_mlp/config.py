@@ -151,12 +151,12 @@ def check_value(key: str, value: Any) -> None:
     if is_list(key) and not items:
         raise ConfigError(f"{key} must have at least one value")
     if choices is not None and value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {_show(value)}")
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, not {show_value(value)}")
     if bounds is not None and not all(v in bounds for v in items):
-        raise ConfigError(f"{key} must be in {bounds}, not {_show(value)}")
+        raise ConfigError(f"{key} must be in {bounds}, not {show_value(value)}")
 
 
-def _show(value: Any, limit: int = 40) -> str:
+def show_value(value: Any, limit: int = 40) -> str:
     """A value for an error message, cut short: a hostile file may hold a megabyte of it."""
     text = ",".join(map(str, value)) if isinstance(value, tuple) else repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
@@ -169,7 +169,7 @@ def _check_together(cfg: TrainConfig) -> None:
                           f"{len(cfg.hidden)}")
     if len(cfg.dropout) not in (1, len(cfg.hidden)):
         raise ConfigError(f"dropout must be one rate or one per hidden layer "
-                          f"({len(cfg.hidden)}), not {_show(cfg.dropout)}")
+                          f"({len(cfg.hidden)}), not {show_value(cfg.dropout)}")
     if cfg.warmup_epochs > cfg.epochs:
         raise ConfigError(f"warmup_epochs ({cfg.warmup_epochs:g}) must be between 0 and "
                           f"epochs ({cfg.epochs})")
@@ -185,7 +185,7 @@ def coerce(key: str, value: Any) -> Any:
         ConfigError: unknown key, wrong type, or out of range.
     """
     if key not in FIELDS:
-        raise ConfigError(f"unknown key {_show(key)}; known keys: {', '.join(FIELDS)}")
+        raise ConfigError(f"unknown key {show_value(key)}; known keys: {', '.join(FIELDS)}")
     kind = item_type(key)
     if is_list(key):
         items = value if isinstance(value, list) else [value]
@@ -194,7 +194,7 @@ def coerce(key: str, value: Any) -> Any:
         except ConfigError:
             one, many = {int: ("an integer", "integers"), float: ("a number", "numbers")}[kind]
             raise ConfigError(f"{key} must be {one} or a list of {many}, not "
-                              f"{_show(value)}") from None
+                              f"{show_value(value)}") from None
     else:
         value = _coerce_scalar(key, kind, value)
     check_value(key, value)
@@ -212,7 +212,7 @@ def _coerce_scalar(key: str, kind: type, value: Any) -> Any:
     elif kind is str and isinstance(value, str):
         return value
     raise ConfigError(f"{key} must be of type {kind.__name__}, not {type(value).__name__} "
-                      f"({_show(value)})")
+                      f"({show_value(value)})")
 
 
 def preset_names() -> list[str]:

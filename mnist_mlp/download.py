@@ -37,8 +37,6 @@ def redact(url: str) -> str:
     return re.sub(r"(?<=://)[^/@]*@", "***@", url)
 
 
-
-
 # ---------------------------------------------------------------- the one check
 
 class PayloadDecoder:

@@ -20,6 +20,7 @@ from ..config import (
     item_type,
     load_config_file,
     resolve,
+    show_value,
 )
 from ..files import read_bounded
 
@@ -99,16 +100,11 @@ class Space:
                           sort_keys=True)
 
 
-def _short(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _number(key: str, value: Any, what: str) -> Any:
     """``value`` as one number for ``key`` (an item of a list setting), checked against the
     setting's type and bounds."""
     if isinstance(value, (list, dict)):
-        raise ConfigError(f"{key}: {what} must be one number, not {_short(value)}")
+        raise ConfigError(f"{key}: {what} must be one number, not {show_value(value)}")
     value = coerce(key, value)
     return value[0] if is_list(key) else value
 
@@ -120,13 +116,13 @@ def _dimension(key: str, spec: Any) -> Dimension:
         ConfigError: the message names the key.
     """
     if key not in FIELDS:
-        raise ConfigError(f"unknown setting {_short(key)}; settings: {', '.join(FIELDS)}")
+        raise ConfigError(f"unknown setting {show_value(key)}; settings: {', '.join(FIELDS)}")
     if not isinstance(spec, dict):
         raise ConfigError(f"{key} must be {{ low = ..., high = ... }} or "
-                          f"{{ choices = [...] }}, not {_short(spec)}")
+                          f"{{ choices = [...] }}, not {show_value(spec)}")
     unknown = [k for k in spec if k not in DIMENSION_KEYS]
     if unknown:
-        raise ConfigError(f"{key}: unknown key {_short(unknown[0])}; a searched setting has "
+        raise ConfigError(f"{key}: unknown key {show_value(unknown[0])}; a searched setting has "
                           "low, high, log, step or choices")
     if "choices" in spec:
         if len(spec) > 1:
@@ -157,7 +153,7 @@ def _dimension(key: str, spec: Any) -> Dimension:
         if isinstance(step, bool) or not isinstance(step, (int, float) if kind is float
                                                     else int) or not 0 < step <= high - low:
             raise ConfigError(f"{key}: step must be a positive {kind.__name__} at most "
-                              f"high - low, not {_short(step)}")
+                              f"high - low, not {show_value(step)}")
         if log:
             raise ConfigError(f"{key}: log and step do not go together")
         steps = (high - low) / step
@@ -170,7 +166,7 @@ def _dimension(key: str, spec: Any) -> Dimension:
 def _base_config(name: Any, folder: Path) -> Path:
     """The ``config`` key: a preset name, or a config file (relative to the space file)."""
     if not isinstance(name, str):
-        raise ConfigError(f"config must be a preset name or a config file, not {_short(name)}")
+        raise ConfigError(f"config must be a preset name or a config file, not {show_value(name)}")
     path = Path(name)
     if path.suffix or len(path.parts) > 1:
         path = folder / path
@@ -209,7 +205,7 @@ def load_space(path: Path) -> Space:
         raise fail("nested too deeply to be a space file") from None
     unknown = [k for k in raw if k not in SPACE_KEYS]
     if unknown:
-        raise fail(f"unknown key {_short(unknown[0])}; a space file has config, [fixed] "
+        raise fail(f"unknown key {show_value(unknown[0])}; a space file has config, [fixed] "
                    "and [search]")
     fixed_raw, search_raw = raw.get("fixed", {}), raw.get("search")
     if not isinstance(fixed_raw, dict):
