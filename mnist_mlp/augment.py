@@ -12,7 +12,7 @@ Every output pixel samples the input at its own source coordinates
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -29,6 +29,12 @@ class Distortion:
     shift_px: float = 0.0      # translation, pixels, per axis
     elastic_alpha: float = 0.0  # elastic displacement scale, pixels; 0: none
     elastic_sigma: float = 4.0  # Gaussian width of the elastic field, pixels
+
+    def scaled(self, strength: float) -> Distortion:
+        """Every range times ``strength`` (the field's width ``elastic_sigma`` kept)."""
+        return replace(self, rotate_deg=self.rotate_deg * strength, scale=self.scale * strength,
+                       shear=self.shear * strength, shift_px=self.shift_px * strength,
+                       elastic_alpha=self.elastic_alpha * strength)
 
 
 # Config string -> distortion (the ``augment`` key); "none" trains on the digits as they are.

@@ -95,6 +95,9 @@ class TrainConfig:
                                         "--epochs).", Bounds(0, 100_000))
     augment: str = setting("affine", "Random distortions of each training batch.",
                            choices=tuple(AUGMENTATIONS))
+    augment_end: float = setting(1.0, "Strength of the distortions in the last epoch, relative "
+                                      "to the first; it falls linearly from one epoch to the "
+                                      "next (1: the same throughout).", Bounds(0, 1))
     ema: float = setting(0.0, "Decay of an exponential moving average of the weights, e.g. "
                               "0.999 (0: off); each epoch keeps whichever of the average and "
                               "the weights validates better.", PROBABILITY)
@@ -173,6 +176,8 @@ def _check_together(cfg: TrainConfig) -> None:
     if cfg.warmup_epochs > cfg.epochs:
         raise ConfigError(f"warmup_epochs ({cfg.warmup_epochs:g}) must be between 0 and "
                           f"epochs ({cfg.epochs})")
+    if cfg.augment_end != 1 and cfg.augment == "none":
+        raise ConfigError("augment_end needs distortions to weaken: augment is none")
     if cfg.patience and not cfg.val_size:
         raise ConfigError("patience needs a validation split: val_size 0 trains on all "
                           "the data and keeps the last epoch")

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import metrics
-from .augment import AUGMENTATIONS
+from .augment import AUGMENTATIONS, Distortion
 from .batches import Batches
 from .config import TrainConfig
 from .network import MLP, softmax_cross_entropy
@@ -205,7 +205,6 @@ class Trainer:
                                    round(cfg.warmup_epochs * steps_per_epoch))
         hidden = cfg.dropout if len(cfg.dropout) > 1 else cfg.dropout * len(cfg.hidden)
         self.dropout = [cfg.input_dropout, *hidden]  # per layer input, as MLP.forward takes
-        self.distortion = AUGMENTATIONS[cfg.augment]  # None for "none"
         if self.state.rng_state is None:
             # Stream 1 of the seed: initialisation used the seed itself.
             self.state.rng_state = np.random.default_rng([cfg.seed, 1]).bit_generator.state
@@ -239,7 +238,8 @@ class Trainer:
         for cb in callbacks:
             cb.on_train_begin(self)
         ending: Ending = "failed"
-        batches = Batches(X, self.cfg.batch_size, self.state, self.rng, self.distortion)
+        batches = Batches(X, self.cfg.batch_size, self.state, self.rng,
+                          self.distortion_at(self.state.epoch))
         try:
             # Overflow shows up as a non-finite loss, which _step reports: no warnings.
             with np.errstate(over="ignore", invalid="ignore"):
@@ -261,6 +261,7 @@ class Trainer:
         while st.epoch < cfg.epochs:
             if st.order is None:
                 st.order = rng.permutation(n)
+            batches.distortion = self.distortion_at(st.epoch)
             for cb in callbacks:
                 cb.on_epoch_begin(self, st.epoch + 1, n, st.seen)
             while st.batch < batches.n_batches:
@@ -309,6 +310,16 @@ class Trainer:
             self.average.update()
         st.step += 1
         return loss, correct
+
+    def distortion_at(self, epoch: int) -> Distortion | None:
+        """The distortions of epoch ``epoch`` (0 first): the preset's ranges times a strength
+        falling linearly from 1 in the first epoch to ``augment_end`` in the last; None
+        without distortions."""
+        preset = AUGMENTATIONS[self.cfg.augment]
+        if preset is None or self.cfg.augment_end == 1:
+            return preset
+        progress = epoch / max(self.cfg.epochs - 1, 1)
+        return preset.scaled(1 - (1 - self.cfg.augment_end) * min(progress, 1))
 
     def averaged_net(self) -> MLP:
         """The network with the averaged weights (``cfg.ema`` > 0)."""
