@@ -29,6 +29,48 @@ def test_identity_returns_the_input_exactly():
     np.testing.assert_array_equal(augment.distort(X, still, np.random.default_rng(0)), X)
 
 
+def _bilinear_reference(image, r, c):
+    """One pixel of ``bilinear_sample``, written out: the four neighbours of (r, c) mixed
+    by the fractions, pixels outside the image zero, coordinates clamped a pixel beyond."""
+    def pixel(i, j):
+        return float(image[i, j]) if 0 <= i < 28 and 0 <= j < 28 else 0.0
+
+    r, c = min(max(r, -1.0), 27.999), min(max(c, -1.0), 27.999)
+    i, j = int(np.floor(r)), int(np.floor(c))
+    fr, fc = r - i, c - j
+    return ((1 - fr) * ((1 - fc) * pixel(i, j) + fc * pixel(i, j + 1))
+            + fr * ((1 - fc) * pixel(i + 1, j) + fc * pixel(i + 1, j + 1)))
+
+
+def test_bilinear_sample_is_the_four_neighbour_formula():
+    X = _batch(4).reshape(-1, 28, 28)
+    rng = np.random.default_rng(11)
+    rows = rng.uniform(-4, 32, X.shape).astype(np.float32)   # inside, on and off the edges
+    cols = rng.uniform(-4, 32, X.shape).astype(np.float32)
+    out = augment.bilinear_sample(X, rows.copy(), cols.copy())
+    expected = np.array([[[_bilinear_reference(X[m], rows[m, i, j], cols[m, i, j])
+                           for j in range(28)] for i in range(28)] for m in range(len(X))])
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_every_image_of_a_big_batch_samples_its_own_pixels():
+    """Flat indices past 2^24 (a batch of 19,000 padded images) stay exact."""
+    n = 19_000
+    X = np.broadcast_to((np.arange(n, dtype=np.float32) / n)[:, None, None], (n, 28, 28))
+    out = augment.bilinear_sample(np.ascontiguousarray(X), *_identity(n))
+    np.testing.assert_array_equal(out, X)
+
+
+def test_scaled_distortions():
+    d = augment.AUGMENTATIONS["elastic"]
+    half = d.scaled(0.5)
+    assert (half.rotate_deg, half.scale, half.shear, half.shift_px, half.elastic_alpha) == (
+        d.rotate_deg / 2, d.scale / 2, d.shear / 2, d.shift_px / 2, d.elastic_alpha / 2)
+    assert half.elastic_sigma == d.elastic_sigma
+    X = _batch(8)
+    np.testing.assert_array_equal(augment.distort(X, d.scaled(0), np.random.default_rng(1)), X)
+
+
 def _centre_of_mass(images):
     images = images.reshape(-1, 28, 28).astype(np.float64)
     idx = np.arange(28)
@@ -90,7 +132,9 @@ def test_draws_then_apply_is_distort(name):
     rng, again = np.random.default_rng(3), np.random.default_rng(3)
     draws = augment.draw(d, len(X), again)
     assert rng.bit_generator.state != again.bit_generator.state
+    field = None if draws.field is None else draws.field.copy()
     np.testing.assert_array_equal(augment.distort(X, d, rng), augment.apply(X, d, draws))
+    assert field is None or np.array_equal(field, draws.field)       # draws left alone
     assert rng.bit_generator.state == again.bit_generator.state     # apply draws nothing
     np.testing.assert_array_equal(augment.apply(X, d, draws), augment.apply(X, d, draws))
     assert (draws.field is None) == (d.elastic_alpha == 0)

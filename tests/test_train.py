@@ -9,6 +9,7 @@ import copy
 import numpy as np
 import pytest
 
+from mnist_mlp.augment import AUGMENTATIONS
 from mnist_mlp.config import resolve
 from mnist_mlp.network import MLP
 from mnist_mlp.train import (
@@ -194,6 +195,18 @@ def test_the_trainer_decays_weights_not_biases():
     assert trainer.optimizer.decay == [0.1] * n + [0.0] * n
 
 
+def test_distortions_weaken_linearly_to_augment_end():
+    preset = AUGMENTATIONS["elastic"]
+    trainer = _trainer(augment="elastic", augment_end=0.25, epochs=5)
+    strengths = [trainer.distortion_at(e).rotate_deg / preset.rotate_deg for e in range(5)]
+    np.testing.assert_allclose(strengths, [1, 0.8125, 0.625, 0.4375, 0.25])
+    assert trainer.distortion_at(4) == preset.scaled(0.25)
+    assert _trainer(augment="elastic", epochs=5).distortion_at(4) is preset
+    assert _trainer(augment="none").distortion_at(0) is None
+    one = _trainer(augment="affine", augment_end=0.5, epochs=1)
+    assert one.distortion_at(0) == AUGMENTATIONS["affine"]        # a single epoch: full
+
+
 def test_dropout_per_hidden_layer():
     per_layer = _trainer(hidden=(16, 8), dropout=(0.5, 0.1), input_dropout=0.2)
     assert per_layer.dropout == [0.2, 0.5, 0.1]
@@ -204,7 +217,7 @@ def test_dropout_per_hidden_layer():
 # ---------------------------------------------------------------- the state
 
 SETTINGS = {"hidden": (16,), "epochs": 3, "val_size": 50, "batch_size": 32,
-            "augment": "elastic", "dropout": (0.3,), "ema": 0.9}
+            "augment": "elastic", "augment_end": 0.2, "dropout": (0.3,), "ema": 0.9}
 
 
 def test_the_state_at_each_epochs_end_resumes_bit_for_bit():
