@@ -56,7 +56,6 @@ from mnist_mlp.threads import limit_threads  # noqa: E402
 from mnist_mlp.train import Callback, Trainer  # noqa: E402
 
 MODELS = {"784-128-10": (128,), "784-800-10": (800,), "784-1024-1024-10": (1024, 1024)}
-PROFILED = ("784-800-10", "784-1024-1024-10")
 CONCURRENT_MODEL = "784-800-10"
 BATCH, LR, MOMENTUM = 128, 0.05, 0.9
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -554,10 +553,12 @@ def concurrent_markdown(concurrent: list[dict]) -> list[str]:
 
 
 def profile_markdown(profile: dict) -> list[str]:
+    steps = -(-60_000 // profile["batch"])       # an epoch of the 60,000 training images
     lines = [f"| phase of a step, {profile['model']} (batch {profile['batch']}, median of "
-             f"{profile['steps']} steps) | ms/step | share of step | at the 2048³ GEMM rate, ms |",
-             "| --- | --- | --- | --- |"]
-    lines += [f"| {r['phase']} | {r['ms']:.3f} | {100 * r['share']:.0f}% | "
+             f"{profile['steps']} steps) | ms/step | s/epoch ({steps} steps) | share of step "
+             "| at the 2048³ GEMM rate, ms |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['phase']} | {r['ms']:.3f} | {r['ms'] * steps / 1000:.3f} | "
+              f"{100 * r['share']:.0f}% | "
               + (f"{r['ideal_ms']:.3f} |" if r["ideal_ms"] is not None else "|")
               for r in profile["phases"]]
     return [*lines, ""]
@@ -652,7 +653,7 @@ def main() -> None:
         lines += concurrent_markdown(results["concurrent"])
     if "profile" in parts:
         results["profile"] = [profile_model(X, y, name, args.profile_steps, peak)
-                              for name in args.model or PROFILED]
+                              for name in args.model or MODELS]
         for profile in results["profile"]:
             lines += profile_markdown(profile)
     if "commands" in parts:
