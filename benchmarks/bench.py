@@ -352,7 +352,7 @@ def profile_model(X: np.ndarray, y: np.ndarray, name: str, steps: int, peak: flo
                  "ideal_ms": sum(r["ideal_ms"] or 0 for r in rows)})
     for r in rows:
         r["share"] = r["ms"] / step
-    return {"model": name, "steps": steps, "batch": BATCH, "phases": rows}
+    return {"model": name, "steps": steps, "batch": BATCH, "images": len(X), "phases": rows}
 
 
 def measure(cmd: list[str]) -> tuple[float, float]:
@@ -553,7 +553,7 @@ def concurrent_markdown(concurrent: list[dict]) -> list[str]:
 
 
 def profile_markdown(profile: dict) -> list[str]:
-    steps = -(-60_000 // profile["batch"])       # an epoch of the 60,000 training images
+    steps = -(-profile["images"] // profile["batch"])         # an epoch of the images used
     lines = [f"| phase of a step, {profile['model']} (batch {profile['batch']}, median of "
              f"{profile['steps']} steps) | ms/step | s/epoch ({steps} steps) | share of step "
              "| at the 2048³ GEMM rate, ms |", "| --- | --- | --- | --- | --- |"]
@@ -614,7 +614,7 @@ def main() -> None:
                              "training images (default: all)")
     parser.add_argument("--model", choices=tuple(MODELS), action="append",
                         help="engine and profile: this model only (repeatable; default: "
-                             "engine all, profile 784-800-10 and 784-1024-1024-10)")
+                             "all three)")
     parser.add_argument("--best-steps", type=count, default=300, metavar="N",
                         help="best: steps timed in each run (0: a whole epoch; default: 300)")
     parser.add_argument("--profile-steps", type=positive, default=300, metavar="N",

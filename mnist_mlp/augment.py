@@ -30,7 +30,7 @@ class Distortion:
     elastic_alpha: float = 0.0  # elastic displacement scale, pixels; 0: none
     elastic_sigma: float = 4.0  # Gaussian width of the elastic field, pixels
 
-    def scaled(self, strength: float) -> Distortion:
+    def at_strength(self, strength: float) -> Distortion:
         """Every range times ``strength`` (the field's width ``elastic_sigma`` kept)."""
         return replace(self, rotate_deg=self.rotate_deg * strength, scale=self.scale * strength,
                        shear=self.shear * strength, shift_px=self.shift_px * strength,
@@ -128,16 +128,18 @@ def source_coordinates(d: Distortion, draws: Draws) -> tuple[np.ndarray, np.ndar
 
 
 def bilinear_sample(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """images (n, 28, 28) sampled at (rows, cols) float32 (n, 28, 28); zero outside the image.
+    """images (n, 28, 28) sampled at (rows, cols) (n, 28, 28), all float32; zero outside
+    the image.
 
     Each output is (1 - fr)·((1 - fc)·p00 + fc·p01) + fr·((1 - fc)·p10 + fc·p11) of its four
-    neighbours p, gathered from the image padded with zeros; ``rows`` and ``cols`` are used
-    as work space (overwritten). Every pass writes into an array made here once: fresh
-    temporaries of a batch's size cost more than the arithmetic.
+    neighbours p, gathered from the image padded with zeros. ``rows`` and ``cols`` must be
+    two distinct writable arrays: they are the work space (overwritten), so that few
+    batch-sized temporaries are made (fresh ones cost more than the arithmetic).
     """
     n, P = images.shape[0], SIDE + 2
-    padded = np.zeros(n * P * P + P + 1, dtype=images.dtype)   # zero border, and a tail that
-    padded[:n * P * P].reshape(n, P, P)[:, 1:-1, 1:-1] = images  # the neighbours may read
+    padded = np.zeros((n, P, P), dtype=images.dtype)                  # a border of zeros
+    padded[:, 1:-1, 1:-1] = images
+    padded = padded.ravel()
     r = np.clip(np.add(rows, 1, out=rows), 0, SIDE + 0.999, out=rows)  # padded coordinates
     c = np.clip(np.add(cols, 1, out=cols), 0, SIDE + 0.999, out=cols)
     r0, c0 = np.floor(r), np.floor(c)
@@ -154,7 +156,9 @@ def bilinear_sample(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> n
     top += right                                                          # row r0
     bottom = padded[P:].take(index)
     bottom *= gc
-    bottom += np.multiply(padded[P + 1:].take(index), fc, out=right)      # row r0 + 1
+    right = np.take(padded[P + 1:], index, out=right)
+    right *= fc
+    bottom += right                                                       # row r0 + 1
     top *= np.subtract(1, fr, out=r0)
     bottom *= fr
     top += bottom

@@ -25,7 +25,9 @@ class Batches:
     def __init__(self, X: np.ndarray, batch_size: int, state: Any,
                  rng: np.random.Generator, distortion: Distortion | None):
         """X (n, 784): the training split; ``state`` holds this epoch's ``order``; ``rng`` is
-        the run's one generator; ``distortion`` None for none."""
+        the run's one generator; ``distortion`` None for none. The Trainer replaces
+        ``distortion`` at each epoch's start (with the epoch's strength), never to or from
+        None: past an epoch's last batch nothing is prepared ahead."""
         self.X, self.B, self.state, self.rng, self.distortion = (X, batch_size, state, rng,
                                                                   distortion)
         self.n_batches = math.ceil(len(X) / self.B)

@@ -178,6 +178,8 @@ def _check_together(cfg: TrainConfig) -> None:
                           f"epochs ({cfg.epochs})")
     if cfg.augment_end != 1 and cfg.augment == "none":
         raise ConfigError("augment_end needs distortions to weaken: augment is none")
+    if cfg.augment_end != 1 and cfg.epochs == 1:
+        raise ConfigError("augment_end needs at least 2 epochs to fall over: epochs is 1")
     if cfg.patience and not cfg.val_size:
         raise ConfigError("patience needs a validation split: val_size 0 trains on all "
                           "the data and keeps the last epoch")

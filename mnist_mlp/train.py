@@ -319,7 +319,7 @@ class Trainer:
         if preset is None or self.cfg.augment_end == 1:
             return preset
         progress = epoch / max(self.cfg.epochs - 1, 1)
-        return preset.scaled(1 - (1 - self.cfg.augment_end) * min(progress, 1))
+        return preset.at_strength(1 - (1 - self.cfg.augment_end) * min(progress, 1))
 
     def averaged_net(self) -> MLP:
         """The network with the averaged weights (``cfg.ema`` > 0)."""

@@ -68,6 +68,12 @@ def test_values_are_checked():
         resolve({"dropout": (1.0,)})
     with pytest.raises(ConfigError, match="one rate or one per hidden layer"):
         resolve({"hidden": (64, 32), "dropout": (0.1, 0.2, 0.3)})
+    with pytest.raises(ConfigError, match="augment_end needs distortions"):
+        resolve({"augment": "none", "augment_end": 0.5})
+    with pytest.raises(ConfigError, match="augment_end needs at least 2 epochs"):
+        resolve({"augment": "affine", "augment_end": 0.5, "epochs": 1})
+    with pytest.raises(ConfigError, match=r"augment_end must be in \[0, 1\]"):
+        resolve({}, {"augment_end": 1.5})
 
 
 def test_flags_beat_file_beats_defaults():

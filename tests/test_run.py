@@ -222,6 +222,7 @@ def _same_run(a: Path, b: Path) -> None:
 
 
 EVERYTHING = {"dropout": (0.3,), "input_dropout": 0.1, "epochs": 4, "augment": "elastic",
+              "augment_end": 0.25,
               "max_norm": 2.0, "label_smoothing": 0.1, "weight_decay": 0.01, "ema": 0.9,
               "select_tolerance": 0.01}
 
@@ -325,8 +326,8 @@ def test_a_run_killed_before_its_last_log_line_gets_it_on_resume(tmp_path, tiny_
 def test_sigkill_at_random_points_resumes_bit_for_bit(tmp_path, tiny_mnist):
     """A training process killed with SIGKILL, again and again, then resumed, ends with the
     bits of a run never interrupted."""
-    flags = json.dumps({**TINY, "epochs": EPOCHS, "augment": "elastic", "dropout": [0.3],
-                        "ema": 0.9})
+    flags = json.dumps({**TINY, "epochs": EPOCHS, "augment": "elastic", "augment_end": 0.5,
+                        "dropout": [0.3], "ema": 0.9})
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
 
     def start(out: Path, *extra: str) -> subprocess.Popen:

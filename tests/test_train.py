@@ -9,7 +9,8 @@ import copy
 import numpy as np
 import pytest
 
-from mnist_mlp.augment import AUGMENTATIONS
+from mnist_mlp import batches
+from mnist_mlp.augment import AUGMENTATIONS, draw
 from mnist_mlp.config import resolve
 from mnist_mlp.network import MLP
 from mnist_mlp.train import (
@@ -200,11 +201,24 @@ def test_distortions_weaken_linearly_to_augment_end():
     trainer = _trainer(augment="elastic", augment_end=0.25, epochs=5)
     strengths = [trainer.distortion_at(e).rotate_deg / preset.rotate_deg for e in range(5)]
     np.testing.assert_allclose(strengths, [1, 0.8125, 0.625, 0.4375, 0.25])
-    assert trainer.distortion_at(4) == preset.scaled(0.25)
+    assert trainer.distortion_at(4) == preset.at_strength(0.25)
     assert _trainer(augment="elastic", epochs=5).distortion_at(4) is preset
     assert _trainer(augment="none").distortion_at(0) is None
-    one = _trainer(augment="affine", augment_end=0.5, epochs=1)
-    assert one.distortion_at(0) == AUGMENTATIONS["affine"]        # a single epoch: full
+
+
+def test_each_epoch_is_distorted_at_its_strength(monkeypatch):
+    drawn = []                                       # (epoch, distortion) of each batch
+
+    def recording_draw(d, n, rng):
+        drawn.append((trainer.state.epoch, d))
+        return draw(d, n, rng)
+
+    monkeypatch.setattr(batches, "draw", recording_draw)
+    trainer = _trainer(augment="affine", augment_end=0.0, epochs=3, batch_size=50)
+    _fit(trainer)
+    assert len(drawn) == 3 * 5
+    assert all(d == trainer.distortion_at(epoch) for epoch, d in drawn)
+    assert {d.rotate_deg for _, d in drawn} == {12, 6, 0}
 
 
 def test_dropout_per_hidden_layer():
