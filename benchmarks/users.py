@@ -47,7 +47,8 @@ from bench import machine  # noqa: E402  (benchmarks/ is this script's own folde
 from mnist_mlp import checkpoint  # noqa: E402
 from mnist_mlp.classify import predict_pixels  # noqa: E402
 from mnist_mlp.dataset import DataSource  # noqa: E402
-from mnist_mlp.imaging import ImageError, load_digit, stroke_width  # noqa: E402
+from mnist_mlp.digit import stroke_width  # noqa: E402
+from mnist_mlp.imaging import ImageError, load_digit  # noqa: E402
 from tests.digit_images import RENDERINGS, SUFFIX  # noqa: E402
 
 N_DRAWN = 60        # MNIST test digits, each rendered every way tests/digit_images.py does
