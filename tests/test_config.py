@@ -110,6 +110,14 @@ def test_the_documented_table_is_made_from_the_fields():
     assert markdown_table() in docs
 
 
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_is_a_valid_config_that_says_what_it_is(name):
+    path = find_preset(name)
+    assert path.read_text().startswith("# ")
+    cfg = resolve(load_config_file(path))
+    assert cfg.epochs >= 1 and cfg.sizes[0] == 784 and cfg.sizes[-1] == 10
+
+
 def test_presets_ship_in_the_package(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     names = preset_names()
