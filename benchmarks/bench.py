@@ -49,8 +49,9 @@ sys.path.insert(0, str(ROOT))
 
 from frameworks import jax_epoch, torch_epoch  # noqa: E402
 
-from mnist_mlp.config import find_preset, load_config_file, resolve  # noqa: E402
+from mnist_mlp.config import ConfigError, find_preset, load_config_file, resolve  # noqa: E402
 from mnist_mlp.dataset import DataSource  # noqa: E402
+from mnist_mlp.mnist import DataError  # noqa: E402
 from mnist_mlp.network import MLP, relu_, relu_backward_, softmax_cross_entropy  # noqa: E402,E501
 from mnist_mlp.threads import limit_threads  # noqa: E402
 from mnist_mlp.train import Callback, Trainer  # noqa: E402
@@ -668,4 +669,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ConfigError, DataError) as exc:  # a missing or bad file: one line
+        sys.exit(f"{Path(__file__).name}: {exc}")

@@ -25,7 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mnist_mlp import metrics, run  # noqa: E402
+from mnist_mlp.config import ConfigError  # noqa: E402
 from mnist_mlp.dataset import DataSource  # noqa: E402
+from mnist_mlp.mnist import DataError  # noqa: E402
+from mnist_mlp.runfiles import RunError  # noqa: E402
 from mnist_mlp.train import Callback, average_is_kept, kept_epoch  # noqa: E402
 
 TOLERANCES = (0.0, 0.0005, 0.001, 0.002)
@@ -106,4 +109,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ConfigError, DataError, RunError) as exc:  # a missing or bad file: one line
+        sys.exit(f"{Path(__file__).name}: {exc}")

@@ -45,10 +45,12 @@ sys.path.insert(0, str(ROOT))
 from bench import machine  # noqa: E402  (benchmarks/ is this script's own folder)
 
 from mnist_mlp import checkpoint  # noqa: E402
+from mnist_mlp.checkpoint import CheckpointError  # noqa: E402
 from mnist_mlp.classify import predict_pixels  # noqa: E402
 from mnist_mlp.dataset import DataSource  # noqa: E402
 from mnist_mlp.digit import stroke_width  # noqa: E402
 from mnist_mlp.imaging import ImageError, load_digit  # noqa: E402
+from mnist_mlp.mnist import DataError  # noqa: E402
 from tests.digit_images import RENDERINGS, SUFFIX  # noqa: E402
 
 N_DRAWN = 60        # MNIST test digits, each rendered every way tests/digit_images.py does
@@ -499,4 +501,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (CheckpointError, DataError) as exc:  # a missing or bad file: one line
+        sys.exit(f"{Path(__file__).name}: {exc}")

@@ -35,3 +35,14 @@ def test_the_other_scripts_start(script):
     done = _run(script, "--help")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage:") and "--data-dir" in done.stdout
+
+
+@pytest.mark.parametrize("script, args", [
+    ("bench.py", ["--only", "profile"]),
+    ("selection.py", []),
+    ("users.py", ["--model", "missing.npz"]),
+])
+def test_a_missing_file_is_one_line(tmp_path, script, args):
+    done = _run(script, "--data-dir", str(tmp_path / "nowhere"), *args)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"{script}: ") and done.stderr.count("\n") == 1, done.stderr
