@@ -174,7 +174,7 @@ def bench_best(data_dir: Path, images: int | None, steps: int, reps: int) -> lis
                for augment in (file_values["augment"], "none")}
     X, y, _, _ = DataSource(data_dir).load_train_val(configs["none"].val_size)
     X, y = X[:images], y[:images]
-    n_batches = -(-len(X) // BATCH)
+    n_batches = -(-len(X) // configs["none"].batch_size)
     steps = min(steps or n_batches, n_batches)
     times: dict[str, list[float]] = {augment: [] for augment in configs}
     for rep in range(reps):

@@ -8,6 +8,7 @@ module only by the commands that draw.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -331,7 +332,7 @@ def sweep_figure(rows: Sequence[Any], search: Mapping[str, Any],
         top.plot([r.number for r in group], [100 * r.score for r in group], "o", label=label,
                  **styles[label])
     done = groups["completed"]
-    so_far = [100 * max(r.score for r in done[:i + 1]) for i in range(len(done))]
+    so_far = list(itertools.accumulate((100 * r.score for r in done), max))
     top.step([r.number for r in done], so_far, where="post", color="C2", label="best so far")
     top.set(xlabel="trial", ylabel="validation accuracy (%)",
             title=f"{len(rows)} trials, {len(done)} completed")

@@ -7,7 +7,7 @@ A WSGI application (``DigitApp``), served by ``server.DigitServer``. Routes:
   photo); the answer is the digit, its confidence, all ten probabilities best
   first and the 28x28 input the network saw, as a PNG data URL. The image goes
   through ``classify.classify``, the very function ``mlp predict`` uses, in one of
-  ``slots`` threads (the CPU count) for small images and as many for large ones: at
+  ``slots`` threads (the cores) for small images and as many for large ones: at
   most that many images are prepared at once, and a drawing never waits behind
   photos.
 - ``GET /api/model``: layer sizes, the checkpoint's epoch and validation
@@ -26,7 +26,6 @@ import base64
 import io
 import json
 import logging
-import os
 import queue
 import threading
 import warnings
@@ -40,6 +39,7 @@ from . import checkpoint
 from .classify import Prediction, classify
 from .imaging import ImageError
 from .runfiles import RunError, RunFiles, read_metrics
+from .threads import cores
 from .train import val_score
 
 MAX_BODY = 8 << 20          # bytes of an uploaded image; a phone photo is 2-5 MB
@@ -85,10 +85,7 @@ def read_history(path: Path, note: Note) -> list[dict] | None:
     try:
         return read_metrics(log_path)
     except RunError as exc:
-        detail = str(exc)
-    except (ValueError, OverflowError) as exc:      # numbers JSON allows, floats do not
-        detail = f"{log_path}: not a metrics log of `mlp train` ({exc})"
-    note(f"Warning: {detail}; the page shows no training curves.")
+        note(f"Warning: {exc}; the page shows no training curves.")
     return None
 
 
@@ -137,7 +134,7 @@ class DigitApp:
         model: the checkpoint (or committee) that reads the digits.
         info: what ``GET /api/model`` answers, serialised once here.
         classify_fn: ``classify.classify`` or a stand-in with its signature.
-        slots: images prepared at once in each of two lanes (default: the CPU count),
+        slots: images prepared at once in each of two lanes (default: the cores),
             by as many threads kept for each lane, in order of arrival; the others
             wait. Images whose header declares at most ``SMALL_IMAGE`` pixels (a
             canvas, a screenshot) take the small lane, so that a queue of huge ones
@@ -154,7 +151,7 @@ class DigitApp:
         self.files = static_files()
         self.classify = classify_fn
         self.note = note
-        self.slots = slots or os.cpu_count() or 1
+        self.slots = slots or cores()
         self.lanes = {"small": queue.SimpleQueue(), "large": queue.SimpleQueue()}
         for name, jobs in self.lanes.items():
             for n in range(self.slots):

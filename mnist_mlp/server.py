@@ -127,23 +127,20 @@ class _Channel(HTTPChannel):
 
 
 class DigitServer:
-    """waitress serving ``app``: one event loop reads and writes every connection,
-    ``threads`` worker threads run the app.
+    """waitress serving ``app``: one event loop reads and writes every connection, and
+    a worker thread per connection waitress accepts runs the app, so a request never
+    waits for a thread: the page and ``/api/model`` are answered at once however many
+    uploads wait for a classify slot (an idle thread costs some 16 KB).
 
     Args:
         app: the WSGI application.
         host, port: where to listen (port 0: any free port).
-        threads: worker threads (default: one per connection waitress accepts, so a
-            request never waits for a thread: the page and ``/api/model`` are answered
-            at once however many uploads wait for a classify slot; an idle thread costs
-            some 16 KB).
 
     Raises:
         OSError: the address is in use, cannot be bound, or does not resolve.
     """
 
-    def __init__(self, app: Callable, host: str = "127.0.0.1", port: int = 8000,
-                 threads: int | None = None):
+    def __init__(self, app: Callable, host: str = "127.0.0.1", port: int = 8000):
         self._map: dict = {}
         self._stopping = threading.Event()
         self._closing = threading.RLock()    # no wake-up through a pipe already closed
@@ -151,7 +148,7 @@ class DigitServer:
         try:
             self._server = waitress.create_server(
                 app, map=self._map, host=host, port=port,
-                threads=threads or CONNECTION_LIMIT,
+                threads=CONNECTION_LIMIT,
                 connection_limit=CONNECTION_LIMIT, asyncore_use_poll=True,
                 channel_timeout=IDLE_TIMEOUT_S, cleanup_interval=2,
                 max_request_header_size=MAX_HEADERS, max_request_body_size=MAX_BODY + 1,

@@ -239,7 +239,7 @@ class Trainer:
             cb.on_train_begin(self)
         ending: Ending = "failed"
         batches = Batches(X, self.cfg.batch_size, self.state, self.rng,
-                          self.distortion_at(self.state.epoch))
+                          AUGMENTATIONS[self.cfg.augment])     # each epoch's: in _run
         try:
             # Overflow shows up as a non-finite loss, which _step reports: no warnings.
             with np.errstate(over="ignore", invalid="ignore"):
@@ -318,8 +318,8 @@ class Trainer:
         preset = AUGMENTATIONS[self.cfg.augment]
         if preset is None or self.cfg.augment_end == 1:
             return preset
-        progress = epoch / max(self.cfg.epochs - 1, 1)
-        return preset.at_strength(1 - (1 - self.cfg.augment_end) * min(progress, 1))
+        progress = epoch / (self.cfg.epochs - 1)      # augment_end < 1 needs epochs >= 2
+        return preset.at_strength(1 - (1 - self.cfg.augment_end) * progress)
 
     def averaged_net(self) -> MLP:
         """The network with the averaged weights (``cfg.ema`` > 0)."""

@@ -13,7 +13,7 @@ from mnist_mlp.batches import Batches
 N, B = 70, 16
 
 
-def _setup(augment: str, seed: int = 3):
+def _setup(seed: int = 3):
     X = np.random.default_rng(0).random((N, 784), dtype=np.float32)
     rng = np.random.default_rng(seed)
     state = SimpleNamespace(order=rng.permutation(N))
@@ -22,7 +22,7 @@ def _setup(augment: str, seed: int = 3):
 
 def _on_the_spot(augment: str, dropout_draws: int) -> list[np.ndarray]:
     """Each batch distorted where it is used, then the step's own draws (dropout)."""
-    X, state, rng = _setup(augment)
+    X, state, rng = _setup()
     out = []
     for k in range(-(-N // B)):
         Xb = X[state.order[k * B:(k + 1) * B]]
@@ -35,7 +35,7 @@ def _on_the_spot(augment: str, dropout_draws: int) -> list[np.ndarray]:
 
 def _prepared_ahead(augment: str, dropout_draws: int) -> list[np.ndarray]:
     """As the trainer uses Batches: take, the step's draws, prepare the next."""
-    X, state, rng = _setup(augment)
+    X, state, rng = _setup()
     batches = Batches(X, B, state, rng, AUGMENTATIONS[augment])
     out = []
     try:
@@ -60,7 +60,7 @@ def test_the_stream_equals_distorting_on_the_spot(augment, dropout_draws):
 
 
 def test_the_state_to_save_is_before_the_draws_made_ahead():
-    X, state, rng = _setup("elastic")
+    X, state, rng = _setup()
     batches = Batches(X, B, state, rng, AUGMENTATIONS["elastic"])
     try:
         batches.take(0)
@@ -75,7 +75,7 @@ def test_the_state_to_save_is_before_the_draws_made_ahead():
 
 
 def test_without_distortions_nothing_is_drawn_or_threaded():
-    X, state, rng = _setup("none")
+    X, state, rng = _setup()
     batches = Batches(X, B, state, rng, None)
     before = rng.bit_generator.state
     batches.prepare(1)
@@ -85,7 +85,7 @@ def test_without_distortions_nothing_is_drawn_or_threaded():
 
 
 def test_the_last_batch_is_short_and_nothing_is_prepared_past_it():
-    X, state, rng = _setup("affine")
+    X, state, rng = _setup()
     batches = Batches(X, B, state, rng, AUGMENTATIONS["affine"])
     try:
         last = batches.n_batches - 1

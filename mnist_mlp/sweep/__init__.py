@@ -25,7 +25,6 @@ best.toml, sweep.png); here, a sweep run and a finished study read back.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..dataset import DataSource
-from ..files import read_bounded, write_target
+from ..files import write_target
 from ..threads import registered_worker
 from .results import BEST_TOML, SWEEP_PNG, Report, format_table, make_report, write_outputs
 from .space import SpaceError, load_space
@@ -50,6 +49,8 @@ from .storage import (
     _optuna,
     _postgres,
     _quiet_optuna,
+    read_binding,
+    reason,
     redact,
     storage_url,
 )
@@ -143,8 +144,7 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
         raise SweepError(f"{exc.filename or out_dir}: {exc.strerror or exc}") from None
     except SQLAlchemyError as exc:
         raise SweepError(f"the study storage {redact(storage or url)} failed: "
-                         f"{str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}"
-                         ) from None
+                         f"{reason(exc)}") from None
     return SweepResult(report, stop.signum, worker.interrupted)
 
 
@@ -159,7 +159,7 @@ def load_study(out_dir: Path) -> tuple[Any, str | None]:
     optuna = _optuna()
     out_dir = Path(out_dir)
     try:
-        meta = json.loads(read_bounded(out_dir / SWEEP_JSON, 1 << 16))
+        meta = read_binding(out_dir)
         name, storage = meta["study"], meta["storage"]
     except (OSError, ValueError, KeyError, TypeError):
         raise SweepError(f"{out_dir}: not a sweep folder (no readable {SWEEP_JSON})") from None
@@ -170,8 +170,8 @@ def load_study(out_dir: Path) -> tuple[Any, str | None]:
             st = optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(
                 storage_url(storage, out_dir), skip_table_creation=True))
         except (SQLAlchemyError, KeyError) as exc:
-            raise SweepError(f"cannot read study {name!r} of {out_dir}: "
-                             f"{str(exc).strip().splitlines()[0]}") from None
+            raise SweepError(f"cannot read study {name!r} of {out_dir}: {reason(exc)}"
+                             ) from None
     return st, storage
 
 

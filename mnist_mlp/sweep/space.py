@@ -80,7 +80,6 @@ class Space:
     """A validated space file: the base config (a preset or config file), the settings
     fixed for every trial, and the searched ones."""
 
-    path: Path
     config: str                          # the base config file, for run.train's config=
     file_values: dict[str, Any]          # its values
     fixed: dict[str, Any]
@@ -229,7 +228,7 @@ def load_space(path: Path) -> Space:
         search = {k: _dimension(k, v) for k, v in search_raw.items()}
     except ConfigError as exc:
         raise fail(f"in [search], {exc}") from None
-    space = Space(path, str(config), file_values, fixed, search)
+    space = Space(str(config), file_values, fixed, search)
     try:
         base = space.resolve({})
     except ConfigError as exc:

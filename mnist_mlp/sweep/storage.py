@@ -28,10 +28,26 @@ GRACE_HEARTBEATS = 3            # ...and counts as dead after this many are miss
 MAX_RETRIES = 3                 # runs of a trial whose worker keeps dying
 STUDY_DB, SWEEP_JSON = "study.db", "sweep.json"
 SQLITE_TIMEOUT_S = 60           # a worker waits this long for another's write to the study.db
+MAX_BINDING_BYTES = 1 << 16     # sweep.json holds two short strings
 
 
 class SweepError(Exception):
     """A sweep that cannot start or go on: Optuna missing, storage unreachable, DIR taken."""
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of what a storage error says (SQLAlchemy's: of the driver's error)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return next(iter(text.splitlines()), text)
+
+
+def read_binding(out_dir: Path) -> Any:
+    """DIR/sweep.json, parsed: which study and storage DIR belongs to.
+
+    Raises:
+        OSError, ValueError: missing, unreadable, too large or not JSON.
+    """
+    return json.loads(read_bounded(out_dir / SWEEP_JSON, MAX_BINDING_BYTES))
 
 
 def _optuna():
@@ -131,8 +147,7 @@ def _locks(postgres: str | None, out_dir: Path, study: str) -> Iterator[tuple[An
     try:
         conn = psycopg.connect(postgres, autocommit=True, connect_timeout=30)
     except psycopg.Error as exc:
-        raise SweepError(f"cannot connect to {redact(postgres)}: "
-                         f"{str(exc).strip().splitlines()[0]}") from None
+        raise SweepError(f"cannot connect to {redact(postgres)}: {reason(exc)}") from None
     try:
         yield (_AdvisoryLock(conn, "mnist-mlp schema"),
                _AdvisoryLock(conn, f"mnist-mlp study {study}"))
@@ -162,8 +177,8 @@ def _open_storage(optuna: Any, url: str, heartbeat_s: int, schema_lock: Any) -> 
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                     max_retry=MAX_RETRIES))
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise SweepError(f"cannot open the study storage {redact(url)}: {reason}") from None
+        raise SweepError(f"cannot open the study storage {redact(url)}: {reason(exc)}"
+                         ) from None
 
 
 @contextmanager
@@ -201,7 +216,7 @@ def _bind_folder(out_dir: Path, study: str | None, storage: str | None) -> str:
     path = out_dir / SWEEP_JSON
     shown = redact(storage) if storage else None
     try:
-        have = json.loads(read_bounded(path, 1 << 16))
+        have = read_binding(out_dir)
     except FileNotFoundError:
         have = None
     except (OSError, ValueError) as exc:
