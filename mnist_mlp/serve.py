@@ -26,11 +26,9 @@ import base64
 import io
 import json
 import logging
-import queue
-import threading
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -138,8 +136,9 @@ class DigitApp:
             by as many threads kept for each lane, in order of arrival; the others
             wait. Images whose header declares at most ``SMALL_IMAGE`` pixels (a
             canvas, a screenshot) take the small lane, so that a queue of huge ones
-            does not hold up a drawing. Always the same few threads, because the
-            memory allocator keeps an arena for each thread that prepared a large image.
+            does not hold up a drawing. Always the same few threads (a pool's are
+            kept), because the memory allocator keeps an arena for each thread that
+            prepared a large image.
         note: where an unexpected failure is reported, one line each.
     """
 
@@ -152,11 +151,8 @@ class DigitApp:
         self.classify = classify_fn
         self.note = note
         self.slots = slots or cores()
-        self.lanes = {"small": queue.SimpleQueue(), "large": queue.SimpleQueue()}
-        for name, jobs in self.lanes.items():
-            for n in range(self.slots):
-                threading.Thread(target=self._prepare_forever, args=(jobs,),
-                                 name=f"classify-{name}-{n}", daemon=True).start()
+        self.lanes = {name: ThreadPoolExecutor(self.slots, thread_name_prefix=f"classify-{name}")
+                      for name in ("small", "large")}
 
     @staticmethod
     def lane(stream: BinaryIO) -> str:
@@ -174,14 +170,9 @@ class DigitApp:
         stream.seek(0)
         return "small" if small else "large"
 
-    def _prepare_forever(self, jobs: queue.SimpleQueue) -> None:
-        """Classify uploads, one at a time: ``(answer, body stream, length)`` from ``jobs``."""
-        while True:
-            answer, stream, length = jobs.get()
-            try:
-                answer.set_result(self.classify(self.model, [stream.read(length)])[0])
-            except Exception as exc:          # noqa: BLE001 (handed to the request's thread)
-                answer.set_exception(exc)
+    def _prepare(self, stream: BinaryIO, length: int) -> Any:
+        """Read one upload's body (only now: a waiting request holds no copy) and classify it."""
+        return self.classify(self.model, [stream.read(length)])[0]
 
     @classmethod
     def load(cls, model_paths: list[Path], note: Note = log.warning, **kwargs: Any
@@ -230,9 +221,8 @@ class DigitApp:
             return json_error(411, "send the image with a Content-Length")
         if int(length) > MAX_BODY:
             return json_error(413, f"the image is over {MAX_BODY >> 20} MB; send a smaller one")
-        answer: Future = Future()     # the body is read there: a waiting request holds no copy
         stream = environ["wsgi.input"]
-        self.lanes[self.lane(stream)].put((answer, stream, int(length)))
+        answer = self.lanes[self.lane(stream)].submit(self._prepare, stream, int(length))
         try:
             result = answer.result()
         except Exception as exc:              # noqa: BLE001 (the server must answer)
