@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,13 +126,19 @@ class StopSignals:
     acted on, so the resumable state is always written whole, however many
     arrive. ``signum`` is the first one. Outside the main thread it installs
     nothing and never fires.
+
+    On exit the previous handlers come back, or, once armed, ``then`` if given: a
+    command whose run has saved all there is passes SIG_IGN, since a signal while it
+    exits would end it with a traceback (Python's finalisation puts back the default
+    action for its own handlers, so "ignore" is what stays).
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, then: Any = None):
         self.signum: int | None = None
         self.armed = False
+        self.then = then
         self.previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame):
@@ -153,7 +159,7 @@ class StopSignals:
 
     def __exit__(self, *exc) -> None:
         for s, handler in self.previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, self.then if self.armed and self.then is not None else handler)
 
 
 # ---------------------------------------------------------------- the job
@@ -197,7 +203,8 @@ def train(out: Path, *, config: str | Path | None = None,
           flags: dict[str, Any] | None = None, resume: bool = False, overwrite: bool = False,
           source: DataSource | None = None, progress: bool = True, plots: bool = True,
           callbacks: Sequence[Callback] = (), log: Callable[[str], None] = lambda line: None,
-          should_stop: Callable[[], bool] = lambda: False) -> RunResult:
+          should_stop: Callable[[], bool] = lambda: False,
+          signals: StopSignals | None = None) -> RunResult:
     """Train a new run, or resume the one at ``out``, until done or stopped.
 
     SIGINT and SIGTERM (in the main thread) stop the run after the current step with
@@ -214,6 +221,8 @@ def train(out: Path, *, config: str | Path | None = None,
         callbacks: more hooks (a progress display, a pruner), called after the run's own.
         log: receives a line for each file downloaded.
         should_stop: polled after each step and epoch; True stops the run there.
+        signals: the caller's entered StopSignals, armed here as training starts (so a
+            signal after the run is seen by the caller); by default the run holds its own.
 
     Raises:
         ConfigError: a bad value (ConfigFileError: in the config file).
@@ -246,7 +255,7 @@ def train(out: Path, *, config: str | Path | None = None,
             check_memory(cfg, source.n_train - cfg.val_size, cfg.val_size)
             preset = saved.preset if saved else Path(config).stem if config else "flags"
             return _train(files, cfg, saved, preset, source, progress, plots, callbacks, log,
-                          should_stop)
+                          should_stop, signals)
     except OSError as exc:  # the folder, or a full disk while saving
         raise RunError(f"cannot write checkpoints to {files.kept.parent}: "
                        f"{exc.strerror or exc}") from None
@@ -254,7 +263,8 @@ def train(out: Path, *, config: str | Path | None = None,
 
 def _train(files: RunFiles, cfg: TrainConfig, saved: SavedRun | None, preset: str,
            source: DataSource, progress: bool, plots: bool, callbacks: Sequence[Callback],
-           log: Callable[[str], None], should_stop: Callable[[], bool]) -> RunResult:
+           log: Callable[[str], None], should_stop: Callable[[], bool],
+           signals: StopSignals | None) -> RunResult:
     report = source.ensure(progress=progress, verify=False)
     if summary := source.summary(report):
         log(summary)
@@ -270,14 +280,14 @@ def _train(files: RunFiles, cfg: TrainConfig, saved: SavedRun | None, preset: st
         from .plots import CurvesCallback
 
         hooks.append(CurvesCallback(files.curves, f"{'-'.join(map(str, cfg.sizes))} ({preset})"))
-    with StopSignals() as signals:
-        signals.armed = True
+    with StopSignals() if signals is None else nullcontext(signals) as stop:
+        stop.armed = True
         try:
             ending = trainer.fit(X, y, X_val, y_val, [*hooks, *callbacks],
-                                 should_stop=lambda: signals() or should_stop())
+                                 should_stop=lambda: stop() or should_stop())
         except TrainingDiverged as exc:
             if saving.saved_last:
                 raise TrainingDiverged(f"{exc}; the last good checkpoint is "
                                        f"{files.last}") from None
             raise
-    return RunResult(files, trainer, ending, signals.signum)
+    return RunResult(files, trainer, ending, stop.signum)

@@ -35,11 +35,19 @@ def default_threads(workers: int = 1) -> int:
 
 @contextmanager
 def limit_threads(n: int) -> Iterator[None]:
-    """Run the block with at most ``n`` BLAS threads (OpenBLAS, MKL, BLIS), restored after."""
+    """Run the block with at most ``n`` BLAS threads (OpenBLAS, MKL, BLIS), restored after
+    (``set_threads`` inside the block changes the limit until then)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=n, user_api="blas"):
         yield
+
+
+def set_threads(n: int) -> None:
+    """At most ``n`` BLAS threads from now on (inside ``limit_threads``: until its end)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n, user_api="blas")
 
 
 @contextmanager

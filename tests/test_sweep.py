@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from mnist_mlp import checkpoint, plots, sweep
 from mnist_mlp.cli.sweep import sweep as sweep_command
@@ -26,6 +27,8 @@ from mnist_mlp.runfiles import RunFiles, read_metrics
 from mnist_mlp.sweep.results import format_table
 from mnist_mlp.sweep.space import load_space
 from mnist_mlp.sweep.storage import redact, storage_url
+from mnist_mlp.sweep.trial import ThreadShare
+from mnist_mlp.threads import cores, limit_threads, registered_worker
 
 optuna = pytest.importorskip("optuna")
 
@@ -245,6 +248,41 @@ def test_two_workers_at_once_share_the_embedded_study(tiny_mnist, tmp_path):
     assert {t.user_attrs["pid"] for t in trials} == {w.pid for w in workers}  # both worked
     assert len({t.user_attrs["checkpoint"] for t in trials}) == 6
     assert all(len(r["trials"]) == 6 for r in reports)
+
+
+class _NotedTrial:
+    """What a worker notes on its trial (Optuna's set_user_attr)."""
+
+    def __init__(self):
+        self.user_attrs: dict = {}
+
+    def set_user_attr(self, key, value):
+        self.user_attrs[key] = value
+
+
+@pytest.mark.skipif(cores() < 2, reason="one core: every share of it is one thread")
+def test_a_workers_threads_follow_the_live_workers_epoch_by_epoch(tmp_path):
+    """A worker that started alone gives up threads before its next epoch when another
+    worker arrives, and takes them back when it leaves; --threads stays as given."""
+    folder, trial = tmp_path / "workers", _NotedTrial()
+
+    def blas() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    with threadpool_limits(1, user_api="blas"), registered_worker(folder):
+        share = ThreadShare(trial, folder, None)
+        with limit_threads(share.count()):
+            assert blas() == {cores()} and trial.user_attrs["threads"] == cores()
+            with registered_worker(folder):
+                share.on_epoch_begin(None, 2, 100, 0)
+                assert blas() == {cores() // 2} and trial.user_attrs["threads"] == cores() // 2
+            share.on_epoch_begin(None, 3, 100, 0)
+            assert blas() == {cores()} and trial.user_attrs["threads"] == cores()
+        assert blas() == {1}                            # the trial's limits undone after it
+        fixed = ThreadShare(trial, folder, 1)
+        with limit_threads(fixed.count()), registered_worker(folder):
+            fixed.on_epoch_begin(None, 2, 100, 0)
+            assert blas() == {1} and trial.user_attrs["threads"] == 1
 
 
 def test_a_stopped_worker_saves_its_trial_and_the_sweep_resumes_it(tiny_mnist, tmp_path):

@@ -60,7 +60,9 @@ def sweep(ctx: click.Context, space: Path, trials: int, out_dir: Path, storage: 
     from ..runfiles import RunError
     from ..sweep import SpaceError, SweepError, format_table, run_sweep
 
-    with run.StopSignals() as signals:  # a signal between trials stops the sweep there too
+    # A signal between trials stops the sweep there too; once it has ended, all is saved and
+    # only exiting is left: signals are ignored.
+    with run.StopSignals(then=signal.SIG_IGN) as signals:
         signals.armed = True
         try:
             result = run_sweep(space, out_dir, trials, storage=storage, study=study,
@@ -71,9 +73,6 @@ def sweep(ctx: click.Context, space: Path, trials: int, out_dir: Path, storage: 
             raise click.UsageError(str(exc)) from None
         except (SweepError, RunError, CheckpointError, DataError, ConfigError) as exc:
             raise fail(exc) from None
-    if result.signum is not None:
-        for s in (signal.SIGINT, signal.SIGTERM):  # all is saved; only exiting is left
-            signal.signal(s, signal.SIG_IGN)
     report = result.report
     if as_json:
         click.echo(json.dumps(report.to_dict()))

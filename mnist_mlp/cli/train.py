@@ -7,7 +7,6 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -140,11 +139,14 @@ def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
     """
     flags = {k: v for k, v in settings.items()
              if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-    started = TrainingStarted()
+    from .. import run
+
+    # Until training starts a signal interrupts (nothing to save yet); then run.train stops
+    # the run and saves it, and a later signal (a second Ctrl-C as it ends) is ignored.
     try:
-        with _signals_once_started(started):
+        with run.StopSignals(then=signal.SIG_IGN) as signals:
             result = _run(out, config_name, flags, resume, overwrite, source, quiet, no_plots,
-                          started)
+                          signals)
     except KeyboardInterrupt:
         click.echo("SIGINT: stopped before training started; nothing to save", err=True)
         ctx.exit(128 + signal.SIGINT)
@@ -167,36 +169,7 @@ def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
         click.echo(f"curves: {files.curves}")
 
 
-class TrainingStarted(Callback):
-    """Notes that the loop has begun: from then on the run saves itself when signalled."""
-
-    def __init__(self):
-        self.started = False
-
-    def on_train_begin(self, trainer):
-        self.started = True
-
-
-@contextmanager
-def _signals_once_started(started: TrainingStarted):
-    """SIGINT and SIGTERM interrupt as usual until training starts (nothing to save yet);
-    once it has, ``run.train`` stops the run and saves it, and a signal that comes after
-    (a second Ctrl-C while the run is ending) is ignored: only exiting is left. Ignored
-    with SIG_IGN once the run has returned, as Python's finalisation puts back the
-    default action for its own handlers, and a signal then would kill the process."""
-    def handle(signum, frame):
-        if not started.started:
-            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
-
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, signal.SIG_IGN if started.started else handler)
-
-
-def _run(out, config_name, flags, resume, overwrite, source, quiet, no_plots, started):
+def _run(out, config_name, flags, resume, overwrite, source, quiet, no_plots, signals):
     """``run.train`` with its errors as one line each (exit 2 for a bad value, else 1)."""
     from .. import run
     from ..checkpoint import CheckpointError
@@ -207,7 +180,7 @@ def _run(out, config_name, flags, resume, overwrite, source, quiet, no_plots, st
     try:
         return run.train(out, config=config_name, flags=flags, resume=resume,
                          overwrite=overwrite, source=source, progress=not quiet,
-                         plots=not no_plots, callbacks=[started, ProgressDisplay(quiet)],
+                         plots=not no_plots, callbacks=[ProgressDisplay(quiet)], signals=signals,
                          log=lambda line: quiet or click.echo(line, err=True))
     except ConfigFileError as exc:
         raise fail(exc) from None

@@ -90,7 +90,7 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
         study: its name; default DIR's name.
         pruner: median, hyperband or none.
         threads: BLAS threads per trial; default this machine's cores shared among the
-            sweep's live workers in DIR.
+            sweep's live workers in DIR, counted before every epoch.
         source: where MNIST comes from, as for run.train.
         plots: draw each trial's curves every epoch, and DIR/sweep.png at the end.
         seed: the sampler's seed (reproducible with one worker).

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from ..config import ConfigError
 from ..dataset import DataSource
 from ..runfiles import RunFiles
-from ..threads import default_threads, limit_threads, live_workers
-from ..train import Callback, TrainingDiverged, val_score
+from ..threads import default_threads, limit_threads, live_workers, set_threads
+from ..train import Callback, TrainingDiverged, TrainState, val_score
 from .results import _params_text, make_report, trial_row, write_best
 from .space import Space
 from .storage import GRACE_HEARTBEATS
@@ -59,11 +59,35 @@ class PruningCallback(Callback):
         self._report([row])
 
 
+class ThreadShare(Callback):
+    """A worker's BLAS threads: ``fixed``, or its share of the cores counted again before
+    each epoch as local workers come and go (a worker started a moment before the others
+    would otherwise hold every core for all of its first trial); noted on the trial."""
+
+    def __init__(self, trial: Any, workers: Path, fixed: int | None):
+        self.trial, self.workers, self.fixed, self.threads = trial, workers, fixed, 0
+
+    def count(self) -> int:
+        """The threads this worker should use now."""
+        threads = self.fixed or default_threads(live_workers(self.workers))
+        if threads != self.threads:
+            self.threads = threads
+            self.trial.set_user_attr("threads", threads)
+        return threads
+
+    def on_epoch_begin(self, trainer, epoch, n_samples, done):
+        before = self.threads
+        if self.count() != before:
+            set_threads(self.threads)
+
+
 def _train_trial(files: RunFiles, space: Space, flags: dict[str, Any], resume: bool,
                  source: DataSource | None, plots: bool, pruning: PruningCallback,
-                 signals: StopSignals) -> tuple[str, list[dict[str, Any]]]:
+                 signals: StopSignals, callbacks: Sequence[Callback]
+                 ) -> tuple[str, TrainState]:
     """One trial's run of `mlp train`: how it ended ("finished", "pruned", or "stopped" by
-    a signal, noted in ``signals``) and its history (one row per epoch, resumed ones too).
+    a signal, noted in ``signals``) and its trainer's state (the history has one row per
+    epoch, resumed ones too).
 
     Raises:
         RunError, CheckpointError, DataError, TrainingDiverged: as run.train.
@@ -72,13 +96,12 @@ def _train_trial(files: RunFiles, space: Space, flags: dict[str, Any], resume: b
 
     result = run.train(files.kept, config=space.config, flags=flags, resume=resume,
                        overwrite=not resume, source=source, progress=False, plots=plots,
-                       callbacks=[pruning],
-                       should_stop=lambda: signals() or pruning.pruned_at is not None)
-    signals.signum = signals.signum or result.signum  # run.train held the signals meanwhile
-    history = result.trainer.state.history
+                       callbacks=[pruning, *callbacks], signals=signals,
+                       should_stop=lambda: pruning.pruned_at is not None)
+    state = result.trainer.state
     if result.ending == "stopped" and signals():
-        return "stopped", history
-    return ("pruned" if pruning.pruned_at is not None else "finished"), history
+        return "stopped", state
+    return ("pruned" if pruning.pruned_at is not None else "finished"), state
 
 
 def _saved_epoch(files: RunFiles) -> int:
@@ -89,13 +112,6 @@ def _saved_epoch(files: RunFiles) -> int:
         return int(load(files.last).meta.get("epoch", 0))
     except (CheckpointError, TypeError, ValueError):
         return 0
-
-
-def kept_score(history: Sequence[Mapping[str, Any]]) -> float | None:
-    """The validation score of the epoch a run kept: a trial's value."""
-    if not history:
-        return None
-    return val_score(history[history[-1].get("kept_epoch", len(history)) - 1])
 
 
 # ---------------------------------------------------------------- the worker
@@ -192,26 +208,25 @@ class _Worker:
         trial.set_user_attr("pid", os.getpid())
         resume = rerun_of is not None and files.last.exists()
         trial.set_user_attr("resumed_from_epoch", _saved_epoch(files) if resume else 0)
-        n_threads = self.threads or default_threads(live_workers(self.out_dir / WORKERS))
-        trial.set_user_attr("threads", n_threads)
         pruning = PruningCallback(trial)
+        share = ThreadShare(trial, self.out_dir / WORKERS, self.threads)
         try:
-            with limit_threads(n_threads):
-                ending, history = _train_trial(files, self.space, self.space.flags(params),
-                                               resume, self.source, self.plots, pruning,
-                                               self.signals)
+            with limit_threads(share.count()):
+                ending, state = _train_trial(files, self.space, self.space.flags(params),
+                                             resume, self.source, self.plots, pruning,
+                                             self.signals, [share])
         except TrainingDiverged as exc:
             trial.set_user_attr("ending", "diverged")
             raise self.optuna.TrialPruned(str(exc)) from None
-        trial.set_user_attr("epochs", len(history))
-        trial.set_user_attr("seconds", round(sum(r["train_seconds"] for r in history), 2))
+        trial.set_user_attr("epochs", len(state.history))
+        trial.set_user_attr("seconds", round(sum(r["train_seconds"] for r in state.history), 2))
         trial.set_user_attr("ending", ending)
         if ending == "stopped":
             trial.set_user_attr("interrupted", signal.Signals(self.signals.signum).name)
             raise _Interrupted
         if ending == "pruned":
             raise self.optuna.TrialPruned(f"pruned at epoch {pruning.pruned_at}")
-        return kept_score(history)
+        return state.kept_val_accuracy  # the trial's value: the kept epoch's val_score
 
     def after_trial(self, study: Any, trial: Any) -> None:
         row = trial_row(trial)
