@@ -309,6 +309,22 @@ def test_signals_stop_only_once_armed():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_signals_leave_then_once_armed_else_the_previous_handlers():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with run.StopSignals(then=signal.SIG_IGN):       # never armed: nothing was started
+        pass
+    assert all(signal.getsignal(s) is handler for s, handler in before.items())
+    try:
+        with run.StopSignals(then=signal.SIG_IGN) as stop:
+            stop.armed = True
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)           # ignored: the test goes on
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 EPOCHS = 10  # of the SIGKILLed run
 
 
