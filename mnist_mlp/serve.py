@@ -16,7 +16,8 @@ A WSGI application (``DigitApp``), served by ``server.DigitServer``. Routes:
 
 ``HEAD`` is answered for every ``GET``. Errors are JSON ``{"error": ...}``: 400 not
 an image or no ink, 404 unknown route, 405 other methods, 411 no length, 413 a body
-over ``MAX_BODY``, 500 an unexpected failure (logged as one line). No URL reaches
+over ``MAX_BODY``, 500 an unexpected failure (logged as one line), 503 an image still
+waiting when the server stops. No URL reaches
 the file system.
 """
 
@@ -28,7 +29,7 @@ import json
 import logging
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -118,7 +119,11 @@ def one_line(text: str, limit: int = 300) -> str:
 
 Response = tuple[int, bytes, str, dict[str, str]]   # status, body, content type, headers
 STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-               411: "Length Required", 413: "Content Too Large", 500: "Internal Server Error"}
+               411: "Length Required", 413: "Content Too Large", 500: "Internal Server Error",
+               503: "Service Unavailable"}
+
+
+STOPPING = "the server is stopping; try again when it is back"
 
 
 def json_error(status: int, message: str, **headers: str) -> Response:
@@ -169,6 +174,12 @@ class DigitApp:
             small = True
         stream.seek(0)
         return "small" if small else "large"
+
+    def close(self) -> None:
+        """Stop preparing images: those still waiting are answered 503, the ones being
+        prepared finish (so a stopping server waits for a few images, not for its queue)."""
+        for pool in self.lanes.values():
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _prepare(self, stream: BinaryIO, length: int) -> Any:
         """Read one upload's body (only now: a waiting request holds no copy) and classify it."""
@@ -222,9 +233,14 @@ class DigitApp:
         if int(length) > MAX_BODY:
             return json_error(413, f"the image is over {MAX_BODY >> 20} MB; send a smaller one")
         stream = environ["wsgi.input"]
-        answer = self.lanes[self.lane(stream)].submit(self._prepare, stream, int(length))
+        try:
+            answer = self.lanes[self.lane(stream)].submit(self._prepare, stream, int(length))
+        except RuntimeError:                  # the pools are shut down: see close()
+            return json_error(503, STOPPING)
         try:
             result = answer.result()
+        except CancelledError:                # still waiting when the server stopped
+            return json_error(503, STOPPING)
         except Exception as exc:              # noqa: BLE001 (the server must answer)
             self.note(f"POST /api/predict failed: {type(exc).__name__}: {one_line(str(exc))}")
             return json_error(500, f"the server failed on this image "

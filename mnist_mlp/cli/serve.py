@@ -41,4 +41,7 @@ def serve(models: tuple[Path, ...], host: str, port: int, open_browser: bool) ->
         import webbrowser
 
         webbrowser.open(server.url)
-    server.serve_forever(stop_on=(signal.SIGINT, signal.SIGTERM))
+    try:
+        server.serve_forever(stop_on=(signal.SIGINT, signal.SIGTERM))
+    finally:
+        app.close()
