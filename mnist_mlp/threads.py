@@ -2,11 +2,12 @@
 
 Two ``mlp train`` at once on 2 cores with 2 BLAS threads each run 4.3x slower each;
 with 1 thread each they train nearly twice as many images a second as one run alone.
-So each local worker of a sweep limits its BLAS to ``cores // live local workers``.
+So each local worker of a sweep training a trial limits its BLAS to
+``cores // local workers training``.
 
-Live workers are counted by lock files: each holds an ``flock`` on its own file in a
-folder for as long as it lives (the kernel drops it however the process ends); a
-file nobody holds is a dead worker's and is removed when counted.
+Those workers are counted by lock files: each holds an ``flock`` on its own file in a
+folder while registered (the kernel drops it however the process ends); a file
+nobody holds is a dead worker's and is removed when counted.
 """
 
 from __future__ import annotations

@@ -60,7 +60,8 @@ args = json.loads(sys.argv[1])
 source = DataSource(Path(args.pop("folder")), mirrors=(),
                     resources=tuple(Resource(*r) for r in args.pop("resources")))
 time.sleep(max(0.0, args.pop("start_at") - time.time()))
-result = sweep.run_sweep(source=source, plots=False, heartbeat_s=1, threads=1, **args)
+result = sweep.run_sweep(source=source, plots=False, heartbeat_s=1,
+                         threads=args.pop("threads", 1), **args)
 print(json.dumps(result.report.to_dict()))
 sys.exit(128 + result.signum if result.signum else 0)
 """
@@ -283,6 +284,20 @@ def test_a_workers_threads_follow_the_live_workers_epoch_by_epoch(tmp_path):
         with limit_threads(fixed.count()), registered_worker(folder):
             fixed.on_epoch_begin(None, 2, 100, 0)
             assert blas() == {1} and trial.user_attrs["threads"] == 1
+
+
+@pytest.mark.skipif(cores() < 2, reason="one core: every share of it is one thread")
+def test_a_worker_with_nothing_left_to_train_leaves_the_cores_to_the_one_training(
+        tiny_mnist, tmp_path):
+    out, space = tmp_path / "sw", _space(tmp_path, epochs=3)
+    start = time.time() + 3
+    workers = [_worker(tiny_mnist, space, out, 1, start_at=start, threads=None)
+               for _ in range(2)]
+    for w in workers:
+        _finish(w)
+    (trial,) = _study(out).get_trials()
+    assert trial.state.name == "COMPLETE" and trial.user_attrs["threads"] == cores()
+    assert not list((out / "workers").glob("*.lock"))
 
 
 def test_a_stopped_worker_saves_its_trial_and_the_sweep_resumes_it(tiny_mnist, tmp_path):

@@ -35,7 +35,7 @@ from .common import CONTEXT, data_options, fail
                    "epoch.")
 @click.option("--threads", type=click.IntRange(1, 4096),
               help="BLAS threads per trial. Default: the cores shared among this sweep's "
-                   "workers running on this machine.")
+                   "workers training on this machine, counted before every epoch.")
 @click.option("--heartbeat", type=click.IntRange(1, 3600), default=HEARTBEAT_S, hidden=True,
               help="Seconds between a running trial's heartbeats (tests use 1).")
 @click.option("--no-plots", is_flag=True,

@@ -8,7 +8,7 @@ A sweep lives in a folder DIR::
     DIR/trial-0007.npz         trial 7's run, with .last.npz, .metrics.jsonl, .curves.png
     DIR/best.toml              the best trial's config: `mlp train --config DIR/best.toml`
     DIR/sweep.png              score per trial, and each searched setting against the score
-    DIR/workers/*.lock         one per live local worker, to share the cores
+    DIR/workers/*.lock         one per local worker training a trial, to share the cores
 
 Each trial trains on the training split and reports each epoch's validation score to
 the study, whose pruner may stop it; nothing here reads the test set. Several workers
@@ -123,6 +123,8 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
         name = _bind_folder(out_dir, study, storage)
         for output in (BEST_TOML, SWEEP_PNG):   # refused now, not after the first trial
             write_target(out_dir / output)
+        with registered_worker(out_dir / WORKERS):  # and so are the workers' lock files
+            pass
     except OSError as exc:
         raise SweepError(f"{exc.filename or out_dir}: {exc.strerror or exc}") from None
     from sqlalchemy.exc import SQLAlchemyError
@@ -130,7 +132,6 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
     try:
         with (_quiet_optuna(optuna),
               _locks(_postgres(storage), out_dir, name) as (schema, admit),
-              registered_worker(out_dir / WORKERS),
               StopSignals() if signals is None else nullcontext(signals) as stop):
             stop.armed = True
             st = _load_study(optuna, _open_storage(optuna, url, heartbeat_s, schema), name,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import ConfigError
 from ..dataset import DataSource
 from ..runfiles import RunFiles
-from ..threads import default_threads, limit_threads, live_workers, set_threads
+from ..threads import default_threads, limit_threads, live_workers, registered_worker, set_threads
 from ..train import Callback, TrainingDiverged, TrainState, val_score
 from .results import _params_text, make_report, trial_row, write_best
 from .space import Space
@@ -29,7 +29,7 @@ from .storage import GRACE_HEARTBEATS
 if TYPE_CHECKING:  # run: imported when a sweep runs, not with the CLI
     from ..run import StopSignals
 
-WORKERS = "workers"             # DIR/workers/*.lock: one per live local worker
+WORKERS = "workers"             # DIR/workers/*.lock: one per local worker training a trial
 WAIT_S = 5                      # how often a worker with no trial left looks at the others'
 POLL_S = 0.5                    # and at its signals
 
@@ -60,9 +60,11 @@ class PruningCallback(Callback):
 
 
 class ThreadShare(Callback):
-    """A worker's BLAS threads: ``fixed``, or its share of the cores counted again before
-    each epoch as local workers come and go (a worker started a moment before the others
-    would otherwise hold every core for all of its first trial); noted on the trial."""
+    """A worker's BLAS threads: ``fixed``, or its share of the cores among the local
+    workers training a trial, counted again before each epoch as they come and go (a
+    worker started a moment before the others would otherwise hold every core for all
+    of its first trial, and the last trial would run on one worker's share); noted on
+    the trial."""
 
     def __init__(self, trial: Any, workers: Path, fixed: int | None):
         self.trial, self.workers, self.fixed, self.threads = trial, workers, fixed, 0
@@ -211,7 +213,7 @@ class _Worker:
         pruning = PruningCallback(trial)
         share = ThreadShare(trial, self.out_dir / WORKERS, self.threads)
         try:
-            with limit_threads(share.count()):
+            with registered_worker(self.out_dir / WORKERS), limit_threads(share.count()):
                 ending, state = _train_trial(files, self.space, self.space.flags(params),
                                              resume, self.source, self.plots, pruning,
                                              self.signals, [share])
