@@ -123,6 +123,12 @@ def test_without_optuna_the_command_says_how_to_install_it(tmp_path):
 
 # ---------------------------------------------------------------- one worker
 
+@pytest.mark.parametrize("path", sorted((ROOT / "docs").glob("sweep-*.toml")),
+                         ids=lambda p: p.name)
+def test_the_space_files_in_the_docs_are_valid(path):
+    assert load_space(path).search       # checked whole against mlp train's settings
+
+
 def test_a_sweep_trains_selects_on_validation_and_continues(tiny_mnist, tmp_path):
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         (tiny_mnist.folder / name).write_bytes(b"not the test set")  # reading it would fail
