@@ -17,7 +17,7 @@ A WSGI application (``DigitApp``), served by ``server.DigitServer``. Routes:
 ``HEAD`` is answered for every ``GET``. Errors are JSON ``{"error": ...}``: 400 not
 an image or no ink, 404 unknown route, 405 other methods, 411 no length, 413 a body
 over ``MAX_BODY``, 500 an unexpected failure (logged as one line), 503 an image still
-waiting when the server stops. No URL reaches
+waiting for a thread when the server stops. No URL reaches
 the file system.
 """
 
@@ -176,8 +176,8 @@ class DigitApp:
         return "small" if small else "large"
 
     def close(self) -> None:
-        """Stop preparing images: those still waiting are answered 503, the ones being
-        prepared finish (so a stopping server waits for a few images, not for its queue)."""
+        """Stop preparing images: those still waiting are answered 503 at once, the ones
+        being prepared finish (a stopping server waits for a few images, not its queue)."""
         for pool in self.lanes.values():
             pool.shutdown(wait=False, cancel_futures=True)
 

@@ -172,15 +172,18 @@ class DigitServer:
         host, port = self.addresses[0]
         return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
-    def serve_forever(self, stop_on: Iterable[signal.Signals] = ()) -> None:
+    def serve_forever(self, stop_on: Iterable[signal.Signals] = (),
+                      on_stop: Callable[[], None] = lambda: None) -> None:
         """Serve until ``stop()`` or one of the signals ``stop_on`` (from the main thread);
-        then stop listening, give requests in flight ``GRACE_S`` to be answered, close."""
+        then stop listening, call ``on_stop`` (the app gives up work it has not started),
+        give requests in flight ``GRACE_S`` to be answered, close."""
         previous = {s: signal.signal(s, lambda *_: self.stop()) for s in stop_on}
         try:
             while not self._stopping.is_set():
                 wasyncore.loop(timeout=1.0, map=self._map, use_poll=True, count=1)
             for listener in self._listeners:
                 listener.accepting = False
+            on_stop()
             deadline = time.monotonic() + GRACE_S
             while time.monotonic() < deadline and any(
                     isinstance(d, HTTPChannel) and (d.requests or d.total_outbufs_len)

@@ -41,7 +41,4 @@ def serve(models: tuple[Path, ...], host: str, port: int, open_browser: bool) ->
         import webbrowser
 
         webbrowser.open(server.url)
-    try:
-        server.serve_forever(stop_on=(signal.SIGINT, signal.SIGTERM))
-    finally:
-        app.close()
+    server.serve_forever(stop_on=(signal.SIGINT, signal.SIGTERM), on_stop=app.close)
