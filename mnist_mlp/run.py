@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,6 +162,11 @@ class StopSignals:
             signal.signal(s, self.then if self.armed and self.then is not None else handler)
 
 
+def stop_signals(signals: StopSignals | None) -> AbstractContextManager[StopSignals]:
+    """``signals``, already entered by a caller, or new StopSignals to enter here."""
+    return StopSignals() if signals is None else nullcontext(signals)
+
+
 # ---------------------------------------------------------------- the job
 
 @dataclass
@@ -280,7 +285,7 @@ def _train(files: RunFiles, cfg: TrainConfig, saved: SavedRun | None, preset: st
         from .plots import CurvesCallback
 
         hooks.append(CurvesCallback(files.curves, f"{'-'.join(map(str, cfg.sizes))} ({preset})"))
-    with StopSignals() if signals is None else nullcontext(signals) as stop:
+    with stop_signals(signals) as stop:
         stop.armed = True
         try:
             ending = trainer.fit(X, y, X_val, y_val, [*hooks, *callbacks],

@@ -17,8 +17,7 @@ A WSGI application (``DigitApp``), served by ``server.DigitServer``. Routes:
 ``HEAD`` is answered for every ``GET``. Errors are JSON ``{"error": ...}``: 400 not
 an image or no ink, 404 unknown route, 405 other methods, 411 no length, 413 a body
 over ``MAX_BODY``, 500 an unexpected failure (logged as one line), 503 an image still
-waiting for a thread when the server stops. No URL reaches
-the file system.
+waiting for a thread when the server stops. No URL reaches the file system.
 """
 
 from __future__ import annotations
@@ -121,8 +120,6 @@ Response = tuple[int, bytes, str, dict[str, str]]   # status, body, content type
 STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
                411: "Length Required", 413: "Content Too Large", 500: "Internal Server Error",
                503: "Service Unavailable"}
-
-
 STOPPING = "the server is stopping; try again when it is back"
 
 

@@ -26,7 +26,6 @@ best.toml, sweep.png); here, a sweep run and a finished study read back.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,7 +106,7 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
             a study of another space.
         RunError, DataError, CheckpointError: a trial that cannot run.
     """
-    from ..run import StopSignals
+    from ..run import stop_signals
 
     optuna = _optuna()
     space = load_space(space_path)
@@ -132,7 +131,7 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
     try:
         with (_quiet_optuna(optuna),
               _locks(_postgres(storage), out_dir, name) as (schema, admit),
-              StopSignals() if signals is None else nullcontext(signals) as stop):
+              stop_signals(signals) as stop):
             stop.armed = True
             st = _load_study(optuna, _open_storage(optuna, url, heartbeat_s, schema), name,
                              space, pruner, seed, admit)
