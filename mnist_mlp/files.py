@@ -4,15 +4,18 @@ regular files only, and an exclusive lock that names its holder.
 Writes go to a ``*.part`` file beside the target and are renamed over it only
 when complete, so readers see the old file or the whole new one. A symlink is
 written *through* (its target is replaced, the link kept). A device, FIFO,
-socket or folder is never replaced: that is an ``OSError`` before anything is
-written. Reads open a path only when it is a regular file (a FIFO would block,
-a device never ends) and never take more than a stated number of bytes.
+socket or folder is never replaced, nor is the file a shell redirected
+``/dev/stdout``, ``/dev/stderr`` or ``/dev/fd/N`` to (those names are refused):
+that is an ``OSError`` before anything is written. Reads open a path only when
+it is a regular file (a FIFO would block, a device never ends) and never take
+more than a stated number of bytes.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +24,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 PART_SUFFIX = ".part"
+MAX_SYMLINKS = 40        # as Linux follows
+STREAM_PATH = re.compile(r"/dev/(stdin|stdout|stderr|fd(/.*)?)"
+                         r"|/proc/(self|thread-self|\d+)(/task/\d+)?/fd(/.*)?")
 
 
 def not_regular(path: Path, mode: int) -> OSError:
@@ -31,15 +37,36 @@ def not_regular(path: Path, mode: int) -> OSError:
     return OSError(errno.EINVAL, f"is {kind}, not a regular file", str(path))
 
 
+def names_a_stream(path: Path) -> bool:
+    """Whether ``path``, or a symlink on the way to its end, names one of this process's
+    streams (``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N``, ``/proc/self/fd/N``): replacing
+    what such a name resolves to would replace the file a shell redirected to."""
+    current = os.path.abspath(path)
+    for _ in range(MAX_SYMLINKS):
+        if STREAM_PATH.fullmatch(os.path.normpath(current)):
+            return True
+        parts = Path(current).parts
+        for i in range(2, len(parts) + 1):                      # the first symlink, if any
+            prefix = os.path.join(*parts[:i])
+            if os.path.islink(prefix):
+                current = os.path.join(os.path.dirname(prefix), os.readlink(prefix),
+                                       *parts[i:])
+                break
+        else:
+            return False
+    return False                                                # a loop: opening says so
+
+
 def write_target(path: Path) -> Path:
     """Where writing ``path`` really lands: the end of its symlinks, checked to be replaceable.
 
     Raises:
-        OSError: ``-`` (standard output), a dangling symlink, or a target that exists
-            and is not a regular file (``/dev/stdout`` is a FIFO or a device).
+        OSError: ``-`` or a name of a stream (``names_a_stream``), a dangling symlink,
+            or a target that exists and is not a regular file.
     """
-    if str(path) == "-":
-        raise OSError(errno.EINVAL, "is standard output; this is written to files only "
+    if str(path) == "-" or names_a_stream(path):
+        what = "standard output" if str(path) == "-" else "a stream of this process"
+        raise OSError(errno.EINVAL, f"is {what}; this is written to files only "
                       "(give a file name)", str(path))
     try:
         mode = os.stat(path).st_mode  # through symlinks, /proc's magic ones too

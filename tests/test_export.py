@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +179,26 @@ def test_save_is_atomic_and_refuses_special_outputs(quick, tmp_path):
     with pytest.raises(PermissionError):                     # root cannot write there either
         export.save(model, Path("/sys/mnist-mlp-export-test.onnx"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.onnx", "link.onnx", "m.onnx"]
+
+
+def test_a_redirected_standard_stream_is_not_replaced(tmp_path):
+    """``mlp export --overwrite /dev/stdout >> keep.txt`` would replace keep.txt."""
+    model = tmp_path / "m.npz"
+    checkpoint.save(model, MLP([784, 4, 10], seed=0), {"input_scale": 255.0})
+    keep = tmp_path / "keep.txt"
+    for stream in ("/dev/stdout", "/dev/stderr", "/dev/fd/1"):
+        keep.write_text("kept\n")
+        with open(keep, "ab") as appended:
+            done = subprocess.run(
+                [sys.executable, "-m", "mnist_mlp", "export", "--model", str(model),
+                 "--overwrite", stream], stdout=appended,
+                stderr=appended if stream == "/dev/stderr" else subprocess.PIPE, timeout=120)
+        assert done.returncode == 1
+        error = (keep.read_text().split("\n", 1)[1] if stream == "/dev/stderr"
+                 else done.stderr.decode())
+        assert keep.read_text().startswith("kept\n")
+        assert error == (f"Error: {stream}: is a stream of this process; this is written to "
+                         "files only (give a file name)\n")
 
 
 def test_imports_without_onnx_and_says_what_to_install():
