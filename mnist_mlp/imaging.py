@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -204,7 +205,8 @@ def orient(gray: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _quiet_decoders() -> None:
-    """Keep Pillow's warnings and libtiff's messages off stderr: each image gets one line.
+    """Keep Pillow's warnings and log records and libtiff's messages off stderr: each
+    image gets one line.
 
     Pillow warns about damaged metadata in images it still reads (and about
     decompression bombs, refused here first). A filter (idempotent, put back
@@ -212,7 +214,22 @@ def _quiet_decoders() -> None:
     thread-safe: mlp serve decodes in threads.
     """
     warnings.filterwarnings("ignore", module=r"PIL\.")
+    _silence_pillow_log()
     _silence_libtiff()
+
+
+@functools.cache
+def _silence_pillow_log() -> None:
+    """Give Pillow's logger a handler that drops its records.
+
+    Pillow logs some refusals before raising them (a TIFF's "More samples per
+    pixel than can be decoded" at ERROR); with no logging configured, Python's
+    last-resort handler writes such records to stderr. With a handler of its
+    own (the logging HOWTO's NullHandler) the logger no longer falls back on
+    it; an application that configures logging still gets the records through
+    its root handlers.
+    """
+    logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 
 @functools.cache
