@@ -49,6 +49,27 @@ def test_parse_idx_rejects_malformed(payload, message):
         parse_idx(payload, IMAGES_MAGIC, "x-images")
 
 
+def _with_magic(payload: bytes, magic: int) -> bytes:
+    return struct.pack(">I", magic) + payload[4:]
+
+
+@pytest.mark.parametrize("expected, magic", [
+    (IMAGES_MAGIC, 0x00000D03),           # float32 data, 3 dimensions: the low byte agrees
+    (IMAGES_MAGIC, 0x00000903),           # int8
+    (IMAGES_MAGIC, 0x01000803),           # the leading two bytes must be zero
+    (IMAGES_MAGIC, 0x00010803),
+    (LABELS_MAGIC, 0x00000C01),           # int32 labels
+    (LABELS_MAGIC, 0xFF000801),
+])
+def test_every_byte_of_the_magic_is_checked(expected, magic):
+    data = np.zeros((3, 28, 28)) if expected == IMAGES_MAGIC else np.zeros(3)
+    payload = _with_magic(idx_bytes(data), magic)
+    assert len(payload) == len(idx_bytes(data))       # only the magic differs
+    with pytest.raises(CorruptFile, match=f"wrong magic number 0x{magic:08x}, expected "
+                                          f"0x{expected:08x}"):
+        parse_idx(payload, expected, "x")
+
+
 @pytest.mark.parametrize("shape", [(2**31, 2**31, 4), (2**32 - 1, 2**32 - 1, 2**32 - 1)])
 def test_overflowing_idx_headers_are_corrupt_files(shape):
     header = struct.pack(">I", IMAGES_MAGIC) + struct.pack(">3I", *shape)
