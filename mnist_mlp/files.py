@@ -81,8 +81,9 @@ def write_target(path: Path) -> Path:
 
 
 @contextmanager
-def atomic_writer(path: Path) -> Iterator[BinaryIO]:
-    """Yield a binary file in the target's folder; rename it over the target on success.
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield the path of a new empty file beside the target; on success sync it to disk
+    and rename it over the target (for writers that need a name, not a file object).
 
     On any exception (KeyboardInterrupt included) the temporary ``*.part`` file
     is deleted and the target keeps whatever it held before.
@@ -94,16 +95,29 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=PART_SUFFIX, dir=target.parent)
     try:
+        os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         write_target(target)  # still replaceable: nothing swapped in a FIFO meanwhile
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """Yield a binary file in the target's folder; rename it over the target on success
+    (``atomic_path``'s guarantees)."""
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "wb") as f:
+            yield f
 
 
 def format_for(path: Path, formats: dict[str, str]) -> str:
