@@ -266,7 +266,7 @@ def _read(archive: _Archive, with_state: bool) -> Checkpoint:
     return Checkpoint(net, meta, opt, extra)
 
 
-def state_shapes(sizes: list[int]) -> dict[str, tuple[str, tuple[int, ...] | None]]:
+def _state_shapes(sizes: list[int]) -> dict[str, tuple[str, tuple[int, ...] | None]]:
     """The arrays a resumable state of a ``sizes`` network may hold: name -> (dtype kinds,
     exact shape, or None for a sample order of at most MAX_ORDER), from STATE_ARRAYS."""
     params = [(o, i) for i, o in zip(sizes[:-1], sizes[1:])] + [(o,) for o in sizes[1:]]
@@ -282,7 +282,7 @@ def state_shapes(sizes: list[int]) -> dict[str, tuple[str, tuple[int, ...] | Non
 def _state_headers(archive: _Archive, sizes: list[int]) -> dict[str, _Header]:
     """The optimiser state's and extras' headers, every name and shape checked against
     the network before any of their data is read."""
-    allowed = state_shapes(sizes)
+    allowed = _state_shapes(sizes)
     names = [k for k in archive.members if k.startswith(("opt.", "extra."))]
     unknown = [k for k in names if k not in allowed]
     if unknown:
@@ -295,7 +295,7 @@ def _state_headers(archive: _Archive, sizes: list[int]) -> dict[str, _Header]:
             if len(header.shape) != 1:
                 raise archive.fail(f"{k} is {header.dtype} {header.shape}, not a sample order")
         else:
-            header = archive.header(k, kinds, max(math.prod(shape), 1) * MAX_ITEMSIZE, shape)
+            header = archive.header(k, kinds, math.prod(shape) * MAX_ITEMSIZE, shape)
         headers[k] = header
     return headers
 

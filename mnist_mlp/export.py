@@ -20,6 +20,11 @@ axis; IR 7 is the version ONNX 1.8 wrote for opset 13. The graph uses only
 Div, Gemm, Relu, Softmax, Sum, Clip and Log, which every onnxruntime-web backend
 (wasm, WebGL, WebGPU) implements at opset 13.
 
+``write`` (what ``mlp export`` calls) builds, checks, verifies and writes the
+model in bounded memory: its need (``export_memory``) is checked before any
+graph is built, and no two of the graph, its bytes and ONNX Runtime's copy are
+held at once.
+
 ``onnx`` (and ``onnxruntime``, for ``verify``) are imported inside the functions
 that use them: without the ``onnx`` extra this module imports, and using it
 raises ``OnnxMissing``.
