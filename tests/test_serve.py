@@ -20,7 +20,7 @@ from PIL import Image
 
 from mnist_mlp import imaging, serve
 from mnist_mlp.cli import main
-from mnist_mlp.server import DigitServer
+from mnist_mlp.server import DigitServer, Limits
 
 from .serving import address, canvas_pngs, json_body, raw, real_server, request, running
 
@@ -130,7 +130,7 @@ def test_images_prepared_at_once_are_bounded_and_drawings_skip_the_queue():
         return [imaging.ImageError(f"the image: {kind} (stand-in)")]
 
     app = serve.DigitApp(None, {}, classify_fn=slow_classify, slots=3)
-    srv = DigitServer(app, "127.0.0.1", 0)
+    srv = DigitServer(app, "127.0.0.1", 0, Limits(per_client=30))   # 22 clients, one address
     thread = running(srv)
     try:
         with ThreadPoolExecutor(21) as pool:
