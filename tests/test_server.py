@@ -1,5 +1,6 @@
-"""`mlp serve`'s HTTP server: waitress made stricter (framing, early refusals heard by the
-client, slow clients held in the event loop), the hosts it listens on, stopping on signals."""
+"""`mlp serve`'s HTTP server: the front before waitress (framing, time per request, a share
+of connections per client address, early refusals heard by the client), the hosts it
+listens on, stopping on signals."""
 
 from __future__ import annotations
 
