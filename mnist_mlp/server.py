@@ -5,10 +5,11 @@ within ``Limits.head_s`` and checks it (one request line of HTTP/1.0 or 1.1, an 
 method, CRLF line ends, headers up to ``MAX_HEADERS`` bytes, one plain Content-Length and
 no Transfer-Encoding, a body up to ``serve.MAX_BODY``), then passes the request to waitress
 and its body within ``Limits.request_s`` of the connection's start, and the answer back.
-It gives each client address at most ``Limits.per_client`` of the ``Limits.connections``
-connections. Every refusal is the app's JSON ``{"error": ...}``, followed by a lingering
-close: the front reads and drops what the client still sends (``MAX_DRAIN`` bytes,
-``LINGER_S`` seconds at most), so that a client still sending hears the answer.
+It gives each client (an IPv4 address, an IPv6 /64) at most ``Limits.per_client`` of the
+``Limits.connections`` connections, and answers 503 and closes beyond them. Every other
+refusal is the app's JSON ``{"error": ...}`` too, followed by a lingering close: the front
+reads and drops what the client still sends (``MAX_DRAIN`` bytes, ``LINGER_S`` seconds at
+most), so that a client still sending hears the answer.
 
 waitress (its documented ``create_server`` and arguments) serves the WSGI app on a Unix
 socket in a private folder, one request per connection, a worker thread per connection.
@@ -187,6 +188,17 @@ async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         pass
 
 
+def client_of(address: str) -> str:
+    """The client whose share a peer ``address`` counts against: an IPv4 address itself
+    (also inside an IPv4-mapped IPv6 one); for IPv6 its /64, which one host often holds."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+
+
 def bare_host(host: str) -> str:
     """``host`` without the brackets of a URL's IPv6 literal (``[::1]`` -> ``::1``)."""
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
@@ -282,7 +294,7 @@ class DigitServer:
 
     async def _connection(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
-        client = str(writer.get_extra_info("peername")[0])
+        client = client_of(writer.get_extra_info("peername")[0])
         full = len(self._open) >= self.limits.connections
         if full or self._clients[client] >= self.limits.per_client:
             writer.write(HttpError(503, "the server is busy; try again" if full else

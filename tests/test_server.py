@@ -19,7 +19,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mnist_mlp import serve
-from mnist_mlp.server import GRACE_S, DigitServer, Limits, is_loopback
+from mnist_mlp.server import GRACE_S, DigitServer, Limits, client_of, is_loopback
 
 from .serving import address, canvas_pngs, json_body, raw, real_server, request, running
 
@@ -242,6 +242,14 @@ def test_concurrent_clients(server, canvas_digits):
 
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(client, range(8))) == [25] * 8
+
+
+def test_a_client_is_an_ipv4_address_or_an_ipv6_64():
+    assert client_of("192.0.2.7") == client_of("::ffff:192.0.2.7") == "192.0.2.7"
+    assert client_of("192.0.2.7") != client_of("192.0.2.8")
+    assert client_of("2001:db8:1:2::1") == client_of("2001:db8:1:2:ffff:1:2:3")
+    assert client_of("2001:db8:1:2::1") != client_of("2001:db8:1:3::1")
+    assert client_of("fe80::1%eth0") == client_of("fe80::2")
 
 
 def test_is_loopback():
