@@ -6,7 +6,9 @@ method, CRLF line ends, headers up to ``MAX_HEADERS`` bytes, one plain Content-L
 no Transfer-Encoding, a body up to ``serve.MAX_BODY``), then passes the request to waitress
 and its body within ``Limits.request_s`` of the connection's start, and the answer back.
 It gives each client (an IPv4 address, an IPv6 /64) at most ``Limits.per_client`` of the
-``Limits.connections`` connections, and answers 503 and closes beyond them. Every other
+``Limits.connections`` connections: beyond its share a client is answered 503; when all
+are taken, the connection whose request has been arriving longest is closed to make room
+(503 when every request has arrived). Every other
 refusal is the app's JSON ``{"error": ...}`` too, followed by a lingering close: the front
 reads and drops what the client still sends (``MAX_DRAIN`` bytes, ``LINGER_S`` seconds at
 most), so that a client still sending hears the answer.
@@ -51,7 +53,8 @@ class Limits:
     """How much of the server one client may hold.
 
     Attributes:
-        connections: open connections at most; more are answered 503.
+        connections: open connections at most; more close the one whose request has
+            been arriving longest, or are answered 503 when every request has arrived.
         per_client: open connections from one client address at most; more: 503.
         head_s: seconds from a connection's start to the end of its request's headers.
         request_s: seconds from a connection's start to the end of its request's body.
@@ -225,7 +228,7 @@ class DigitServer:
         self.limits = limits
         self._loop = asyncio.new_event_loop()
         self._stopping = asyncio.Event()
-        self._open: set[asyncio.Task] = set()       # every connection's task
+        self._open: dict[asyncio.Task, None] = {}   # every connection's task, oldest first
         self._in_flight: set[asyncio.Task] = set()  # those whose request reached the app
         self._clients: Counter[str] = Counter()
         try:
@@ -282,7 +285,7 @@ class DigitServer:
     async def _serve(self, on_stop: Callable[[], None]) -> None:
         await self._stopping.wait()
         self._front.close()
-        for task in self._open - self._in_flight:
+        for task in self._open.keys() - self._in_flight:
             task.cancel()
         on_stop()
         if self._in_flight:
@@ -295,27 +298,35 @@ class DigitServer:
     async def _connection(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         client = client_of(writer.get_extra_info("peername")[0])
-        full = len(self._open) >= self.limits.connections
-        if full or self._clients[client] >= self.limits.per_client:
-            writer.write(HttpError(503, "the server is busy; try again" if full else
-                                   f"over {self.limits.per_client} connections from your "
-                                   "address").answer())       # no lingering: no slot held
-            writer.close()
-            return
+        if self._clients[client] >= self.limits.per_client:
+            return self._turn_away(writer, f"over {self.limits.per_client} connections "
+                                            "from your address")
+        if len(self._open) >= self.limits.connections:
+            arriving = next((t for t in self._open if t not in self._in_flight), None)
+            if arriving is None:
+                return self._turn_away(writer, "the server is busy; try again")
+            del self._open[arriving]          # the slowest request still arriving makes room
+            arriving.cancel()
         task = asyncio.current_task()
-        self._open.add(task)
+        self._open[task] = None
         self._clients[client] += 1
         try:
             await self._exchange(reader, writer)
         except (OSError, asyncio.CancelledError):   # the client left, or the server stops
             pass
         finally:
-            self._open.discard(task)
+            self._open.pop(task, None)
             self._in_flight.discard(task)
             self._clients[client] -= 1
             if not self._clients[client]:
                 del self._clients[client]
             writer.close()
+
+    @staticmethod
+    def _turn_away(writer: asyncio.StreamWriter, message: str) -> None:
+        """Answer 503 and close, without lingering: a client turned away holds no slot."""
+        writer.write(HttpError(503, message).answer())
+        writer.close()
 
     async def _exchange(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:

@@ -181,6 +181,35 @@ def test_slow_clients_get_their_share_and_no_more(server, canvas_digits):
             sock.close()
 
 
+def _empty_200(environ, start_response):
+    start_response("200 OK", [("Content-Length", "0")])
+    return []
+
+
+def test_when_every_slot_is_taken_the_slowest_arrival_makes_room():
+    """Slow clients from as many addresses as there are slots: a newcomer closes the one
+    whose request has been arriving longest, instead of being turned away."""
+    srv = DigitServer(_empty_200, "127.0.0.1", 0, Limits(connections=10))
+    thread = running(srv)
+    slow = []
+    try:
+        for _ in range(10):
+            sock = socket.create_connection(address(srv), timeout=10)
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+            slow.append(sock)
+            time.sleep(0.05)                 # the first one has been arriving longest
+        answer = raw(srv, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert slow[0].recv(100) == b""      # closed to make room
+        slow[1].sendall(b"\r\n")             # the others still held
+        assert slow[1].recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in slow:
+            sock.close()
+        srv.stop()
+        thread.join(10)
+
+
 @pytest.fixture(name="brisk")
 def brisk_server():
     """A server of an echoing app that allows 1 s for a request's head and 2 s for all of it."""
