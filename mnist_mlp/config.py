@@ -20,7 +20,7 @@ from typing import Any
 
 from .augment import AUGMENTATIONS
 from .files import read_bounded
-from .mnist import N_CLASSES, N_PIXELS
+from .mnist import DATASETS, N_CLASSES, N_PIXELS
 from .network import MAX_LAYERS, MAX_WIDTH
 from .optim import OPTIMIZERS, SCHEDULES
 
@@ -74,6 +74,9 @@ MAX_TRAIN = 60_000  # MNIST's training images
 class TrainConfig:
     """Every hyperparameter of a training run. The defaults are ``configs/default.toml``."""
 
+    dataset: str = setting("mnist", "The dataset to train on (without --config, fashion-mnist "
+                                    "starts from its own preset, fashion-default).",
+                           choices=tuple(DATASETS))
     hidden: tuple[int, ...] = setting((800,), "Hidden layer widths, e.g. 500,300.",
                                       Bounds(1, MAX_WIDTH))
     epochs: int = setting(14, "Passes over the training split.", Bounds(1, 100_000))

@@ -10,6 +10,7 @@ import numpy as np
 from . import checkpoint
 from .config import ConfigError, TrainConfig, coerce, resolve
 from .dataset import DataSource
+from .mnist import find_dataset
 from .runfiles import RunError, RunFiles
 from .train import Trainer, TrainState
 
@@ -109,9 +110,10 @@ def load_saved_run(files: RunFiles, overrides: dict[str, Any], source: DataSourc
     if cfg.sizes != ckpt.net.sizes:
         raise checkpoint.CheckpointError(f"{files.last}: layer sizes {ckpt.net.sizes} do not "
                                          f"match its config {cfg.sizes}")
+    source = source.with_dataset(find_dataset(cfg.dataset))
     if ckpt.meta.get("data_sha256") != source.checksums():
         raise checkpoint.CheckpointError(f"{files.last}: its data checksums are not those of "
-                                         "the MNIST files it would resume on")
+                                         f"the {source.dataset.title} files it would resume on")
     saved = cfg.to_dict()
     changed = sorted(k for k, v in overrides.items() if k not in RESUME_OVERRIDABLE
                      and saved[k] != (list(v) if isinstance(v, tuple) else v))

@@ -19,7 +19,7 @@ from .config import TrainConfig, find_preset, load_config_file, resolve
 from .dataset import DataSource
 from .files import LockHeld, exclusive_lock, remove_stale_parts, write_target
 from .memory import available_memory, show_size
-from .mnist import PIXEL_SCALE
+from .mnist import PIXEL_SCALE, find_dataset
 from .network import MLP
 from .resume import SavedRun, load_saved_run
 from .runfiles import RunError, RunFiles, write_metrics
@@ -78,6 +78,8 @@ class CheckpointCallback(Callback):
             "preset": self.preset,  # the --config the run started from, for titles
             "input_scale": PIXEL_SCALE,  # X = pixels / input_scale, white ink on black
             "config": trainer.cfg.to_dict(),
+            "dataset": self.source.dataset.name,
+            "class_names": list(self.source.dataset.class_names),
             "epoch": st.epoch,
             "metrics": st.history[-1] if st.history else {},
             "data_sha256": self.source.checksums(),
@@ -218,9 +220,11 @@ def train(out: Path, *, config: str | Path | None = None,
     Args:
         out: the kept model's path; the run's other files go beside it.
         config: a preset name or TOML path; ``flags`` override it (only epochs
-            and patience may differ from a resumed run's own config).
+            and patience may differ from a resumed run's own config). None: the
+            dataset's default preset (flags' ``dataset``, MNIST by default).
         overwrite: replace a different run already at ``out``.
-        source: where MNIST comes from; ``DataSource.from_env()`` by default.
+        source: where the data comes from; ``DataSource.from_env()`` by default, made
+            the config's dataset's (``DataSource.with_dataset``).
         progress: download progress bars on stderr.
         plots: redraw ``NAME.curves.png`` after every epoch.
         callbacks: more hooks (a progress display, a pruner), called after the run's own.
@@ -240,6 +244,8 @@ def train(out: Path, *, config: str | Path | None = None,
     files = RunFiles(Path(out))
     source = source or DataSource.from_env()
     flags = flags or {}
+    if config is None and not resume and flags.get("dataset", "mnist") != "mnist":
+        config = find_dataset(flags["dataset"]).default_preset
     file_values = load_config_file(find_preset(str(config))) if config else {}
     cfg = resolve(file_values, flags)
     try:
@@ -257,6 +263,7 @@ def train(out: Path, *, config: str | Path | None = None,
                                "continue it with --resume, replace it with --overwrite, or "
                                "choose another --out")
             cfg = saved.cfg if saved else cfg
+            source = source.with_dataset(find_dataset(cfg.dataset))
             check_memory(cfg, source.n_train - cfg.val_size, cfg.val_size)
             preset = saved.preset if saved else Path(config).stem if config else "flags"
             return _train(files, cfg, saved, preset, source, progress, plots, callbacks, log,

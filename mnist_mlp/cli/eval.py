@@ -9,12 +9,15 @@ from typing import Any
 import click
 
 from ..dataset import DataSource
+from ..mnist import Dataset
 from .common import (
     CONTEXT,
     data_options,
+    dataset_option,
     ensure_data,
     fail,
     load_models,
+    model_dataset,
     model_option,
     output_error,
     threads_option,
@@ -22,24 +25,30 @@ from .common import (
 
 
 def format_report(result: dict[str, Any]) -> str:
-    """The scores of ``metrics.evaluate`` as a plain-text report."""
+    """The scores of ``metrics.evaluate`` (with ``class_names``) as a plain-text report."""
+    names = result["class_names"]
+    width = max(5, *map(len, names))
+    noun = "digit" if names == [str(d) for d in range(10)] else "class"
     lines = [f"{'committee ' if 'members' in result else ''}accuracy "
              f"{100 * result['accuracy']:.2f}%  loss {result['loss']:.4f}  n {result['n']}"]
     lines += [f"  member {m['model']}: {100 * m['accuracy']:.2f}%"
               for m in result.get("members", [])]
-    lines += ["", "digit  precision  recall     f1  support"]
-    for digit, s in enumerate(result["per_class"]):
-        lines.append(f"{digit:>5}  {s['precision']:>9.4f}  {s['recall']:>6.4f}  "
+    lines += ["", f"{noun:>{width}}  precision  recall     f1  support"]
+    for name, s in zip(names, result["per_class"]):
+        lines.append(f"{name:>{width}}  {s['precision']:>9.4f}  {s['recall']:>6.4f}  "
                      f"{s['f1']:>5.4f}  {s['support']:>7}")
-    lines += ["", "confusion (rows: true digit, columns: predicted)",
-              "      " + "".join(f"{j:>6}" for j in range(10))]
-    for i, row in enumerate(result["confusion"]):
-        lines.append(f"{i:>6}" + "".join(f"{v:>6}" for v in row))
+    lines += ["", f"confusion (rows: true {noun}, columns: predicted)",
+              " " * width + "".join(f"{j:>6}" for j in range(10))]
+    for name, row in zip(names, result["confusion"]):
+        lines.append(f"{name:>{width}}" + "".join(f"{v:>6}" for v in row))
+    if noun == "class":
+        lines.append("columns: " + ", ".join(f"{j} {n}" for j, n in enumerate(names)))
     return "\n".join(lines)
 
 
 @click.command("eval", context_settings=CONTEXT)
 @model_option
+@dataset_option
 @data_options
 @click.option("--split", type=click.Choice(["test", "train", "val"]), default="test",
               help="train and val are split as in the checkpoint's training run.")
@@ -50,9 +59,10 @@ def format_report(result: dict[str, Any]) -> str:
               metavar="FILE.png", help="Also save the confusion matrix as a heatmap.")
 @threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No download progress bar.")
-def eval_(models: tuple[Path, ...], source: DataSource, split: str, as_json: bool,
+def eval_(models: tuple[Path, ...], dataset: Dataset | None, source: DataSource, split: str,
+          as_json: bool,
           errors: Path | None, confusion: Path | None, quiet: bool) -> None:
-    """Score a checkpoint: accuracy, loss, per-class scores, confusion matrix."""
+    """Score a checkpoint on its dataset: accuracy, loss, per-class scores, confusion matrix."""
     from .. import metrics
     from ..dataset import to_input
     from ..mnist import DataError
@@ -60,11 +70,13 @@ def eval_(models: tuple[Path, ...], source: DataSource, split: str, as_json: boo
     from ..runfiles import RunError
 
     ckpt = load_models(models)
+    dataset = model_dataset(models, ckpt.meta, dataset)
+    source = source.with_dataset(dataset)
     ensure_data(source, quiet)
     try:
         pixels, y = evaluation_split(ckpt.meta, split, source)     # (n, 28, 28) uint8
         X = to_input(pixels, ckpt.input_scale)                     # (n, 784)
-        result = metrics.evaluate(ckpt.net, X, y)
+        result = {**metrics.evaluate(ckpt.net, X, y), "class_names": list(dataset.class_names)}
     except DataError as exc:
         raise fail(exc) from None
     except (RunError, FloatingPointError) as exc:
@@ -80,7 +92,8 @@ def eval_(models: tuple[Path, ...], source: DataSource, split: str, as_json: boo
         from ..plots import confusion_figure, save_figure
 
         try:
-            save_figure(confusion_figure(result["confusion"], result["accuracy"]), confusion)
+            save_figure(confusion_figure(result["confusion"], result["accuracy"],
+                                         dataset.class_names), confusion)
         except OSError as exc:
             raise output_error(confusion, exc) from None
     if "members" in result:

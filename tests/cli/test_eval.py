@@ -36,7 +36,8 @@ def _for_raw_pixels(src, dst):
 
 def test_scores_as_json_and_as_a_table(real_model, real_mnist, tmp_path):
     scores = _scores([real_model], real_mnist)
-    assert set(scores) == {"accuracy", "loss", "n", "per_class", "confusion"}
+    assert set(scores) == {"accuracy", "loss", "n", "per_class", "confusion", "class_names"}
+    assert scores["class_names"] == [str(d) for d in range(10)]
     assert scores["n"] == 10_000 and scores["accuracy"] >= 0.95
     confusion = np.array(scores["confusion"])
     assert confusion.sum() == 10_000 and np.trace(confusion) == round(scores["accuracy"] * 1e4)

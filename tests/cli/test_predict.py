@@ -23,7 +23,8 @@ def test_output_formats(tmp_path):
     good, _ = write_bad_images(tmp_path)
     result = mlp("predict", "--model", model, "--json", "--top-k", "4", good)
     (row,) = json.loads(result.stdout)
-    assert set(row) == {"path", "digit", "confidence", "top"}
+    assert set(row) == {"path", "digit", "label", "confidence", "top"}
+    assert row["label"] == str(row["digit"])                       # MNIST's classes: digits
     assert len(row["top"]) == 4 and row["top"][0] == [row["digit"], row["confidence"]]
     probs = [p for _, p in row["top"]]
     assert probs == sorted(probs, reverse=True)
