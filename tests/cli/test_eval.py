@@ -179,3 +179,23 @@ def test_missing_data_that_cannot_be_downloaded_is_one_line(tiny_run, tmp_path, 
                      expect=1), "could not download", f"{mirror.url}", "HTTP 404")
     finally:
         mirror.close()
+
+
+def test_a_fashion_model_is_scored_on_its_own_dataset_by_class_name(
+        real_fashion_model, real_fashion, real_mnist, tmp_path):
+    scores = json.loads(mlp("eval", "--model", real_fashion_model, "--data-dir", real_fashion,
+                            "--json").stdout)
+    assert scores["class_names"][0] == "T-shirt/top" and scores["accuracy"] > 0.8
+    table = mlp("eval", "--model", real_fashion_model, "--data-dir", real_fashion,
+                "--confusion", tmp_path / "c.png").stdout
+    assert "confusion (rows: true class, columns: predicted)" in table
+    assert " Ankle boot  " in table and table.count("\n") > 20
+    one_line(mlp("eval", "--model", real_fashion_model, "--dataset", "mnist", expect=1),
+             "trained on Fashion-MNIST, it cannot be scored on MNIST")
+    one_line(mlp("eval", "--model", real_fashion_model, "--data-dir", real_mnist, expect=1),
+             "MNIST's file, not Fashion-MNIST's")
+
+
+def test_a_committee_of_two_datasets_is_refused(real_fashion_model, real_model):
+    one_line(mlp("eval", "--model", real_fashion_model, "--model", real_model, expect=1),
+             "members trained on different datasets (fashion-mnist, mnist)")

@@ -124,3 +124,17 @@ def test_pictures_never_replace_special_files(tmp_path):
     mlp("predict", "--model", model, good, "--show-input", tmp_path / "seen-link.png")
     assert (tmp_path / "seen-link.png").is_symlink()
     assert (tmp_path / "seen-real.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_fashion_model_reads_a_garment_photo_by_class_name(real_fashion_model, tmp_path):
+    from PIL import Image, ImageDraw
+
+    photo = Image.new("RGB", (600, 800), (250, 250, 247))           # trousers on light paper
+    ImageDraw.Draw(photo).polygon([(200, 100), (400, 100), (430, 700), (330, 700), (300, 300),
+                                   (270, 700), (170, 700)], fill=(40, 50, 90))
+    photo.save(tmp_path / "trousers.jpg")
+    (row,) = json.loads(mlp("predict", "--model", real_fashion_model, "--json",
+                            tmp_path / "trousers.jpg").stdout)
+    assert (row["digit"], row["label"]) == (1, "Trouser")
+    line = mlp("predict", "--model", real_fashion_model, tmp_path / "trousers.jpg").stdout
+    assert line.startswith(f"{tmp_path / 'trousers.jpg'}: Trouser (")
