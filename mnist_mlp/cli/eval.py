@@ -1,4 +1,5 @@
-"""``mlp eval``: a model's scores on the test set, or on its own run's splits."""
+"""``mlp eval``: a model's scores on the test set, on its own run's splits, or on a folder of
+users' labelled images."""
 
 from __future__ import annotations
 
@@ -52,6 +53,9 @@ def format_report(result: dict[str, Any]) -> str:
 @data_options
 @click.option("--split", type=click.Choice(["test", "train", "val"]), default="test",
               help="train and val are split as in the checkpoint's training run.")
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Score on users' labelled images instead: DIR/<class>/*.png (class 0-9, "
+                   "or a class name), each prepared as `mlp predict` prepares it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 @click.option("--errors", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
               help="Also save a grid of up to 100 misclassified digits.")
@@ -60,7 +64,7 @@ def format_report(result: dict[str, Any]) -> str:
 @threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No download progress bar.")
 def eval_(models: tuple[Path, ...], dataset: Dataset | None, source: DataSource, split: str,
-          as_json: bool,
+          images: Path | None, as_json: bool,
           errors: Path | None, confusion: Path | None, quiet: bool) -> None:
     """Score a checkpoint on its dataset: accuracy, loss, per-class scores, confusion matrix."""
     from .. import metrics
@@ -71,10 +75,14 @@ def eval_(models: tuple[Path, ...], dataset: Dataset | None, source: DataSource,
 
     ckpt = load_models(models)
     dataset = model_dataset(models, ckpt.meta, dataset)
-    source = source.with_dataset(dataset)
-    ensure_data(source, quiet)
+    if images is not None:
+        pixels, y = _labelled(images, dataset)                     # (n, 28, 28) uint8
+    else:
+        source = source.with_dataset(dataset)
+        ensure_data(source, quiet)
     try:
-        pixels, y = evaluation_split(ckpt.meta, split, source)     # (n, 28, 28) uint8
+        if images is None:
+            pixels, y = evaluation_split(ckpt.meta, split, source)
         X = to_input(pixels, ckpt.input_scale)                     # (n, 784)
         result = {**metrics.evaluate(ckpt.net, X, y), "class_names": list(dataset.class_names)}
     except DataError as exc:
@@ -100,3 +108,17 @@ def eval_(models: tuple[Path, ...], dataset: Dataset | None, source: DataSource,
         result["members"] = [{"model": name, "accuracy": accuracy}
                              for name, accuracy in result["members"].items()]
     click.echo(json.dumps(result) if as_json else format_report(result))
+
+
+def _labelled(folder: Path, dataset: Dataset):
+    """Pixels uint8 (n, 28, 28) and labels (n,) of a labelled folder; a line on stderr for
+    each file skipped."""
+    from ..labelled import LabelledFolderError, read_labelled
+
+    try:
+        found = read_labelled(folder, dataset)
+    except LabelledFolderError as exc:
+        raise fail(exc) from None
+    for line in found.skipped:
+        click.echo(f"skipped {line}", err=True)
+    return found.pixels, found.labels
