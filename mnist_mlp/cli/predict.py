@@ -20,8 +20,12 @@ from .common import CONTEXT, fail, load_models, model_option, output_error, thre
 @threads_option
 @click.option("--show-input", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE.png", help="Save the 28x28 inputs the model saw, side by side.")
+@click.option("--explain", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE.png", help="Save each input beside why it was read so: the "
+              "gradient of the read class's log-probability per pixel (orange toward it, "
+              "blue away).")
 def predict(images: tuple[Path, ...], models: tuple[Path, ...], top_k: int, as_json: bool,
-            show_input: Path | None) -> None:
+            show_input: Path | None, explain: Path | None) -> None:
     """Classify images: photos, scans, drawings; any size, any common format.
 
     IMAGES are files or folders (their image files, sorted by name). Each image
@@ -65,5 +69,23 @@ def predict(images: tuple[Path, ...], models: tuple[Path, ...], top_k: int, as_j
                       [f"{r.label[:10]} {Path(r.source).name[:10]}" for r in good])
         except OSError as exc:
             raise output_error(show_input, exc) from None
+    if explain is not None and good:
+        _save_explanations(explain, ckpt.net, good)
     if len(good) < len(results):
         sys.exit(1)
+
+
+def _save_explanations(path: Path, model, good) -> None:
+    """The --explain picture: each prepared input beside its saliency map."""
+    import numpy as np
+
+    from ..explain import saliency
+    from ..gallery import save_explanations
+
+    pixels = np.stack([r.pixels for r in good])                   # (n, 28, 28)
+    _, maps = saliency(model, pixels, np.array([r.digit for r in good]))
+    try:
+        save_explanations(path, pixels, maps,
+                          [f"{r.label[:10]} {Path(r.source).name[:10]}" for r in good])
+    except OSError as exc:
+        raise output_error(path, exc) from None

@@ -138,3 +138,15 @@ def test_a_fashion_model_reads_a_garment_photo_by_class_name(real_fashion_model,
     assert (row["digit"], row["label"]) == (1, "Trouser")
     line = mlp("predict", "--model", real_fashion_model, tmp_path / "trousers.jpg").stdout
     assert line.startswith(f"{tmp_path / 'trousers.jpg'}: Trouser (")
+
+
+def test_explain_saves_each_input_beside_its_map(tmp_path):
+    from PIL import Image
+
+    model = toy_model(tmp_path)
+    good, _ = write_bad_images(tmp_path)
+    mlp("predict", "--model", model, good, "--explain", tmp_path / "why.png")
+    with Image.open(tmp_path / "why.png") as sheet:
+        assert sheet.mode == "RGB" and sheet.size == (2 * 84 + 6, 84 + 14 + 4)
+    failed = mlp("predict", "--model", model, good, "--explain", good / "w.png", expect=1)
+    assert failed.stderr == f"Error: {good / 'w.png'}: File exists\n"
