@@ -155,7 +155,10 @@ def gradcheck(model: Path | None, hidden: tuple[int, ...] | None, samples: int, 
         inputs = "random"
     except DataError as exc:
         raise fail(exc) from None
-    report = gc.check_gradients(net, X, y, explain=explain, seed=seed)
+    try:
+        report = gc.check_gradients(net, X, y, explain=explain, seed=seed)
+    except FloatingPointError as exc:
+        raise fail(f"{about}: {exc}") from None
     if as_json:
         click.echo(json.dumps(_as_json(report, str(model) if model else "fresh", inputs)))
     else:
