@@ -123,6 +123,7 @@ def gradcheck(model: Path | None, hidden: tuple[int, ...] | None, samples: int, 
     from ..memory import available_memory, show_size
     from ..mnist import N_CLASSES, N_PIXELS, DataError, DatasetNotFound
     from ..network import MLP
+    from ..threads import limit_threads
 
     if model is not None and hidden is not None:
         raise click.BadParameter("give --model or --hidden, not both", param_hint="--hidden")
@@ -156,7 +157,8 @@ def gradcheck(model: Path | None, hidden: tuple[int, ...] | None, samples: int, 
     except DataError as exc:
         raise fail(exc) from None
     try:
-        report = gc.check_gradients(net, X, y, explain=explain, seed=seed)
+        with limit_threads(1):   # products of a few rows: a second BLAS thread only waits
+            report = gc.check_gradients(net, X, y, explain=explain, seed=seed)
     except FloatingPointError as exc:
         raise fail(f"{about}: {exc}") from None
     if as_json:
