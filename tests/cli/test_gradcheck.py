@@ -10,7 +10,7 @@ import pytest
 
 from mnist_mlp import checkpoint
 from mnist_mlp.cli.gradcheck import _as_json, format_report
-from mnist_mlp.gradcheck import RANDOM, TOP, check_gradients
+from mnist_mlp.gradcheck import RANDOM, THRESHOLD, TOP, check_gradients
 from mnist_mlp.network import MLP
 
 from ..test_gradcheck import NoReluDerivative
@@ -89,6 +89,7 @@ def test_the_help_states_the_sampled_coordinates():
     help_text = " ".join(mlp("gradcheck", "--help").stdout.split())
     assert f"up to {TOP + RANDOM} coordinates of each array (its {TOP} largest gradients " \
            f"and {RANDOM} at random)" in help_text
+    assert f"Exit 0 when every error is below {THRESHOLD:.0e}, 1 otherwise" in help_text
 
 
 def test_a_network_whose_outputs_overflow_is_one_line(tmp_path):
