@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,10 +14,14 @@ from ..dataset import DATA_DIR_ENV, DEFAULT_DATA_DIR
 from ..network import MAX_LAYERS
 from .common import CONTEXT, fail
 
+if TYPE_CHECKING:
+    from ..gradcheck import Report
+
 DEFAULT_HIDDEN = FIELDS["hidden"].default   # the default preset's network: 784-800-10
 
 
 def _parse_hidden(ctx, param, value: str | None) -> tuple[int, ...] | None:
+    """--hidden 32,16 -> (32, 16), each width and the depth within the engine's bounds."""
     if value is None:
         return None
     try:
@@ -40,7 +44,7 @@ def _number(x: float) -> str:
     return f"{x:.4e}" if math.isfinite(x) else "-"
 
 
-def format_report(report, about: str) -> str:
+def format_report(report: Report, about: str) -> str:
     """A ``gradcheck.Report`` as a table: per array a row of figures, then its equations
     (the note's per sample, and batched); a verdict line last."""
     from ..gradcheck import MARGIN, RANDOM, TOP
@@ -72,7 +76,7 @@ def format_report(report, about: str) -> str:
     return "\n".join(lines)
 
 
-def _as_json(report, source: str, inputs: str) -> dict[str, Any]:
+def _as_json(report: Report, source: str, inputs: str) -> dict[str, Any]:
     """A ``gradcheck.Report`` for --json; errors and values that are not finite are null."""
     return {"passed": report.passed, "sizes": report.sizes, "model": source, "inputs": inputs,
             "samples": report.n, "loss": report.loss, "eps": report.eps,
