@@ -127,6 +127,9 @@ def check_gradients(net: MLP, X: np.ndarray, y: np.ndarray, *, explain: bool = F
 
     Returns:
         A ``Report``: one ``Check`` per W[l] and b[l], output layer first, then "x".
+
+    Raises:
+        FloatingPointError: the logits are not finite (no gradient to check).
     """
     net = type(net).from_params([W.astype(np.float64) for W in net.W],
                                 [b.astype(np.float64) for b in net.b], net.input_scale)
@@ -138,7 +141,11 @@ def check_gradients(net: MLP, X: np.ndarray, y: np.ndarray, *, explain: bool = F
         Z, cache = net.forward(X)
         return softmax_cross_entropy(Z, y)[0], [A > 0 for A in cache.inputs[1:]]
 
-    Z, cache = net.forward(X)
+    with np.errstate(over="ignore", invalid="ignore"):
+        Z, cache = net.forward(X)
+    if not np.isfinite(Z).all():
+        raise FloatingPointError("the network's outputs overflow float64: its weights are "
+                                 "far too large")
     resolution = float(np.finfo(np.float64).eps * (1 + np.abs(Z).max(axis=1).mean()) / eps)
     floor = MARGIN * resolution / threshold
     loss, dZ = softmax_cross_entropy(Z, y)                  # (n, k): (P - Y) / n
@@ -147,9 +154,11 @@ def check_gradients(net: MLP, X: np.ndarray, y: np.ndarray, *, explain: bool = F
 
     def compare(name: str, param: np.ndarray, grad: np.ndarray,
                 equation: tuple[str, str]) -> Check:
-        return _compare(name, param, np.asarray(grad), equation, loss_and_pattern, base,
-                        _coordinates(grad, rng, top, random, param.shape), eps, floor,
-                        threshold)
+        if np.shape(grad) != param.shape:                   # nothing to compare
+            return Check(name, param.shape, *equation, math.inf, None, math.nan, math.nan,
+                         0, 0, threshold)
+        return _compare(name, param, grad, equation, loss_and_pattern, base,
+                        _coordinates(grad, rng, top, random), eps, floor, threshold)
 
     last = len(net.W) - 1
     checks = []
@@ -171,13 +180,13 @@ def memory_needed(sizes: list[int], n: int) -> int:
     return params * (4 + 8 + 8) + n * sum(sizes) * 8 * 4
 
 
-def _coordinates(grad: np.ndarray, rng: np.random.Generator, top: int, random: int,
-                 shape: tuple[int, ...]) -> np.ndarray:
+def _coordinates(grad: np.ndarray, rng: np.random.Generator, top: int, random: int
+                 ) -> np.ndarray:
     """Flat indices to check: the ``top`` largest |grad|, then ``random`` others drawn
     without replacement; all of them when there are no more than top + random."""
-    size = int(np.prod(shape))
-    if size <= top + random or np.shape(grad) != shape:
-        return np.arange(min(size, top + random))
+    size = grad.size
+    if size <= top + random:
+        return np.arange(size)
     magnitude = np.abs(np.nan_to_num(grad, nan=np.inf)).ravel()
     largest = np.argpartition(-magnitude, top)[:top]
     drawn = rng.choice(size, top + random, replace=False)
@@ -189,10 +198,8 @@ def _compare(name: str, param: np.ndarray, grad: np.ndarray, equation: tuple[str
              loss_and_pattern: Callable[[], tuple[float, list[np.ndarray]]],
              base: list[np.ndarray], coordinates: np.ndarray, eps: float, floor: float,
              threshold: float) -> Check:
-    """Perturb ``param`` at each coordinate by ±eps (restoring it) and compare."""
-    if grad.shape != param.shape:
-        return Check(name, param.shape, *equation, math.inf, None, math.nan, math.nan, 0, 0,
-                     threshold)
+    """Perturb ``param`` at each coordinate by ±eps (restoring it) and compare with ``grad``,
+    shaped like it."""
     found: list[tuple[float, tuple[int, ...], float, float]] = []   # (error, index, a, n)
     skipped = 0
     for flat in coordinates:

@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from mnist_mlp import checkpoint
 from mnist_mlp.cli.gradcheck import _as_json, format_report
-from mnist_mlp.gradcheck import RANDOM, TOP, check_gradients
+from mnist_mlp.gradcheck import RANDOM, THRESHOLD, TOP, check_gradients
 from mnist_mlp.network import MLP
 
 from ..test_gradcheck import NoReluDerivative
@@ -88,3 +89,17 @@ def test_the_help_states_the_sampled_coordinates():
     help_text = " ".join(mlp("gradcheck", "--help").stdout.split())
     assert f"up to {TOP + RANDOM} coordinates of each array (its {TOP} largest gradients " \
            f"and {RANDOM} at random)" in help_text
+    assert f"Exit 0 when every error is below {THRESHOLD:.0e}, 1 otherwise" in help_text
+
+
+def test_a_network_whose_outputs_overflow_is_one_line(tmp_path):
+    net = MLP([784, *[8] * 8, 10], seed=0)
+    for W in net.W:
+        W[:] = np.float32(1e37)                   # logits beyond float64's range
+    checkpoint.save(tmp_path / "huge.npz", net, {})
+    result = mlp("gradcheck", "--model", tmp_path / "huge.npz", "--data-dir", tmp_path,
+                 expect=1)
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[1:] == [f"Error: {tmp_path / 'huge.npz'}: the network's "
+                                              "outputs overflow float64: its weights are far "
+                                              "too large"]
