@@ -14,12 +14,8 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .dataset import to_input
-from .garment import load_garment
-from .imaging import ImageError, Source, describe, load_digit
+from .imaging import PREPARATIONS, ImageError, Source, describe
 from .mnist import dataset_of
-
-# How a user's image becomes a 28x28 input, by the dataset's subject.
-PREPARATIONS = {"digit": load_digit, "garment": load_garment}
 
 
 @dataclass

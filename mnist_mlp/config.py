@@ -112,6 +112,9 @@ class TrainConfig:
     select_tolerance: float = setting(0.0, "Keep the latest epoch whose validation accuracy "
                                            "is within this of the best so far (0.001 = 0.1 "
                                            "points; 0: the best).", Bounds(0, 1))
+    extra_share: float = setting(0.25, "Share of each epoch's samples that come from --extra "
+                                       "folders (their images repeated to fill it).",
+                                 PROBABILITY)
     seed: int = setting(0, "Seeds initialisation, shuffling, dropout, distortions.",
                         Bounds(0, 2**63 - 1))
 

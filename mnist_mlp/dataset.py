@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 
 from .download import DOWNLOAD_DEADLINE_S, ensure_mnist, find_file, read_payload
+from .labelled import LabelledImages, read_labelled
 from .mnist import (
     IMAGE_SIDE,
     IMAGES_MAGIC,
@@ -47,6 +48,7 @@ class DataSource:
     deadline_s: float = DOWNLOAD_DEADLINE_S
     resources: tuple[Resource, ...] = field(default=(), repr=False)
     dataset: Dataset = field(default=MNIST, repr=False)
+    extra: tuple[Path, ...] = ()  # users' labelled folders mixed into training
 
     def __post_init__(self):
         if not self.resources:
@@ -73,7 +75,15 @@ class DataSource:
         was, now = DataSource.from_env(dataset=self.dataset), DataSource.from_env(dataset=dataset)
         return DataSource(now.folder if self.folder == was.folder else self.folder,
                           now.mirrors if self.mirrors == was.mirrors else self.mirrors,
-                          self.deadline_s, (), dataset)
+                          self.deadline_s, (), dataset, self.extra)
+
+    def load_extra(self) -> list[LabelledImages]:
+        """The ``extra`` folders' images, prepared for this dataset's networks.
+
+        Raises:
+            LabelledFolderError: a folder with no usable image, or too many.
+        """
+        return [read_labelled(folder, self.dataset) for folder in self.extra]
 
     @property
     def n_train(self) -> int:
@@ -224,6 +234,31 @@ def to_input(pixels: np.ndarray, scale: float = PIXEL_SCALE) -> np.ndarray:
     X = pixels.reshape(len(pixels), N_PIXELS).astype(np.float32)  # (n, 784)
     X /= np.float32(scale)
     return X
+
+
+def extra_repeats(n: int, m: int, share: float) -> int:
+    """How many times each of m extra images is repeated to make ``share`` of n + r m."""
+    return math.ceil(share * n / ((1 - share) * m)) if m and share else 0
+
+
+def mix_in(X: np.ndarray, y: np.ndarray, extra: np.ndarray, extra_y: np.ndarray,
+           share: float) -> tuple[np.ndarray, np.ndarray]:
+    """The training split with users' images added as ``share`` of it: each extra image
+    repeated r = ceil(share n / ((1 - share) m)) times, so that m images count among n.
+
+    Args:
+        X, y: the training split (n, 784), (n,).
+        extra, extra_y: the users' images as inputs (m, 784) and their labels (m,).
+        share: in [0, 1); 0 or no images leaves the split as it is.
+
+    Returns:
+        X and y with the repeated images after them: (n + r m, 784), (n + r m,).
+    """
+    repeats = extra_repeats(len(X), len(extra), share)
+    if not repeats:
+        return X, y
+    return (np.concatenate([X, np.tile(extra, (repeats, 1))]),
+            np.concatenate([y, np.tile(extra_y, repeats)]))
 
 
 def _to_arrays(images: np.ndarray, labels: np.ndarray, flat: bool

@@ -1,4 +1,4 @@
-"""A photo of a garment -> a 28x28 image as Fashion-MNIST's were prepared.
+"""A grey photo of a garment -> a 28x28 image as Fashion-MNIST's were prepared.
 
 Fashion-MNIST's authors made each image from a product photo on a light background
 in steps their README lists: trim the edges close to the corner colour (within 5% of
@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 
 from .digit import dark_ink_on_light, resize_long_side, to_working_size
-from .imaging import ImageError, Source, describe, read_gray
 from .mnist import IMAGE_SIDE
 
 CLOSE = 0.05       # a pixel this close to the corner colour is background (the authors' 5%)
@@ -66,16 +65,3 @@ def preprocess(gray: np.ndarray) -> np.ndarray:
     garment = np.clip((negated - level) / max(1 - level, 1e-6), 0, 1)
     return np.round(garment * 255).astype(np.uint8)
 
-
-def load_garment(source: Source) -> np.ndarray:
-    """Read an image file (or its bytes) and prepare it as Fashion-MNIST's photos were:
-    uint8 (28, 28).
-
-    Raises:
-        ImageError: unreadable, too large, or blank; the message names the file.
-    """
-    gray = read_gray(source)
-    try:
-        return preprocess(gray)
-    except ValueError as exc:
-        raise ImageError(f"{describe(source)}: no garment found ({exc})") from None

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .classify import PREPARATIONS
 from .files import read_bounded
-from .imaging import IMAGE_SUFFIXES, ImageError, describe
+from .imaging import IMAGE_SUFFIXES, PREPARATIONS, ImageError, describe
 from .mnist import Dataset
 
 MAX_IMAGES = 20_000          # images in one labelled folder

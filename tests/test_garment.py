@@ -10,7 +10,7 @@ from PIL import Image
 
 from mnist_mlp import garment
 from mnist_mlp.dataset import DataSource
-from mnist_mlp.imaging import ImageError
+from mnist_mlp.imaging import ImageError, load_garment
 from mnist_mlp.mnist import FASHION_MNIST
 
 
@@ -55,7 +55,7 @@ def test_a_blank_photo_is_refused():
     png = io.BytesIO()
     Image.new("L", (300, 200), 230).save(png, "PNG")
     with pytest.raises(ImageError, match="no garment found"):
-        garment.load_garment(png.getvalue())
+        load_garment(png.getvalue())
 
 
 def _as_product_photo(image: np.ndarray) -> bytes:
