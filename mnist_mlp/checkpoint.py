@@ -217,11 +217,15 @@ def load_committee(paths: list[Path]) -> Checkpoint:
     ``members`` naming them all.
 
     Raises:
-        CheckpointError: a member cannot be loaded.
+        CheckpointError: a member cannot be loaded, or members of different datasets.
     """
     if len(paths) == 1:
         return load(paths[0])
     members = {str(p): load(p) for p in paths}
+    datasets = {m.meta.get("dataset", "mnist") for m in members.values()}
+    if len(datasets) > 1:
+        raise CheckpointError(f"{', '.join(members)}: members trained on different datasets "
+                              f"({', '.join(sorted(map(str, datasets)))}) cannot vote together")
     meta = {**next(iter(members.values())).meta, "members": list(members)}
     return Checkpoint(Committee({name: m.net for name, m in members.items()}), meta)
 

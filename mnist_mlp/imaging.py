@@ -2,7 +2,8 @@
 
 ``read_gray`` reads the first frame as grey: orientation from EXIF applied,
 transparency flattened. ``load_digit`` (file -> 28x28 digit) hands that to
-``digit.preprocess``, which prepares it the way MNIST's digits were.
+``digit.preprocess``, which prepares it the way MNIST's digits were; ``load_garment``
+to ``garment.preprocess``, as Fashion-MNIST's photos were.
 
 Reading is bounded whatever the image's shape or mode: its size is checked
 from the header, and what decoding it would hold (the frame and the decoder's
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import garment
 from .digit import WORK_SIDE, preprocess
 from .files import open_regular
 
@@ -342,6 +344,24 @@ def load_digit(source: Source) -> np.ndarray:
         return preprocess(gray)
     except ValueError as exc:
         raise ImageError(f"{describe(source)}: no digit found ({exc})") from None
+
+
+def load_garment(source: Source) -> np.ndarray:
+    """Read an image file (or its bytes) and prepare it as Fashion-MNIST's photos were:
+    uint8 (28, 28).
+
+    Raises:
+        ImageError: unreadable, too large, or blank; the message names the file.
+    """
+    gray = read_gray(source)
+    try:
+        return garment.preprocess(gray)
+    except ValueError as exc:
+        raise ImageError(f"{describe(source)}: no garment found ({exc})") from None
+
+
+# How a user's image becomes a network's input, by the dataset's subject.
+PREPARATIONS = {"digit": load_digit, "garment": load_garment}
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import checkpoint
 from .config import ConfigError, TrainConfig, coerce, resolve
-from .dataset import DataSource
+from .dataset import DataSource, extra_repeats
+from .labelled import LabelledFolderError, LabelledImages
+from .mnist import find_dataset
 from .runfiles import RunError, RunFiles
 from .train import Trainer, TrainState
 
@@ -53,11 +57,19 @@ def evaluation_split(meta: dict[str, Any], split: str, source: DataSource
 
 @dataclass
 class SavedRun:
-    """A run read back from its last checkpoint and checked, ready to continue."""
+    """A run read back from its last checkpoint and checked, ready to continue: with its
+    source, whose ``extra`` folders are the run's own, and their images, unchanged."""
 
     cfg: TrainConfig
     ckpt: checkpoint.Checkpoint
     state: TrainState
+    source: DataSource
+    extras: list[LabelledImages]
+
+    @property
+    def origin(self) -> dict[str, Any]:
+        """What the run started from: its "init" checkpoint and "extra" folders."""
+        return {"init": self.ckpt.meta.get("init"), "extra": self.ckpt.meta.get("extra", [])}
 
     @property
     def preset(self) -> str:
@@ -99,19 +111,29 @@ def load_saved_run(files: RunFiles, overrides: dict[str, Any], source: DataSourc
         ConfigError: an override of something fixed by the saved run.
     """
     ckpt = checkpoint.load(files.last, with_state=True)
+    given = source.extra
     try:
         cfg = saved_config(ckpt.meta)
+        source, extras = _saved_extras(ckpt.meta, source.with_dataset(find_dataset(cfg.dataset)))
+        n_extra = sum(len(e.labels) for e in extras)
+        n_train = source.n_train - cfg.val_size
+        n_train += n_extra * extra_repeats(n_train, n_extra, cfg.extra_share)
         state = TrainState.from_meta(ckpt.meta.get("train_state"), ckpt.extra.get("order"),
-                                     source.n_train - cfg.val_size, cfg.batch_size)
+                                     n_train, cfg.batch_size)
     except (ConfigError, ValueError) as exc:
         raise checkpoint.CheckpointError(
             f"{files.last}: not a resumable checkpoint ({exc})") from None
+    except LabelledFolderError as exc:
+        raise checkpoint.CheckpointError(f"{files.last}: its --extra images: {exc}") from None
     if cfg.sizes != ckpt.net.sizes:
         raise checkpoint.CheckpointError(f"{files.last}: layer sizes {ckpt.net.sizes} do not "
                                          f"match its config {cfg.sizes}")
+    if given and given != source.extra:
+        raise ConfigError(f"--resume continues with the run's own --extra folders "
+                          f"({', '.join(map(str, source.extra)) or 'none'})")
     if ckpt.meta.get("data_sha256") != source.checksums():
         raise checkpoint.CheckpointError(f"{files.last}: its data checksums are not those of "
-                                         "the MNIST files it would resume on")
+                                         f"the {source.dataset.title} files it would resume on")
     saved = cfg.to_dict()
     changed = sorted(k for k, v in overrides.items() if k not in RESUME_OVERRIDABLE
                      and saved[k] != (list(v) if isinstance(v, tuple) else v))
@@ -119,4 +141,27 @@ def load_saved_run(files: RunFiles, overrides: dict[str, Any], source: DataSourc
         raise ConfigError(f"--resume continues the saved run with its own config; only "
                           f"{', '.join(RESUME_OVERRIDABLE)} may change, not {', '.join(changed)}")
     cfg = resolve({}, {k: overrides[k] for k in RESUME_OVERRIDABLE if k in overrides}, cfg)
-    return SavedRun(cfg, ckpt, state)
+    return SavedRun(cfg, ckpt, state, source, extras)
+
+
+def _saved_extras(meta: dict[str, Any], source: DataSource
+                  ) -> tuple[DataSource, list[LabelledImages]]:
+    """``source`` with the run's own --extra folders, and their images, which must be those
+    the run started with.
+
+    Raises:
+        ValueError: changed images.
+        LabelledFolderError: a folder that can no longer be read.
+    """
+    records = meta.get("extra", [])
+    if not (isinstance(records, list) and all(
+            isinstance(r, dict) and isinstance(r.get("folder"), str) for r in records)):
+        raise ValueError("its extra folders are not a list of records")
+    source = dataclasses.replace(source, extra=tuple(Path(r["folder"]) for r in records))
+    extras = source.load_extra()
+    for found, record in zip(extras, records):
+        if found.record() != record:
+            raise ValueError(f"the images in {found.folder} changed since the run started "
+                             f"({record.get('count')} then, {len(found.labels)} now); put "
+                             "them back, or start a new run")
+    return source, extras

@@ -6,6 +6,7 @@ A run's files are described in ``runfiles``; a saved run is read back in ``resum
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -14,12 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import checkpoint, package_version
 from .config import TrainConfig, find_preset, load_config_file, resolve
-from .dataset import DataSource
+from .dataset import DataSource, extra_repeats, mix_in, to_input
 from .files import LockHeld, exclusive_lock, remove_stale_parts, write_target
+from .labelled import LabelledFolderError
 from .memory import available_memory, show_size
-from .mnist import PIXEL_SCALE
+from .mnist import PIXEL_SCALE, find_dataset
 from .network import MLP
 from .resume import SavedRun, load_saved_run
 from .runfiles import RunError, RunFiles, write_metrics
@@ -67,8 +71,9 @@ class CheckpointCallback(Callback):
     state and the metrics log; the resumable state again when the run is stopped; the
     log rewritten from the saved history when a run resumes."""
 
-    def __init__(self, files: RunFiles, preset: str, source: DataSource):
-        self.files, self.preset, self.source = files, preset, source
+    def __init__(self, files: RunFiles, preset: str, source: DataSource,
+                 origin: dict[str, Any]):
+        self.files, self.preset, self.source, self.origin = files, preset, source, origin
         self.saved_last = False  # whether this process wrote files.last
 
     def _meta(self, trainer: Trainer) -> dict[str, Any]:
@@ -78,9 +83,12 @@ class CheckpointCallback(Callback):
             "preset": self.preset,  # the --config the run started from, for titles
             "input_scale": PIXEL_SCALE,  # X = pixels / input_scale, white ink on black
             "config": trainer.cfg.to_dict(),
+            "dataset": self.source.dataset.name,
+            "class_names": list(self.source.dataset.class_names),
             "epoch": st.epoch,
             "metrics": st.history[-1] if st.history else {},
             "data_sha256": self.source.checksums(),
+            **self.origin,  # "init": the checkpoint it started from; "extra": users' folders
         }
 
     def save_kept(self, trainer: Trainer) -> None:
@@ -193,6 +201,44 @@ def _locked(files: RunFiles) -> Iterator[None]:
                        "for it to finish, or choose another --out") from None
 
 
+def weights_sha256(net: MLP) -> str:
+    """SHA-256 of a network's parameters, W then b, layer by layer: what a run started from."""
+    digest = hashlib.sha256()
+    for p in net.params:
+        digest.update(np.ascontiguousarray(p).tobytes())
+    return digest.hexdigest()
+
+
+def _check_start(init: Path, start: checkpoint.Checkpoint, cfg: TrainConfig) -> None:
+    """A starting network must be the run's shape, dataset and input scale.
+
+    Raises:
+        RunError: it is not.
+    """
+    sizes = "-".join(map(str, start.net.sizes))
+    if start.net.sizes != cfg.sizes:
+        raise RunError(f"--init {init}: a {sizes} network, but the run's is "
+                       f"{'-'.join(map(str, cfg.sizes))}; leave out --hidden, or give its own")
+    if start.meta.get("dataset", "mnist") != cfg.dataset:
+        raise RunError(f"--init {init}: trained on {start.meta.get('dataset', 'mnist')}, not "
+                       f"{cfg.dataset}")
+    if start.net.input_scale != PIXEL_SCALE:
+        raise RunError(f"--init {init}: takes pixels / {start.net.input_scale:g}; training "
+                       f"gives pixels / {PIXEL_SCALE:g}")
+
+
+def _extras(source: DataSource) -> list:
+    """The images of ``source.extra``.
+
+    Raises:
+        RunError: a folder with no usable image.
+    """
+    try:
+        return source.load_extra()
+    except LabelledFolderError as exc:
+        raise RunError(f"--extra {exc}") from None
+
+
 def _describe_existing(files: RunFiles) -> str:
     try:
         meta = checkpoint.load(files.last if files.last.exists() else files.kept).meta
@@ -209,7 +255,7 @@ def train(out: Path, *, config: str | Path | None = None,
           source: DataSource | None = None, progress: bool = True, plots: bool = True,
           callbacks: Sequence[Callback] = (), log: Callable[[str], None] = lambda line: None,
           should_stop: Callable[[], bool] = lambda: False,
-          signals: StopSignals | None = None) -> RunResult:
+          signals: StopSignals | None = None, init: Path | None = None) -> RunResult:
     """Train a new run, or resume the one at ``out``, until done or stopped.
 
     SIGINT and SIGTERM (in the main thread) stop the run after the current step with
@@ -218,9 +264,11 @@ def train(out: Path, *, config: str | Path | None = None,
     Args:
         out: the kept model's path; the run's other files go beside it.
         config: a preset name or TOML path; ``flags`` override it (only epochs
-            and patience may differ from a resumed run's own config).
+            and patience may differ from a resumed run's own config). None: the
+            dataset's default preset (flags' ``dataset``, MNIST by default).
         overwrite: replace a different run already at ``out``.
-        source: where MNIST comes from; ``DataSource.from_env()`` by default.
+        source: where the data comes from; ``DataSource.from_env()`` by default, made
+            the config's dataset's (``DataSource.with_dataset``).
         progress: download progress bars on stderr.
         plots: redraw ``NAME.curves.png`` after every epoch.
         callbacks: more hooks (a progress display, a pruner), called after the run's own.
@@ -228,6 +276,8 @@ def train(out: Path, *, config: str | Path | None = None,
         should_stop: polled after each step and epoch; True stops the run there.
         signals: the caller's entered StopSignals, armed here as training starts (so a
             signal after the run is seen by the caller); by default the run holds its own.
+        init: a checkpoint whose weights a new run starts from (its hidden sizes unless
+            flags give them); ``source.extra`` folders are mixed into every epoch.
 
     Raises:
         ConfigError: a bad value (ConfigFileError: in the config file).
@@ -240,8 +290,15 @@ def train(out: Path, *, config: str | Path | None = None,
     files = RunFiles(Path(out))
     source = source or DataSource.from_env()
     flags = flags or {}
+    if config is None and not resume and flags.get("dataset", "mnist") != "mnist":
+        config = find_dataset(flags["dataset"]).default_preset
     file_values = load_config_file(find_preset(str(config))) if config else {}
+    start = checkpoint.load(init) if init is not None and not resume else None
+    if start is not None and "hidden" not in flags:
+        flags = {**flags, "hidden": tuple(start.net.sizes[1:-1])}
     cfg = resolve(file_values, flags)
+    if start is not None:
+        _check_start(init, start, cfg)
     try:
         for path in files.outputs:
             write_target(path)
@@ -257,10 +314,19 @@ def train(out: Path, *, config: str | Path | None = None,
                                "continue it with --resume, replace it with --overwrite, or "
                                "choose another --out")
             cfg = saved.cfg if saved else cfg
-            check_memory(cfg, source.n_train - cfg.val_size, cfg.val_size)
+            source = saved.source if saved else source.with_dataset(find_dataset(cfg.dataset))
+            extras = saved.extras if saved else _extras(source)
+            n_extra = sum(len(e.labels) for e in extras)
+            n_train = source.n_train - cfg.val_size
+            check_memory(cfg, n_train + n_extra * extra_repeats(n_train, n_extra,
+                                                                cfg.extra_share), cfg.val_size)
             preset = saved.preset if saved else Path(config).stem if config else "flags"
+            origin = (saved.origin if saved else
+                      {"init": None if start is None else {"model": str(init),
+                                                           "sha256": weights_sha256(start.net)},
+                       "extra": [e.record() for e in extras]})
             return _train(files, cfg, saved, preset, source, progress, plots, callbacks, log,
-                          should_stop, signals)
+                          should_stop, signals, start, extras, origin)
     except OSError as exc:  # the folder, or a full disk while saving
         raise RunError(f"cannot write checkpoints to {files.kept.parent}: "
                        f"{exc.strerror or exc}") from None
@@ -269,17 +335,20 @@ def train(out: Path, *, config: str | Path | None = None,
 def _train(files: RunFiles, cfg: TrainConfig, saved: SavedRun | None, preset: str,
            source: DataSource, progress: bool, plots: bool, callbacks: Sequence[Callback],
            log: Callable[[str], None], should_stop: Callable[[], bool],
-           signals: StopSignals | None) -> RunResult:
+           signals: StopSignals | None, start, extras, origin) -> RunResult:
     report = source.ensure(progress=progress, verify=False)
     if summary := source.summary(report):
         log(summary)
     X, y, X_val, y_val = source.load_train_val(cfg.val_size)
+    if extras:
+        X, y = mix_in(X, y, to_input(np.concatenate([e.pixels for e in extras])),
+                      np.concatenate([e.labels for e in extras]), cfg.extra_share)
     try:
         trainer = saved.trainer(len(X)) if saved else Trainer(
-            cfg, MLP(cfg.sizes, seed=cfg.seed), len(X))
+            cfg, start.net if start else MLP(cfg.sizes, seed=cfg.seed), len(X))
     except checkpoint.CheckpointError as exc:
         raise checkpoint.CheckpointError(f"{files.last}: {exc}") from None
-    saving = CheckpointCallback(files, preset, source)
+    saving = CheckpointCallback(files, preset, source, origin)
     hooks: list[Callback] = [saving]
     if plots:
         from .plots import CurvesCallback

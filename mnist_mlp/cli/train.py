@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import signal
@@ -15,7 +16,6 @@ from click.core import ParameterSource
 
 from ..config import DEFAULT_OUT, FIELDS, ConfigError, check_value, is_list, item_type
 from ..dataset import DataSource
-from ..mnist import DEFAULT_MIRRORS
 from ..train import Callback
 from .common import CONTEXT, data_options, fail, threads_option
 
@@ -103,7 +103,7 @@ class ProgressDisplay(Callback):
 def resume_command(out: Path, source: DataSource) -> str:
     """The shell command that continues the run at ``out`` on the same data, quoted."""
     words = ["mlp", "train", "--resume", "--out", str(out), "--data-dir", str(source.folder)]
-    if source.mirrors != DEFAULT_MIRRORS:
+    if source.mirrors != source.dataset.mirrors:
         for mirror in source.mirrors:
             words += ["--mirror", mirror]
     return shlex.join(words)
@@ -117,6 +117,12 @@ def resume_command(out: Path, source: DataSource) -> str:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT,
               help="The kept epoch's model; NAME.last.npz, NAME.metrics.jsonl and "
                    "NAME.curves.png go beside it.")
+@click.option("--init", type=click.Path(dir_okay=False, path_type=Path), metavar="MODEL.npz",
+              help="Start from this trained network's weights (its hidden sizes unless "
+                   "--hidden is given); everything else as usual.")
+@click.option("--extra", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              metavar="DIR", help="Users' labelled images (DIR/<class>/*.png) mixed into "
+                                  "every epoch as --extra-share of it; repeatable.")
 @click.option("--resume", is_flag=True,
               help="Continue the run saved in --out's .last.npz, bit for bit.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already saved at --out.")
@@ -128,8 +134,9 @@ def resume_command(out: Path, source: DataSource) -> str:
               help="Print the run's summary as JSON (\"best_epoch\": an alias of "
                    "\"kept_epoch\", kept for one release).")
 @click.pass_context
-def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
-          overwrite: bool, no_plots: bool, source: DataSource, quiet: bool, as_json: bool,
+def train(ctx: click.Context, config_name: str | None, out: Path, init: Path | None,
+          extra: tuple[Path, ...], resume: bool, overwrite: bool, no_plots: bool,
+          source: DataSource, quiet: bool, as_json: bool,
           **settings: Any) -> None:
     """Train an MLP on MNIST and save checkpoints.
 
@@ -145,8 +152,9 @@ def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
     # the run and saves it, and a later signal (a second Ctrl-C as it ends) is ignored.
     try:
         with run.StopSignals(then=signal.SIG_IGN) as signals:
-            result = _run(out, config_name, flags, resume, overwrite, source, quiet, no_plots,
-                          signals)
+            result = _run(out, config_name, flags, resume, overwrite,
+                          dataclasses.replace(source, extra=extra), quiet, no_plots, signals,
+                          init)
     except KeyboardInterrupt:
         click.echo("SIGINT: stopped before training started; nothing to save", err=True)
         ctx.exit(128 + signal.SIGINT)
@@ -169,7 +177,7 @@ def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
         click.echo(f"curves: {files.curves}")
 
 
-def _run(out, config_name, flags, resume, overwrite, source, quiet, no_plots, signals):
+def _run(out, config_name, flags, resume, overwrite, source, quiet, no_plots, signals, init):
     """``run.train`` with its errors as one line each (exit 2 for a bad value, else 1)."""
     from .. import run
     from ..checkpoint import CheckpointError
@@ -181,7 +189,7 @@ def _run(out, config_name, flags, resume, overwrite, source, quiet, no_plots, si
         return run.train(out, config=config_name, flags=flags, resume=resume,
                          overwrite=overwrite, source=source, progress=not quiet,
                          plots=not no_plots, callbacks=[ProgressDisplay(quiet)], signals=signals,
-                         log=lambda line: quiet or click.echo(line, err=True))
+                         log=lambda line: quiet or click.echo(line, err=True), init=init)
     except ConfigFileError as exc:
         raise fail(exc) from None
     except ConfigError as exc:

@@ -319,3 +319,18 @@ def test_a_quiet_display_prints_nothing(capsys):
     display = Watched(quiet=True)
     _fit(display)
     assert capsys.readouterr().err == "" and all(bar.closed for bar in display.bars)
+
+
+def test_a_fashion_run_records_its_dataset_and_resumes_on_it(real_fashion, real_mnist,
+                                                              tmp_path):
+    out = tmp_path / "f.npz"
+    mlp("train", "--dataset", "fashion-mnist", "--config", "quick", "--epochs", "1",
+        "--data-dir", real_fashion, "--out", out, "--no-plots", "-q")
+    meta = checkpoint.load(out).meta
+    assert meta["dataset"] == "fashion-mnist" and meta["config"]["dataset"] == "fashion-mnist"
+    assert meta["class_names"][9] == "Ankle boot"
+    assert meta["data_sha256"]["t10k-images-idx3-ubyte"].startswith("5b4141f0")
+    one_line(mlp("train", "--resume", "--epochs", "2", "--out", out, "--data-dir", real_mnist,
+                 "-q", expect=1), "MNIST's file, not Fashion-MNIST's")
+    mlp("train", "--resume", "--epochs", "2", "--out", out, "--data-dir", real_fashion, "-q")
+    assert checkpoint.load(out).meta["epoch"] == 2
