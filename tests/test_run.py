@@ -377,3 +377,74 @@ def test_sigkill_at_random_points_resumes_bit_for_bit(tmp_path, tiny_mnist):
     assert kills >= 3, "the run finished before it could be killed"
     assert checkpoint.load(last).meta["epoch"] == EPOCHS
     _same_run(tmp_path / "a" / "m.npz", out)
+
+
+# ---------------------------------------------------------------- starting weights, users' images
+
+def test_a_run_starts_from_a_trained_networks_weights_and_shape(tiny_run, tmp_path,
+                                                                 tiny_mnist):
+    start = checkpoint.load(tiny_run).net
+    flags = {k: v for k, v in TINY.items() if k != "hidden"}      # its hidden sizes come along
+    result = run.train(tmp_path / "m.npz", flags={**flags, "epochs": 1, "lr": 1e-9,
+                                                 "augment": "none"},
+                       init=tiny_run, source=tiny_mnist, plots=False)
+    assert result.trainer.cfg.hidden == (16,)
+    for W, W0 in zip(result.trainer.net.W, start.W):
+        assert np.abs(W - W0).max() < 1e-5                         # a step of 1e-9 from it
+    meta = checkpoint.load(tmp_path / "m.npz").meta
+    assert meta["init"] == {"model": str(tiny_run), "sha256": run.weights_sha256(start)}
+    assert meta["extra"] == []
+    with pytest.raises(RunError, match="a 784-16-10 network, but the run's is 784-8-10"):
+        run.train(tmp_path / "n.npz", flags={**TINY, "hidden": (8,)}, init=tiny_run,
+                  source=tiny_mnist)
+    with pytest.raises(checkpoint.CheckpointError, match="nothing.npz"):
+        run.train(tmp_path / "n.npz", flags=TINY, init=tmp_path / "nothing.npz",
+                  source=tiny_mnist)
+
+
+def _labelled_folder(folder: Path) -> Path:
+    """Three drawn 1s and three drawn 7s in DIR/1/ and DIR/7/."""
+    from PIL import Image, ImageDraw
+
+    strokes = {1: [(50, 10), (50, 90)], 7: [(20, 15), (80, 15), (40, 90)]}
+    for label, points in strokes.items():
+        (folder / str(label)).mkdir(parents=True)
+        for shift in (-8, 0, 8):
+            image = Image.new("L", (100, 100), 255)
+            ImageDraw.Draw(image).line([(x + shift, y) for x, y in points], fill=0, width=9)
+            image.save(folder / str(label) / f"{shift}.png")
+    return folder
+
+
+def test_users_images_are_a_share_of_every_epoch(tmp_path, tiny_mnist):
+    extra = _labelled_folder(tmp_path / "mine")
+    source = dataclasses.replace(tiny_mnist, extra=(extra,))
+    result = run.train(tmp_path / "m.npz", flags={**TINY, "extra_share": 0.25}, source=source,
+                       plots=False)
+    repeats = -(-0.25 * 500 // (0.75 * 6))                          # ceil(share n / (1-share) m)
+    assert result.trainer.n_train == 500 + 6 * repeats
+    (record,) = checkpoint.load(tmp_path / "m.npz").meta["extra"]
+    assert record["folder"] == str(extra) and record["count"] == 6
+    result = run.train(tmp_path / "none.npz", flags={**TINY, "extra_share": 0.0},
+                       source=source, plots=False)
+    assert result.trainer.n_train == 500
+
+
+def test_a_run_with_users_images_resumes_bit_for_bit_and_only_on_them(tmp_path, tiny_mnist):
+    extra = _labelled_folder(tmp_path / "mine")
+    source = dataclasses.replace(tiny_mnist, extra=(extra,))
+    flags = {**TINY, **EVERYTHING}
+    run.train(tmp_path / "a" / "m.npz", flags=flags, source=source, plots=False)
+    calls = iter(range(1000))
+    result = run.train(tmp_path / "b" / "m.npz", flags=flags, source=source, plots=False,
+                       should_stop=lambda: next(calls) >= 9)
+    assert result.ending == "stopped"
+    result = run.train(tmp_path / "b" / "m.npz", resume=True, source=tiny_mnist, plots=False)
+    assert result.ending == "finished"                               # the folder from the run
+    _same_run(tmp_path / "a" / "m.npz", tmp_path / "b" / "m.npz")
+    with pytest.raises(ConfigError, match="the run's own --extra folders"):
+        run.train(tmp_path / "b" / "m.npz", resume=True, plots=False,
+                  source=dataclasses.replace(tiny_mnist, extra=(tmp_path,)))
+    (extra / "7" / "0.png").unlink()
+    with pytest.raises(checkpoint.CheckpointError, match="changed since the run started"):
+        run.train(tmp_path / "b" / "m.npz", resume=True, source=tiny_mnist, plots=False)
