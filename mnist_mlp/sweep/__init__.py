@@ -50,7 +50,9 @@ from .storage import (
     _quiet_optuna,
     read_binding,
     reason,
+    record_binding,
     redact,
+    storage_failure,
     storage_url,
 )
 from .trial import WORKERS, _Worker
@@ -130,14 +132,13 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
             pass
     except OSError as exc:
         raise SweepError(f"{exc.filename or out_dir}: {exc.strerror or exc}") from None
-    from sqlalchemy.exc import SQLAlchemyError
-
     try:
         with (_quiet_optuna(optuna),
               _locks(_postgres(storage), out_dir, name) as (schema, admit),
               stop_signals(signals) as stop):
             st = _load_study(optuna, _open_storage(optuna, url, heartbeat_s, schema), name,
                              space, pruner, seed, admit)
+            record_binding(out_dir, name, storage)
             worker = _Worker(optuna, st, space, out_dir, trials, admit, stop, threads, source,
                              plots, heartbeat_s, log)
             stop.armed = True
@@ -148,9 +149,12 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
             stop.armed = True
     except OSError as exc:  # DIR's own files: the lock, best.toml, sweep.png
         raise SweepError(f"{exc.filename or out_dir}: {exc.strerror or exc}") from None
-    except SQLAlchemyError as exc:
+    except Exception as exc:  # the storage lost mid-trial reaches here as Optuna's own error
+        failure = storage_failure(exc)
+        if failure is None:
+            raise
         raise SweepError(f"the study storage {redact(storage or url)} failed: "
-                         f"{reason(exc)}") from None
+                         f"{reason(failure)}") from None
     return SweepResult(report, stop.signum, worker.interrupted)
 
 
