@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_mlp import sweep
 from mnist_mlp.runfiles import RunFiles, read_metrics
 from mnist_mlp.sweep.storage import SweepError, redact, storage_url
 
@@ -154,9 +155,11 @@ def test_a_killed_workers_trial_is_run_again_on_the_embedded_store(tiny_mnist, t
     victim, survivor = (_worker(tiny_mnist, space, out, 3, pruner="none") for _ in range(2))
 
     def victims_trial():
-        if not (out / "sweep.json").exists():
+        try:
+            trials = sweep.load_study(out)[0].get_trials()
+        except sweep.SweepError:    # no study yet
             return None
-        for t in _study(out).get_trials():
+        for t in trials:
             if t.state.name == "RUNNING" and t.user_attrs.get("pid") == victim.pid and \
                     "checkpoint" in t.user_attrs:
                 log = RunFiles(Path(t.user_attrs["checkpoint"])).metrics
