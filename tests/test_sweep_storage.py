@@ -17,7 +17,7 @@ import pytest
 
 from mnist_mlp import sweep
 from mnist_mlp.runfiles import RunFiles, read_metrics
-from mnist_mlp.sweep.storage import SweepError, redact, storage_url
+from mnist_mlp.sweep.storage import SweepError, reason, redact, storage_url
 
 from .test_sweep import (
     ROOT,
@@ -49,12 +49,21 @@ def test_storage_urls():
      "postgresql+psycopg://u@h/db"),
     ("postgresql://u@h/db?pass%77ord=secret", "postgresql://u@h/db"),      # escaped key
     ("postgresql://u:p@ss:secret@h/db", "postgresql://u@h/db"),             # '@' unescaped
-    ("postgresql://u:secret@[::1/db", "postgresql://..."),                  # broken: hidden
+    ("postgresql://u:secret@[::1/db", "postgresql://u:***@[::1/db"),        # broken
     ("postgresql://u@h/db?sslmode=require", "postgresql://u@h/db?sslmode=require"),
 ])
 def test_passwords_are_hidden_wherever_they_sit_in_a_url(url, shown):
     assert redact(url) == shown
     assert "secret" not in redact(url)
+
+
+def test_what_the_driver_says_of_a_url_shows_no_password():
+    """libpq quotes a URL it cannot parse whole, password and all; the one line does not."""
+    psycopg = pytest.importorskip("psycopg")
+    with pytest.raises(psycopg.Error) as caught:
+        psycopg.connect("postgresql://u:secret@[::1/db?password=secret", connect_timeout=5)
+    assert "secret" in str(caught.value)
+    assert "secret" not in reason(caught.value) and "\n" not in reason(caught.value)
 
 
 def test_a_failed_first_connection_binds_nothing_and_hides_the_password(tiny_mnist,

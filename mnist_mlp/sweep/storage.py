@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import urllib.parse
 import warnings
@@ -33,14 +34,24 @@ MAX_BINDING_BYTES = 1 << 16     # sweep.json holds two short strings
 SECRET_PARAMETERS = ("password", "sslpassword")   # a storage URL's query parameters never shown
 
 
+_SECRETS = re.compile(r"(//[^\s\"'/?#@:]*):[^\s\"']*@|(?i:\b((?:ssl)?password))=[^&\s\"']*")
+
+
 class SweepError(Exception):
     """A sweep that cannot start or go on: Optuna missing, storage unreachable, DIR taken."""
 
 
 def reason(exc: BaseException) -> str:
-    """The first line of what a storage error says (SQLAlchemy's: of the driver's error)."""
+    """The first line of what a storage error says (SQLAlchemy's: of the driver's error),
+    passwords hidden (libpq quotes a URL it cannot parse whole)."""
     text = str(getattr(exc, "orig", None) or exc).strip()
-    return next(iter(text.splitlines()), text)
+    return hide_passwords(next(iter(text.splitlines()), text))
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` with every password of a URL in it (even a broken one) as ``***``: in a
+    user part (``//user:password@``) and in ``password`` or ``sslpassword`` parameters."""
+    return _SECRETS.sub(lambda m: f"{m[1]}:***@" if m[1] else f"{m[2]}=***", text)
 
 
 def storage_failure(exc: BaseException) -> BaseException | None:
@@ -106,12 +117,12 @@ def redact(url: str) -> str:
     """``url`` without its passwords, for messages and DIR/sweep.json: the one in its user
     part (``user:password@``) and the ``password`` and ``sslpassword`` query parameters, in
     any case (libpq takes the password from PGPASSWORD or ~/.pgpass when the URL has none).
-    A URL too broken to take apart is shown as its scheme alone."""
+    A URL too broken to take apart has them as ``***`` (``hide_passwords``)."""
     try:
         parts = urllib.parse.urlsplit(url)
         query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:
-        return f"{url.partition('://')[0][:20]}://..."
+        return hide_passwords(url)
     netloc = parts.netloc
     if parts.password is not None:
         user, _, host = netloc.rpartition("@")
