@@ -17,7 +17,7 @@ import pytest
 
 from mnist_mlp import sweep
 from mnist_mlp.runfiles import RunFiles, read_metrics
-from mnist_mlp.sweep.storage import SweepError, reason, redact, storage_url
+from mnist_mlp.sweep.storage import SweepError, _bind_folder, reason, redact, storage_url
 
 from .test_sweep import (
     ROOT,
@@ -55,6 +55,17 @@ def test_storage_urls():
 def test_passwords_are_hidden_wherever_they_sit_in_a_url(url, shown):
     assert redact(url) == shown
     assert "secret" not in redact(url)
+
+
+def test_a_folder_is_bound_to_its_storage_whatever_its_password(tmp_path):
+    """Compared without passwords, and never shown: also a sweep.json that kept one."""
+    (tmp_path / "sweep.json").write_text(json.dumps(
+        {"study": "s", "storage": "postgresql://u@h/db?password=secret"}))
+    assert _bind_folder(tmp_path, "s", "postgresql://u:other@h/db") == "s"
+    with pytest.raises(SweepError) as caught:
+        _bind_folder(tmp_path, "s", "postgresql://u:secret@elsewhere/db")
+    assert "holds study 's' in postgresql://u@h/db;" in str(caught.value)
+    assert "secret" not in str(caught.value)
 
 
 def test_what_the_driver_says_of_a_url_shows_no_password():

@@ -282,12 +282,13 @@ def _bind_folder(out_dir: Path, study: str | None, storage: str | None) -> str:
         raise SweepError(f"{path}: unreadable ({exc}); not a sweep folder") from None
     if not isinstance(have, dict) or not isinstance(have.get("study"), str):
         raise SweepError(f"{path}: holds no study name; not a sweep folder")
-    if have.get("storage") != (redact(storage) if storage else None) or (
+    stored = have.get("storage")   # redacted again: as an earlier version may have kept it
+    stored = redact(stored) if isinstance(stored, str) else stored
+    if stored != (redact(storage) if storage else None) or (
             study is not None and have["study"] != study):
         raise SweepError(f"{out_dir} holds study {have['study'][:60]!r} in "
-                         f"{str(have.get('storage') or 'its own ' + STUDY_DB)[:200]}; give "
-                         "the same --study and --storage to continue it, or choose another "
-                         "--out")
+                         f"{str(stored or 'its own ' + STUDY_DB)[:200]}; give the same "
+                         "--study and --storage to continue it, or choose another --out")
     return have["study"]
 
 
