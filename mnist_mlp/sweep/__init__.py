@@ -100,9 +100,8 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
         log: receives a line per trial and per wait.
         signals: the caller's entered StopSignals; by default the sweep holds its own.
             SIGINT or SIGTERM stop the running trial resumably and mark it interrupted
-            (queued to run again); outside a trial (reading the space,
-            opening the study, writing the results) they stop at once, as unarmed
-            StopSignals do.
+            (queued to run again); outside a trial (reading the space, opening the
+            study, writing the results) they stop at once, as unarmed StopSignals do.
 
     Raises:
         SpaceError: a bad space file.
