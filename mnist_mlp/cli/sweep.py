@@ -69,6 +69,9 @@ def sweep(ctx: click.Context, space: Path, trials: int, out_dir: Path, storage: 
                                pruner=pruner, threads=threads, source=source,
                                plots=not no_plots, heartbeat_s=heartbeat, signals=signals,
                                log=lambda line: quiet or click.echo(line, err=True))
+        except KeyboardInterrupt:
+            click.echo("SIGINT: stopped outside a trial; nothing to save", err=True)
+            ctx.exit(128 + signal.SIGINT)
         except SpaceError as exc:
             raise click.UsageError(str(exc)) from None
         except (SweepError, RunError, CheckpointError, DataError, ConfigError) as exc:

@@ -50,7 +50,9 @@ from .storage import (
     _quiet_optuna,
     read_binding,
     reason,
+    record_binding,
     redact,
+    storage_failure,
     storage_url,
 )
 from .trial import WORKERS, _Worker
@@ -98,7 +100,8 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
         log: receives a line per trial and per wait.
         signals: the caller's entered StopSignals; by default the sweep holds its own.
             SIGINT or SIGTERM stop the running trial resumably and mark it interrupted
-            (queued to run again).
+            (queued to run again); outside a trial (reading the space, opening the
+            study, writing the results) they stop at once, as unarmed StopSignals do.
 
     Raises:
         SpaceError: a bad space file.
@@ -108,6 +111,8 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
     """
     from ..run import stop_signals
 
+    if signals is not None:  # nothing to save outside a trial: a signal there stops at once
+        signals.armed = False
     optuna = _optuna()
     space = load_space(space_path)
     out_dir = Path(out_dir)
@@ -126,25 +131,29 @@ def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | No
             pass
     except OSError as exc:
         raise SweepError(f"{exc.filename or out_dir}: {exc.strerror or exc}") from None
-    from sqlalchemy.exc import SQLAlchemyError
-
     try:
         with (_quiet_optuna(optuna),
               _locks(_postgres(storage), out_dir, name) as (schema, admit),
               stop_signals(signals) as stop):
-            stop.armed = True
             st = _load_study(optuna, _open_storage(optuna, url, heartbeat_s, schema), name,
                              space, pruner, seed, admit)
+            record_binding(out_dir, name, storage)
             worker = _Worker(optuna, st, space, out_dir, trials, admit, stop, threads, source,
                              plots, heartbeat_s, log)
+            stop.armed = True
             if trials > 0:
                 worker.run()
+            stop.armed = False
             report = write_outputs(st, space.search, out_dir, storage, plots)
+            stop.armed = True
     except OSError as exc:  # DIR's own files: the lock, best.toml, sweep.png
         raise SweepError(f"{exc.filename or out_dir}: {exc.strerror or exc}") from None
-    except SQLAlchemyError as exc:
+    except Exception as exc:  # the storage lost mid-trial reaches here as Optuna's own error
+        failure = storage_failure(exc)
+        if failure is None:
+            raise
         raise SweepError(f"the study storage {redact(storage or url)} failed: "
-                         f"{reason(exc)}") from None
+                         f"{reason(failure)}") from None
     return SweepResult(report, stop.signum, worker.interrupted)
 
 
