@@ -38,6 +38,25 @@ def test_the_other_scripts_start(script):
     assert done.stdout.startswith("usage:") and "--data-dir" in done.stdout
 
 
+def test_teach_exports_other_writers_scans_as_labelled_folders(tmp_path):
+    from mnist_mlp.labelled import read_labelled
+    from mnist_mlp.mnist import MNIST
+
+    done = _run("teach.py", "export", str(tmp_path), "--per-digit", "2")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"corrections": 20, "validation": 300, "held-out": 1477}
+    corrections = read_labelled(tmp_path / "corrections", MNIST)
+    assert corrections.labels.tolist() == [d for d in range(10) for _ in range(2)]
+    assert corrections.skipped == () and corrections.pixels.shape == (20, 28, 28)
+    again = _run("teach.py", "export", str(tmp_path / "again"), "--per-digit", "2")
+    assert again.returncode == 0
+    assert read_labelled(tmp_path / "again" / "corrections", MNIST).sha256 == corrections.sha256
+    done = _run("teach.py", "measure", "--model", str(tmp_path / "missing.npz"), "--work",
+                str(tmp_path / "work"), "--per-digit", "1")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("teach.py: mlp eval: ") and "missing.npz" in done.stderr
+
+
 @pytest.mark.parametrize("script, args", [
     ("bench.py", ["--only", "profile"]),
     ("selection.py", []),
