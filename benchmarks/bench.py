@@ -424,7 +424,8 @@ def bench_serve(data_dir: Path, requests: int = 200, clients: int = 8) -> list[d
     bodies = [canvas_png(d) for d in digits[:50]]
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "m.npz"
-        run.train(model, source=DataSource(data_dir), progress=False, plots=False)  # default
+        spec = run.build_spec(model, data=DataSource(data_dir))            # the default run
+        run.train(spec, run.Hooks(progress=False, plots=False))
         server = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "serve", "--model",
                                    str(model), "--port", "0"], stdout=subprocess.PIPE, text=True)
         try:

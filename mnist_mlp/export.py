@@ -41,7 +41,7 @@ from .dataset import to_input
 from .files import write_bytes_atomic, write_target
 from .mnist import N_CLASSES, N_PIXELS
 from .network import MLP, PROBABILITY_FLOOR, Committee, Model
-from .train import val_score
+from .records import val_score
 
 if TYPE_CHECKING:
     import onnx

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,8 +12,9 @@ import numpy as np
 from . import checkpoint
 from .config import ConfigError, TrainConfig, coerce, resolve
 from .dataset import DataSource
+from .records import TrainState
 from .runfiles import RunError, RunFiles
-from .train import Trainer, TrainState
+from .train import Trainer
 
 RESUME_OVERRIDABLE = ("epochs", "patience")
 
@@ -59,11 +62,6 @@ class SavedRun:
     ckpt: checkpoint.Checkpoint
     state: TrainState
 
-    @property
-    def preset(self) -> str:
-        preset = self.ckpt.meta.get("preset")
-        return preset if isinstance(preset, str) else "flags"
-
     def trainer(self, n_train: int) -> Trainer:
         """The trainer of the saved run, its optimiser and weight average restored.
 
@@ -87,36 +85,66 @@ class SavedRun:
         return trainer
 
 
-def load_saved_run(files: RunFiles, overrides: dict[str, Any], source: DataSource
-                   ) -> SavedRun:
-    """Read and check the run saved in ``files.last``; only epochs and patience may change.
+@dataclass(frozen=True)
+class ResumedConfig:
+    """What a resumed run continues with, read from its last checkpoint."""
 
-    ``overrides`` are the values given (file and flags); those equal to the saved ones are fine.
+    cfg: TrainConfig
+    preset: str
+    init: Path | None
+
+
+def resumed_config(files: RunFiles, given: Mapping[str, Any]) -> ResumedConfig:
+    """The saved run's config, with epochs and patience as ``given``; its preset and
+    starting weights. ``given`` are the values given (file and flags); those equal to the
+    saved ones are fine.
 
     Raises:
-        checkpoint.CheckpointError: the last checkpoint is missing or unusable, or was
-            trained on other data than ``source`` holds.
-        ConfigError: an override of something fixed by the saved run.
+        checkpoint.CheckpointError: the last checkpoint missing, or its config unusable.
+        ConfigError: a value given of something fixed by the saved run.
     """
-    ckpt = checkpoint.load(files.last, with_state=True)
+    meta = checkpoint.load(files.last).meta
     try:
-        cfg = saved_config(ckpt.meta)
-        state = TrainState.from_meta(ckpt.meta.get("train_state"), ckpt.extra.get("order"),
-                                     source.n_train - cfg.val_size, cfg.batch_size)
-    except (ConfigError, ValueError) as exc:
+        cfg = saved_config(meta)
+    except ConfigError as exc:
         raise checkpoint.CheckpointError(
             f"{files.last}: not a resumable checkpoint ({exc})") from None
-    if cfg.sizes != ckpt.net.sizes:
-        raise checkpoint.CheckpointError(f"{files.last}: layer sizes {ckpt.net.sizes} do not "
-                                         f"match its config {cfg.sizes}")
-    if ckpt.meta.get("data_sha256") != source.checksums():
-        raise checkpoint.CheckpointError(f"{files.last}: its data checksums are not those of "
-                                         "the MNIST files it would resume on")
     saved = cfg.to_dict()
-    changed = sorted(k for k, v in overrides.items() if k not in RESUME_OVERRIDABLE
+    changed = sorted(k for k, v in given.items() if k not in RESUME_OVERRIDABLE
                      and saved[k] != (list(v) if isinstance(v, tuple) else v))
     if changed:
         raise ConfigError(f"--resume continues the saved run with its own config; only "
                           f"{', '.join(RESUME_OVERRIDABLE)} may change, not {', '.join(changed)}")
-    cfg = resolve({}, {k: overrides[k] for k in RESUME_OVERRIDABLE if k in overrides}, cfg)
+    cfg = resolve({}, {k: given[k] for k in RESUME_OVERRIDABLE if k in given}, cfg)
+    preset, init = meta.get("preset"), meta.get("init")
+    return ResumedConfig(cfg, preset if isinstance(preset, str) else "flags",
+                         Path(init) if isinstance(init, str) else None)
+
+
+def load_saved_run(files: RunFiles, cfg: TrainConfig, source: DataSource) -> SavedRun:
+    """Read and check the run saved in ``files.last``, to continue as ``cfg`` (its own
+    config, but for epochs and patience: ``resumed_config``).
+
+    Raises:
+        checkpoint.CheckpointError: the last checkpoint is missing or unusable, was
+            trained on other data than ``source`` holds, or is no longer the run ``cfg``
+            was read from.
+    """
+    ckpt = checkpoint.load(files.last, with_state=True)
+    try:
+        saved = saved_config(ckpt.meta)
+        state = TrainState.from_meta(ckpt.meta.get("train_state"), ckpt.extra.get("order"),
+                                     source.n_train - saved.val_size, saved.batch_size)
+    except (ConfigError, ValueError) as exc:
+        raise checkpoint.CheckpointError(
+            f"{files.last}: not a resumable checkpoint ({exc})") from None
+    if saved.sizes != ckpt.net.sizes:
+        raise checkpoint.CheckpointError(f"{files.last}: layer sizes {ckpt.net.sizes} do not "
+                                         f"match its config {saved.sizes}")
+    if ckpt.meta.get("data_sha256") != source.checksums():
+        raise checkpoint.CheckpointError(f"{files.last}: its data checksums are not those of "
+                                         "the MNIST files it would resume on")
+    kept = {k: getattr(cfg, k) for k in RESUME_OVERRIDABLE}
+    if resolve({}, kept, saved) != cfg:
+        raise checkpoint.CheckpointError(f"{files.last}: replaced by another run meanwhile")
     return SavedRun(cfg, ckpt, state)

@@ -36,9 +36,9 @@ from typing import Any, BinaryIO
 from . import checkpoint
 from .classify import Prediction, classify
 from .imaging import ImageError
+from .records import val_score
 from .runfiles import RunError, RunFiles, read_metrics
 from .threads import cores
-from .train import val_score
 
 MAX_BODY = 8 << 20          # bytes of an uploaded image; a phone photo is 2-5 MB
 MAX_HISTORY_ROWS = 1000     # rows of the metrics history the page gets

@@ -57,8 +57,8 @@ def test_committee_agrees_with_mlp_eval_on_the_committee_and_its_members(real_mn
 
     source = DataSource(real_mnist, mirrors=())
     other = tmp_path / "quick-seed1.npz"
-    run.train(other, config="quick", flags={"seed": 1}, source=source, progress=False,
-              plots=False)
+    spec = run.build_spec(other, "quick", {"seed": 1}, data=source)
+    run.train(spec, run.Hooks(progress=False, plots=False))
     done = _run("committee.py", "--model", str(real_model), "--model", str(other),
                 "--data-dir", str(real_mnist), "--json")
     assert done.returncode == 0, done.stderr

@@ -3,7 +3,7 @@ SQLite file, or a PostgreSQL server through psycopg), the locks that let one wor
 time create the tables and admit a trial, the storage opened with heartbeats, the pruners,
 and DIR bound to its study in DIR/sweep.json.
 
-Optuna (the ``sweep`` extra) is imported only inside functions that need it (``_optuna``).
+Optuna (the ``sweep`` extra) is imported only inside functions that need it (``optuna_module``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def read_binding(out_dir: Path) -> Any:
     return json.loads(read_bounded(out_dir / SWEEP_JSON, MAX_BINDING_BYTES))
 
 
-def _optuna():
+def optuna_module():
     """The optuna module, or a SweepError saying how to install it."""
     try:
         import optuna
@@ -85,7 +85,7 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}@{host}"))
 
 
-def _postgres(storage: str | None) -> str | None:
+def postgres_url(storage: str | None) -> str | None:
     """The libpq URL of a PostgreSQL storage (psycopg takes what users write), or None."""
     return None if storage is None else "postgresql://" + storage.partition("://")[2]
 
@@ -127,7 +127,7 @@ class _AdvisoryLock:
 
 
 @contextmanager
-def _locks(postgres: str | None, out_dir: Path, study: str) -> Iterator[tuple[Any, Any]]:
+def locks(postgres: str | None, out_dir: Path, study: str) -> Iterator[tuple[Any, Any]]:
     """(schema lock, admission lock): one worker at a time creates the tables, and one at a
     time decides whether to start a trial and asks Optuna for it (so --trials is exact).
 
@@ -164,7 +164,7 @@ def _held(lock: Any) -> Iterator[None]:
         lock.release()
 
 
-def _open_storage(optuna: Any, url: str, heartbeat_s: int, schema_lock: Any) -> Any:
+def open_storage(optuna: Any, url: str, heartbeat_s: int, schema_lock: Any) -> Any:
     from sqlalchemy.exc import SQLAlchemyError
 
     sqlite = url.startswith("sqlite")
@@ -182,7 +182,7 @@ def _open_storage(optuna: Any, url: str, heartbeat_s: int, schema_lock: Any) -> 
 
 
 @contextmanager
-def _quiet_optuna(optuna: Any) -> Iterator[None]:
+def quiet_optuna(optuna: Any) -> Iterator[None]:
     """Optuna's own log lines and experimental-feature warnings off: the sweep says what
     happened in its own words."""
     verbosity = optuna.logging.get_verbosity()
@@ -207,7 +207,7 @@ def _make_pruner(optuna: Any, name: str) -> Any:
     raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}, not {name!r}")
 
 
-def _bind_folder(out_dir: Path, study: str | None, storage: str | None) -> str:
+def bind_folder(out_dir: Path, study: str | None, storage: str | None) -> str:
     """The study DIR belongs to, recorded in DIR/sweep.json on first use.
 
     Raises:
@@ -235,7 +235,7 @@ def _bind_folder(out_dir: Path, study: str | None, storage: str | None) -> str:
 
 
 
-def _load_study(optuna: Any, storage: Any, name: str, space: Space, pruner: str,
+def open_study(optuna: Any, storage: Any, name: str, space: Space, pruner: str,
                 seed: int | None, admission: Any) -> Any:
     """The study, created on first use and checked to be of this space.
 
