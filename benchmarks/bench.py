@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from frameworks import jax_epoch, torch_epoch  # noqa: E402
+from renderings import canvas_png  # noqa: E402
 
 from mnist_mlp.config import ConfigError, find_preset, load_config_file, resolve  # noqa: E402
 from mnist_mlp.dataset import DataSource  # noqa: E402
@@ -396,19 +397,12 @@ def bench_commands(data_dir: Path, reps: int) -> list[dict]:
     return rows
 
 
-def canvas_png(digit: np.ndarray) -> bytes:
-    """A 280x280 RGBA PNG of an MNIST digit, white strokes on transparency, as a canvas exports."""
+def canvas_bytes(digit: np.ndarray) -> bytes:
+    """A 280x280 RGBA PNG of an MNIST digit (28, 28) uint8, as a browser canvas exports it."""
     import io
 
-    from PIL import Image
-
-    alpha = Image.fromarray(digit).resize((200, 200), Image.BICUBIC)
-    rgba = Image.new("RGBA", (280, 280), (255, 255, 255, 0))
-    layer = Image.new("L", (280, 280), 0)
-    layer.paste(alpha, (40, 40))
-    rgba.putalpha(layer)
     out = io.BytesIO()
-    rgba.save(out, format="PNG")
+    canvas_png(digit / 255.0, out)
     return out.getvalue()
 
 
@@ -421,7 +415,7 @@ def bench_serve(data_dir: Path, requests: int = 200, clients: int = 8) -> list[d
     from mnist_mlp import run
 
     digits, _ = DataSource(data_dir).load("test", flat=False)
-    bodies = [canvas_png(d) for d in digits[:50]]
+    bodies = [canvas_bytes(d) for d in digits[:50]]
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "m.npz"
         spec = run.build_spec(model, data=DataSource(data_dir))            # the default run
