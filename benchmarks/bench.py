@@ -16,10 +16,10 @@ gradients, input gradients but the first layer's) at the float32 GEMM rate of a
 train --config best`` builds them, with its elastic distortions and without
 (``augment none``), alternating. Concurrent: two processes training 784-800-10
 for an epoch at once, started together, with 2 and with 1 BLAS threads each,
-against one alone. Profile: a training step of mnist-mlp replayed phase by phase
-(forward products, bias and ReLU, softmax, the two backward products, ReLU'
-masks, bias gradients, the update) beside the Trainer's own step, the rest being
-Python. Commands: wall seconds and peak RSS of ``mlp train`` (default config,
+against one alone. Profile: a training step of mnist-mlp replayed through the
+engine's own functions in turn (network.forward, softmax_cross_entropy,
+network.backward, the optimiser's step) beside the Trainer's own step, the rest
+being Python. Commands: wall seconds and peak RSS of ``mlp train`` (default config,
 with and without its per-epoch curves), ``mlp eval``, ``mlp predict``, each from
 process start. Serve: latency of ``POST /api/predict`` for a 280x280 canvas PNG
 against ``mlp serve`` in its own process (median and 95th percentile of
@@ -53,7 +53,7 @@ from renderings import canvas_png  # noqa: E402
 from mnist_mlp.config import ConfigError, find_preset, load_config_file, resolve  # noqa: E402
 from mnist_mlp.dataset import DataSource  # noqa: E402
 from mnist_mlp.mnist import DataError  # noqa: E402
-from mnist_mlp.network import MLP, relu_, relu_backward_, softmax_cross_entropy  # noqa: E402,E501
+from mnist_mlp.network import MLP, softmax_cross_entropy  # noqa: E402
 from mnist_mlp.threads import limit_threads  # noqa: E402
 from mnist_mlp.train import Callback, Trainer  # noqa: E402
 
@@ -274,16 +274,15 @@ class StepClock(Callback):
         self.before = trainer.state.seconds
 
 
-PHASES = ("batch gather", "forward GEMMs", "bias adds and ReLUs", "softmax cross-entropy",
-          "weight-gradient GEMMs", "bias-gradient sums", "input-gradient GEMMs", "ReLU' masks",
-          "optimiser update")
+PHASES = ("batch gather", "network.forward", "softmax_cross_entropy", "network.backward",
+          "optimiser step")
 
 
 def replay_step(trainer: Trainer, X: np.ndarray, y: np.ndarray, idx: np.ndarray,
                 clock: dict[str, float]) -> None:
-    """One training step of ``trainer`` as ``Trainer._step`` takes it (network.forward,
-    softmax_cross_entropy, network.backward, the optimiser's step), adding the seconds of
-    each phase to ``clock``."""
+    """One training step of ``trainer`` through the engine's own functions, as
+    ``Trainer._step`` calls them (network.forward, softmax_cross_entropy, network.backward,
+    the optimiser's step), adding the seconds of each to ``clock``."""
     net, opt = trainer.net, trainer.optimizer
     t = time.perf_counter
 
@@ -295,33 +294,15 @@ def replay_step(trainer: Trainer, X: np.ndarray, y: np.ndarray, idx: np.ndarray,
     s = t()
     Xb, yb = X[idx], y[idx]                                      # (B, 784), (B,)
     s = lap("batch gather", s)
-    A, inputs, last = Xb, [], len(net.W) - 1
-    for l, (W, b) in enumerate(zip(net.W, net.b)):
-        inputs.append(A)
-        Z = A @ W.T                                              # (B, out)
-        s = lap("forward GEMMs", s)
-        Z += b
-        A = Z if l == last else relu_(Z)
-        s = lap("bias adds and ReLUs", s)
-    np.count_nonzero(A.argmax(axis=1) == yb)
-    _, dZ = softmax_cross_entropy(A, yb)
-    lr = trainer.lr_at(trainer.state.step)
-    dZ *= dZ.dtype.type(opt.gradient_scale(lr))
-    s = lap("softmax cross-entropy", s)
-    dW, db = [None] * len(net.W), [None] * len(net.W)
-    for l in range(last, -1, -1):
-        dW[l] = dZ.T @ inputs[l]                                 # (out, in)
-        s = lap("weight-gradient GEMMs", s)
-        db[l] = dZ.sum(axis=0)                                   # (out,)
-        s = lap("bias-gradient sums", s)
-        if l == 0:
-            break
-        dA = dZ @ net.W[l]                                       # (B, in)
-        s = lap("input-gradient GEMMs", s)
-        dZ = relu_backward_(dA, inputs[l])
-        s = lap("ReLU' masks", s)
-    opt.step([*dW, *db], lr, scaled=True)
-    lap("optimiser update", s)
+    Z, cache = net.forward(Xb, trainer.dropout, trainer.rng)     # (B, 10)
+    s = lap("network.forward", s)
+    np.count_nonzero(Z.argmax(axis=1) == yb)
+    _, dZ = softmax_cross_entropy(Z, yb, trainer.cfg.label_smoothing)
+    s = lap("softmax_cross_entropy", s)
+    dW, db = net.backward(dZ, cache)
+    s = lap("network.backward", s)
+    opt.step([*dW, *db], trainer.lr_at(trainer.state.step))
+    lap("optimiser step", s)
 
 
 def profile_model(X: np.ndarray, y: np.ndarray, name: str, steps: int, peak: float) -> dict:
@@ -340,8 +321,8 @@ def profile_model(X: np.ndarray, y: np.ndarray, name: str, steps: int, peak: flo
             phases[p].append(times[p])
     sizes = trainer.net.sizes
     pairs = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
-    gemm = {"forward GEMMs": sum(pairs), "weight-gradient GEMMs": sum(pairs),
-            "input-gradient GEMMs": sum(pairs[1:])}
+    gemm = {"network.forward": sum(pairs),                        # X Wᵀ
+            "network.backward": sum(pairs) + sum(pairs[1:])}      # dZᵀ X, and dZ W but layer 1
     rows = [{"phase": p, "ms": 1000 * statistics.median(phases[p]),
              "ideal_ms": 1000 * 2 * BATCH * gemm[p] / peak if p in gemm else None}
             for p in PHASES]

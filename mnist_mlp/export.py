@@ -121,7 +121,7 @@ def metadata(models: Models) -> dict[str, str]:
 
     Keys: ``model`` ("network" or "committee"), ``members`` (a JSON list, one
     object per network: its name when it has one, sizes, input_scale, preset,
-    kept_epoch, kept_val_accuracy and the package_version that trained it),
+    epoch, kept_val_accuracy and the package_version that trained it),
     ``input`` and ``outputs`` (the conventions, JSON), ``package_version`` (of
     the exporter).
     """
@@ -132,7 +132,7 @@ def metadata(models: Models) -> dict[str, str]:
         described.append({
             **({} if name is None else {"name": name}),
             "sizes": c.net.sizes, "input_scale": c.input_scale, "preset": c.meta.get("preset"),
-            "kept_epoch": c.meta.get("epoch"),
+            "epoch": c.meta.get("epoch"),
             "kept_val_accuracy": val_score(metrics) if isinstance(metrics, dict) else None,
             "package_version": c.meta.get("package_version")})
     return {

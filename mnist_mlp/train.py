@@ -173,10 +173,8 @@ class Trainer:
             raise TrainingDiverged(
                 f"the loss became {loss} at epoch {st.epoch + 1}, batch {st.batch + 1}; "
                 f"try a lower learning rate than {cfg.lr}")
-        lr = self.lr_at(st.step)
-        dZ *= dZ.dtype.type(self.optimizer.gradient_scale(lr))     # SGD: -lr, see optim
-        dW, db = net.backward(dZ, cache)                         # scaled alike: linear in dZ
-        self.optimizer.step([*dW, *db], lr, scaled=True)
+        dW, db = net.backward(dZ, cache)
+        self.optimizer.step([*dW, *db], self.lr_at(st.step))
         if cfg.max_norm:
             for W in net.W:
                 clip_row_norms_(W, cfg.max_norm)

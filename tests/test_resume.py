@@ -173,14 +173,14 @@ def test_a_config_that_does_not_fit_the_network(run_copy, tiny_mnist):
 
 
 def test_hostile_optimiser_state_is_one_line(run_copy, tiny_mnist):
-    step = checkpoint.load(run_copy.last, with_state=True).optimizer_state["step.0"]
-    step[0, 0] = np.inf
-    _rewrite(run_copy.last, optimizer={"step.0": step})
-    _refused(run_copy, tiny_mnist, "saved optimiser state: optimiser state step.0 holds NaN "
-                                   "or infinity")
-    step[0, 0] = 0
-    _rewrite(run_copy.last, optimizer={"step.0": step, "lr_prev": np.array(-1.0)})
-    _refused(run_copy, tiny_mnist, "optimiser state lr_prev -1.0 is negative")
+    velocity = checkpoint.load(run_copy.last, with_state=True).optimizer_state["velocity.0"]
+    velocity[0, 0] = np.inf
+    _rewrite(run_copy.last, optimizer={"velocity.0": velocity})
+    _refused(run_copy, tiny_mnist, "saved optimiser state: optimiser state velocity.0 holds "
+                                   "NaN or infinity")
+    velocity[0, 0] = 0
+    _rewrite(run_copy.last, optimizer={"velocity.0": velocity, "lr_prev": np.array(0.1)})
+    _refused(run_copy, tiny_mnist, "optimiser state has keys ['lr_prev', 't', 'velocity.0'")
 
 
 def test_negative_second_moments_are_refused(adam_run, tmp_path, tiny_mnist):
