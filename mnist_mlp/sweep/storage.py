@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import urllib.parse
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..files import read_bounded, write_bytes_atomic
+from ..files import exclusive_lock, read_bounded, write_bytes_atomic
 from .space import Space
 
 INSTALL_HINT = "pip install 'mnist-mlp[sweep]'"
@@ -91,23 +90,20 @@ def postgres_url(storage: str | None) -> str | None:
 
 
 class _FileLock:
-    """An exclusive flock on a file, taken and released as often as needed."""
+    """An exclusive flock on a file (``files.exclusive_lock``), taken and released as often
+    as needed."""
 
     def __init__(self, path: Path):
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        self.path, self.held = path, ExitStack()
 
     def acquire(self) -> None:
-        import fcntl
-
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.held.enter_context(exclusive_lock(self.path, wait=True))
 
     def release(self) -> None:
-        import fcntl
-
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self.held.close()
 
     def close(self) -> None:
-        os.close(self.fd)
+        self.held.close()
 
 
 class _AdvisoryLock:
