@@ -70,6 +70,7 @@ def kept_epoch(history: Sequence[dict[str, Any]], tolerance: float = 0.0) -> int
     best = max(score for score, _ in scored)
     if tolerance == 0:
         return min(epoch for score, epoch in scored if score == best)
+    # 1e-9: best - tolerance may round above a score exactly that far below (0.92 - 0.1)
     return max(epoch for score, epoch in scored if score >= best - tolerance - 1e-9)
 
 

@@ -74,7 +74,7 @@ def test_the_graph_is_read_whole():
     assert len(MODULES) > 20 and "mnist_mlp.cli.train" in MODULES
     internal = {name: edges for name, (edges, _) in GRAPH.items()}
     assert {"mnist_mlp.train", "mnist_mlp.dataset", "mnist_mlp"} <= internal["mnist_mlp.run"]
-    assert "mnist_mlp.plots" in internal["mnist_mlp.run"]          # inside _train
+    assert "mnist_mlp.plots" in internal["mnist_mlp.run"]          # inside CurvesCallback
     assert {"mnist_mlp.metrics", "mnist_mlp.resume"} <= internal["mnist_mlp.cli.eval"]
     assert "mnist_mlp.cli.common" in internal["mnist_mlp.cli"]
     assert "click" in GRAPH["mnist_mlp.cli.common"][1]
