@@ -58,7 +58,7 @@ def train(args) -> None:
     flags = {"seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})}
     t0 = time.perf_counter()
     spec = run.build_spec(args.out, args.config, flags, data=DataSource(args.data_dir),
-                          start="overwrite")
+                          start=run.Start("overwrite"))
     result = run.train(spec, run.Hooks(progress=False,
                                        callbacks=[TestProbe(X_test, y_test, args.record)]))
     wall = time.perf_counter() - t0

@@ -6,11 +6,15 @@ layer sizes, activation, input scaling and whatever the trainer adds (config,
 epoch, metrics, data checksums). Files are written atomically.
 
 Loading trusts nothing: the file must be a regular file and a zip archive; the
-metadata is read first (bounded) and checked (784 inputs, 10 outputs, sane
-widths, a positive input scale); each array's header is checked against the
-shape the metadata calls for *before* its data is read, and then only that
-many bytes are read; weights must be finite; arrays of Python objects
-(pickles) are refused. Optimiser state and extras are read only for a resume.
+metadata is read first (at most MAX_META_BYTES) and checked (784 inputs, 10
+outputs, sane widths, a positive input scale); every array's size in bytes, as
+the zip directory and its .npy header declare it, is bounded and its header
+checked against the shape the metadata calls for *before* its data is read, and
+then only that many bytes are read; weights must be finite floats; arrays of
+Python objects (pickles) are refused. Optimiser state and extras are read only
+for a resume, and only after every one of their names (STATE_ARRAYS) and
+shapes has been checked against the network and their total against the memory
+available.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,8 +39,21 @@ from .network import MAX_LAYERS, MAX_WIDTH, MLP, Committee, Model
 FORMAT_VERSION = 1
 MAX_META_BYTES = 1 << 20      # the metadata is a few KB
 MAX_NPY_HEADER = 4096          # .npy headers are 128 bytes or so
-MAX_STATE_ELEMENTS = 1 << 28   # no optimiser or resume array is larger than this
+MAX_ITEMSIZE = 8               # float64 at most: weights and state are float32 or 64
+MAX_ORDER = 1 << 24            # the longest sample order a resumable state may hold
 MAX_INPUT_SCALE = 65535        # X = pixels / input_scale; 255 for 8-bit pixels in [0, 1]
+
+# The arrays a resumable state may hold beside the weights: name -> (dtype kinds, what).
+# "scalar": shape (); "param": one array per parameter, NAME.0 .. NAME.{2L-1}, shaped as
+# the network's W.0 .. W.{L-1}, b.0 .. b.{L-1}; "order": a sample order (n,). The names
+# are those optim's state_dict() (under "opt.") and run's resumable state (under "extra.")
+# write; a checkpoint holding any other is refused before its state is read.
+STATE_ARRAYS = {
+    "opt.t": ("iu", "scalar"),
+    "opt.velocity": ("f", "param"), "opt.m": ("f", "param"), "opt.v": ("f", "param"),
+    "extra.ema.t": ("iu", "scalar"), "extra.ema.m": ("f", "param"),
+    "extra.order": ("iu", "order"),
+}
 
 
 # What zipfile and zlib raise on damaged archives (bad headers, CRC, deflate data).
@@ -82,6 +99,18 @@ def save(path: Path, net: MLP, meta: dict[str, Any],
         np.savez(f, **arrays)
 
 
+class _Header(NamedTuple):
+    """What a member's .npy header declares."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran: bool
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
 class _Archive:
     """The members of an open .npz, read one at a time within stated bounds."""
 
@@ -92,43 +121,60 @@ class _Archive:
     def fail(self, what: str) -> CheckpointError:
         return CheckpointError(f"{self.path}: {what}")
 
-    def read(self, name: str, shape: tuple[int, ...] | None, kinds: str,
-             max_elements: int) -> np.ndarray:
-        """Member ``name`` as an array, its header checked before its data is read.
+    def header(self, name: str, kinds: str, max_bytes: int,
+               shape: tuple[int, ...] | None = None) -> _Header:
+        """Member ``name``'s header, checked; no data is read.
 
         Args:
-            shape: the exact shape required, or None for any of at most ``max_elements``.
             kinds: allowed dtype kinds ("f" float, "iu" integer, "U" text).
+            max_bytes: the most its data may take (itemsize x count), and, with a
+                header's worth more, the most the zip directory may declare for it.
+            shape: the exact shape required, or None for any.
         """
         info = self.members.get(name)
         if info is None:
             raise self.fail(f"{name} is missing")
+        if info.file_size > max_bytes + MAX_NPY_HEADER:
+            raise self.fail(f"{name} declares {info.file_size:,} bytes, more than the "
+                            f"{max_bytes:,} it may hold")
         with self.zf.open(info) as f:
-            try:
-                version = np.lib.format.read_magic(f)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                found, fortran, dtype = read_header(f, max_header_size=MAX_NPY_HEADER)
-            except (ValueError, OSError, EOFError, SyntaxError, TypeError,
-                    tokenize.TokenError) as exc:               # numpy tokenizes the header
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise self.fail(f"{name} is not a readable array ({reason})") from None
-            if dtype.hasobject:
-                raise self.fail(f"{name} holds Python objects (a pickle); refused")
-            count = math.prod(found)
-            if dtype.kind not in kinds or (shape is not None and found != shape) or (
-                    count > max_elements):
-                want = f"{shape}" if shape is not None else f"at most {max_elements:,} values"
-                raise self.fail(f"{name} is {dtype} {found}, the metadata calls for "
-                                f"{'/'.join(kinds)} {want}")
-            nbytes = count * dtype.itemsize
-            if info.file_size > nbytes + MAX_NPY_HEADER:
-                raise self.fail(f"{name} declares {info.file_size:,} bytes for {nbytes:,}")
-            raw = f.read(nbytes)
-        if len(raw) != nbytes:
+            found = self._parse_header(name, f)
+        if found.dtype.hasobject:
+            raise self.fail(f"{name} holds Python objects (a pickle); refused")
+        if found.dtype.kind not in kinds or (shape is not None and found.shape != shape):
+            want = f"{shape}" if shape is not None else "an array"
+            raise self.fail(f"{name} is {found.dtype} {found.shape}, the metadata calls for "
+                            f"{'/'.join(kinds)} {want}")
+        if found.nbytes > max_bytes:
+            raise self.fail(f"{name} is {found.dtype} {found.shape}: {found.nbytes:,} bytes, "
+                            f"more than the {max_bytes:,} it may hold")
+        if info.file_size > found.nbytes + MAX_NPY_HEADER:
+            raise self.fail(f"{name} declares {info.file_size:,} bytes for {found.nbytes:,}")
+        return found
+
+    def read(self, name: str, kinds: str, max_bytes: int,
+             shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """Member ``name`` as an array: ``header``'s checks, then only its bytes read."""
+        found = self.header(name, kinds, max_bytes, shape)
+        with self.zf.open(self.members[name]) as f:
+            self._parse_header(name, f)
+            raw = f.read(found.nbytes)
+        if len(raw) != found.nbytes:
             raise self.fail(f"{name} is cut short")
-        order = "F" if fortran else "C"
-        return np.frombuffer(raw, dtype=dtype).reshape(found, order=order).copy()
+        order = "F" if found.fortran else "C"
+        return np.frombuffer(raw, dtype=found.dtype).reshape(found.shape, order=order).copy()
+
+    def _parse_header(self, name: str, f) -> _Header:
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f, max_header_size=MAX_NPY_HEADER)
+        except (ValueError, OSError, EOFError, SyntaxError, TypeError,
+                tokenize.TokenError) as exc:               # numpy tokenizes the header
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise self.fail(f"{name} is not a readable array ({reason})") from None
+        return _Header(shape, dtype, fortran)
 
 
 def load(path: Path, *, with_state: bool = False) -> Checkpoint:
@@ -171,11 +217,15 @@ def load_committee(paths: list[Path]) -> Checkpoint:
     ``members`` naming them all.
 
     Raises:
-        CheckpointError: a member cannot be loaded.
+        CheckpointError: a member cannot be loaded, or members of different datasets.
     """
     if len(paths) == 1:
         return load(paths[0])
     members = {str(p): load(p) for p in paths}
+    datasets = {m.meta.get("dataset", "mnist") for m in members.values()}
+    if len(datasets) > 1:
+        raise CheckpointError(f"{', '.join(members)}: members trained on different datasets "
+                              f"({', '.join(sorted(map(str, datasets)))}) cannot vote together")
     meta = {**next(iter(members.values())).meta, "members": list(members)}
     return Checkpoint(Committee({name: m.net for name, m in members.items()}), meta)
 
@@ -190,35 +240,68 @@ def load_memory(sizes: list[int]) -> int:
 def _read(archive: _Archive, with_state: bool) -> Checkpoint:
     if "meta" not in archive.members:
         raise archive.fail("missing or unreadable metadata; not an mnist-mlp checkpoint")
-    text = archive.read("meta", (), "U", MAX_META_BYTES // 4)
+    text = archive.read("meta", "U", MAX_META_BYTES, ())
     meta = _parse_meta(archive, str(text))
     sizes = meta["sizes"]
-    need, have = load_memory(sizes), available_memory()
+    weights = {f"{name}.{l}": shape for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))
+               for name, shape in (("W", (n_out, n_in)), ("b", (n_out,)))}
+    leftover = [k for k in archive.members if k != "meta" and k not in weights
+                and not k.startswith(("opt.", "extra."))]
+    if leftover:
+        raise archive.fail(f"unexpected arrays {leftover} for sizes {sizes}")
+    state = _state_headers(archive, sizes) if with_state else {}
+    need = load_memory(sizes) + sum(h.nbytes for h in state.values())
+    have = available_memory()
     if need > have:
-        raise archive.fail(f"a {'-'.join(map(str, sizes))} network needs about "
+        raise archive.fail(f"a {'-'.join(map(str, sizes))} network"
+                           f"{' and its saved state' if state else ''} needs about "
                            f"{show_size(need)} to load and run, more than the "
                            f"{show_size(have)} of memory available")
     params: dict[str, list[np.ndarray]] = {"W": [], "b": []}
-    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        for name, shape in (("W", (n_out, n_in)), ("b", (n_out,))):
-            a = archive.read(f"{name}.{l}", shape, "f", math.prod(shape))
-            if not np.isfinite(a).all():
-                raise archive.fail(f"{name}.{l} holds NaN or infinite values")
-            params[name].append(a.astype(np.float32, copy=False))
+    for name, shape in weights.items():
+        a = archive.read(name, "f", math.prod(shape) * MAX_ITEMSIZE, shape)
+        if not np.isfinite(a).all():
+            raise archive.fail(f"{name} holds NaN or infinite values")
+        params[name[0]].append(a.astype(np.float32, copy=False))
     net = MLP.from_params(params["W"], params["b"], meta["input_scale"])
-    expected = {"meta"} | {f"{n}.{l}" for n in "Wb" for l in range(len(sizes) - 1)}
-    leftover = [k for k in archive.members
-                if k not in expected and not k.startswith(("opt.", "extra."))]
-    if leftover:
-        raise archive.fail(f"unexpected arrays {leftover} for sizes {sizes}")
-    opt, extra = {}, {}
-    if with_state:
-        for k in archive.members:
-            if k.startswith("opt."):
-                opt[k[4:]] = archive.read(k, None, "fiu", MAX_STATE_ELEMENTS)
-            elif k.startswith("extra."):
-                extra[k[6:]] = archive.read(k, None, "fiu", MAX_STATE_ELEMENTS)
+    arrays = {k: archive.read(k, h.dtype.kind, h.nbytes, h.shape) for k, h in state.items()}
+    opt = {k[4:]: a for k, a in arrays.items() if k.startswith("opt.")}
+    extra = {k[6:]: a for k, a in arrays.items() if k.startswith("extra.")}
     return Checkpoint(net, meta, opt, extra)
+
+
+def _state_shapes(sizes: list[int]) -> dict[str, tuple[str, tuple[int, ...] | None]]:
+    """The arrays a resumable state of a ``sizes`` network may hold: name -> (dtype kinds,
+    exact shape, or None for a sample order of at most MAX_ORDER), from STATE_ARRAYS."""
+    params = [(o, i) for i, o in zip(sizes[:-1], sizes[1:])] + [(o,) for o in sizes[1:]]
+    shapes = {}
+    for name, (kinds, what) in STATE_ARRAYS.items():
+        if what == "param":
+            shapes.update({f"{name}.{i}": (kinds, shape) for i, shape in enumerate(params)})
+        else:
+            shapes[name] = (kinds, () if what == "scalar" else None)
+    return shapes
+
+
+def _state_headers(archive: _Archive, sizes: list[int]) -> dict[str, _Header]:
+    """The optimiser state's and extras' headers, every name and shape checked against
+    the network before any of their data is read."""
+    allowed = _state_shapes(sizes)
+    names = [k for k in archive.members if k.startswith(("opt.", "extra."))]
+    unknown = [k for k in names if k not in allowed]
+    if unknown:
+        raise archive.fail(f"unexpected saved state {unknown[:5]} for sizes {sizes}")
+    headers = {}
+    for k in names:
+        kinds, shape = allowed[k]
+        if shape is None:                                       # a sample order (n,)
+            header = archive.header(k, kinds, MAX_ORDER * MAX_ITEMSIZE)
+            if len(header.shape) != 1:
+                raise archive.fail(f"{k} is {header.dtype} {header.shape}, not a sample order")
+        else:
+            header = archive.header(k, kinds, math.prod(shape) * MAX_ITEMSIZE, shape)
+        headers[k] = header
+    return headers
 
 
 def _parse_meta(archive: _Archive, text: str) -> dict[str, Any]:

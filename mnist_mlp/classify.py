@@ -1,4 +1,5 @@
-"""Users' images -> digits: each image prepared as MNIST's were, then one batched forward pass.
+"""Users' images -> classes: each image prepared as the model's dataset's were (a digit as
+MNIST's, a garment as Fashion-MNIST's), then one batched forward pass.
 
 ``mlp predict`` and ``mlp serve`` both classify through ``classify``, so a
 file given to one and posted to the other get the same probabilities.
@@ -13,7 +14,8 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .dataset import to_input
-from .imaging import ImageError, Source, describe, load_digit
+from .imaging import PREPARATIONS, ImageError, Source, describe
+from .mnist import dataset_of
 
 
 @dataclass
@@ -21,12 +23,19 @@ class Prediction:
     """One image's result: where it came from, what the network saw, what it said."""
 
     source: str
-    pixels: np.ndarray   # uint8 (28, 28): the prepared digit, white ink on black
+    pixels: np.ndarray   # uint8 (28, 28): the prepared image, light on black
     proba: np.ndarray    # (10,) class probabilities
+    class_names: Sequence[str]
 
     @property
     def digit(self) -> int:
+        """The class read, as its index (for MNIST, the digit)."""
         return int(self.proba.argmax())
+
+    @property
+    def label(self) -> str:
+        """The class read, by name."""
+        return self.class_names[self.digit]
 
     @property
     def confidence(self) -> float:
@@ -45,14 +54,21 @@ def predict_pixels(model: Checkpoint, pixels: np.ndarray) -> np.ndarray:
 
 def classify(model: Checkpoint, sources: Sequence[Source]
              ) -> list[Prediction | ImageError]:
-    """Each source's Prediction, or the ImageError that says why it has none; in order."""
+    """Each source's Prediction, or the ImageError that says why it has none; in order.
+
+    Raises:
+        ValueError: the model names a dataset this version does not know.
+    """
+    dataset = dataset_of(model.meta)
+    prepare = PREPARATIONS[dataset.subject]
     prepared: list[np.ndarray | ImageError] = []
     for source in sources:
         try:
-            prepared.append(load_digit(source))              # uint8 (28, 28)
+            prepared.append(prepare(source))                 # uint8 (28, 28)
         except ImageError as exc:
             prepared.append(exc)
     good = [p for p in prepared if isinstance(p, np.ndarray)]
     proba = iter(predict_pixels(model, np.stack(good)) if good else [])   # (n, 10)
-    return [p if isinstance(p, ImageError) else Prediction(describe(s), p, next(proba))
+    return [p if isinstance(p, ImageError) else
+            Prediction(describe(s), p, next(proba), dataset.class_names)
             for s, p in zip(sources, prepared)]

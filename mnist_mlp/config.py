@@ -20,7 +20,7 @@ from typing import Any
 
 from .augment import AUGMENTATIONS
 from .files import read_bounded
-from .mnist import N_CLASSES, N_PIXELS
+from .mnist import DATASETS, N_CLASSES, N_PIXELS
 from .network import MAX_LAYERS, MAX_WIDTH
 from .optim import OPTIMIZERS, SCHEDULES
 
@@ -74,6 +74,9 @@ MAX_TRAIN = 60_000  # MNIST's training images
 class TrainConfig:
     """Every hyperparameter of a training run. The defaults are ``configs/default.toml``."""
 
+    dataset: str = setting("mnist", "The dataset to train on (without --config, fashion-mnist "
+                                    "starts from its own preset, fashion-default).",
+                           choices=tuple(DATASETS))
     hidden: tuple[int, ...] = setting((800,), "Hidden layer widths, e.g. 500,300.",
                                       Bounds(1, MAX_WIDTH))
     epochs: int = setting(14, "Passes over the training split.", Bounds(1, 100_000))
@@ -109,6 +112,9 @@ class TrainConfig:
     select_tolerance: float = setting(0.0, "Keep the latest epoch whose validation accuracy "
                                            "is within this of the best so far (0.001 = 0.1 "
                                            "points; 0: the best).", Bounds(0, 1))
+    extra_share: float = setting(0.25, "Share of each epoch's samples that come from --extra "
+                                       "folders (their images repeated to fill it).",
+                                 PROBABILITY)
     seed: int = setting(0, "Seeds initialisation, shuffling, dropout, distortions.",
                         Bounds(0, 2**63 - 1))
 

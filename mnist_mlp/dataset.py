@@ -1,8 +1,8 @@
-"""MNIST as arrays: IDX parsing, the train/val/test splits, pixels to network inputs.
+"""A dataset as arrays: IDX parsing, the train/val/test splits, pixels to network inputs.
 
-``DataSource`` says where MNIST comes from (a folder, mirrors, a download
-deadline, the resource table); it is built once, from options and the
-environment, and handed down as one value.
+``DataSource`` says which dataset (MNIST or Fashion-MNIST) and where it comes from (a
+folder, mirrors, a download deadline, a system package's copy); it is built once, from
+options and the environment, and handed down as one value.
 """
 
 from __future__ import annotations
@@ -16,17 +16,19 @@ from typing import Literal
 
 import numpy as np
 
-from .download import DOWNLOAD_DEADLINE_S, MIRRORS_ENV, ensure_mnist, find_file, load_payload
+from .download import DOWNLOAD_DEADLINE_S, ensure_mnist, find_file, read_payload
+from .labelled import LabelledImages, read_labelled
 from .mnist import (
-    DEFAULT_MIRRORS,
     IMAGE_SIDE,
     IMAGES_MAGIC,
     LABELS_MAGIC,
+    MNIST,
     N_CLASSES,
     N_PIXELS,
     PIXEL_SCALE,
-    RESOURCES,
     CorruptFile,
+    Dataset,
+    DatasetNotFound,
     Resource,
     redo_hint,
 )
@@ -38,23 +40,50 @@ Split = Literal["train", "val", "test"]
 
 @dataclass(frozen=True)
 class DataSource:
-    """Where MNIST comes from: a folder, the mirrors to fill it from, a deadline per file,
-    and the table of files expected there."""
+    """Where a dataset comes from: a folder, the mirrors to fill it from, a deadline per
+    file, and the table of files expected there (the dataset's own unless given)."""
 
     folder: Path = DEFAULT_DATA_DIR
-    mirrors: tuple[str, ...] = DEFAULT_MIRRORS
+    mirrors: tuple[str, ...] = MNIST.mirrors
     deadline_s: float = DOWNLOAD_DEADLINE_S
-    resources: tuple[Resource, ...] = field(default=RESOURCES, repr=False)
+    resources: tuple[Resource, ...] = field(default=(), repr=False)
+    dataset: Dataset = field(default=MNIST, repr=False)
+    extra: tuple[Path, ...] = ()  # users' labelled folders mixed into training
+
+    def __post_init__(self):
+        if not self.resources:
+            object.__setattr__(self, "resources", self.dataset.resources)
 
     @classmethod
     def from_env(cls, folder: Path | None = None, mirrors: tuple[str, ...] = (),
-                 deadline_s: float = DOWNLOAD_DEADLINE_S) -> "DataSource":
-        """The options given, else ``$MLP_DATA_DIR`` and ``$MLP_MNIST_MIRRORS``
-        (comma-separated), else ``./data`` and the public mirrors."""
-        env_mirrors = tuple(m.strip() for m in os.environ.get(MIRRORS_ENV, "").split(",")
-                            if m.strip())
-        return cls(Path(folder or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR),
-                   tuple(mirrors) or env_mirrors or DEFAULT_MIRRORS, deadline_s)
+                 deadline_s: float = DOWNLOAD_DEADLINE_S, dataset: Dataset = MNIST
+                 ) -> "DataSource":
+        """The options given, else ``$MLP_DATA_DIR`` (with the dataset's sub-folder:
+        ``data/fashion-mnist``) and the dataset's mirrors variable (``$MLP_MNIST_MIRRORS``,
+        comma-separated), else ``./data`` and the public mirrors."""
+        env_mirrors = tuple(m.strip() for m in os.environ.get(dataset.mirrors_env, "")
+                            .split(",") if m.strip())
+        base = Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+        return cls(Path(folder or base / dataset.folder),
+                   tuple(mirrors) or env_mirrors or dataset.mirrors, deadline_s, (), dataset)
+
+    def with_dataset(self, dataset: Dataset) -> "DataSource":
+        """This source for ``dataset``: a folder and mirrors that are ``from_env``'s defaults
+        for the current dataset become ``dataset``'s defaults; ones given stay."""
+        if dataset == self.dataset:
+            return self
+        was, now = DataSource.from_env(dataset=self.dataset), DataSource.from_env(dataset=dataset)
+        return DataSource(now.folder if self.folder == was.folder else self.folder,
+                          now.mirrors if self.mirrors == was.mirrors else self.mirrors,
+                          self.deadline_s, (), dataset, self.extra)
+
+    def load_extra(self) -> list[LabelledImages]:
+        """The ``extra`` folders' images, prepared for this dataset's networks.
+
+        Raises:
+            LabelledFolderError: a folder with no usable image, or too many.
+        """
+        return [read_labelled(folder, self.dataset) for folder in self.extra]
 
     @property
     def n_train(self) -> int:
@@ -67,9 +96,11 @@ class DataSource:
 
     def ensure(self, progress: bool = True, verify: bool = True
                ) -> list[tuple[Resource, str]]:
-        """``download.ensure_mnist`` on this source: (resource, "present" | "downloaded")."""
+        """``download.ensure_mnist`` on this source: (resource, "present" | "downloaded");
+        a file the folder lacks but the dataset's installed copy holds is "present" there."""
         return ensure_mnist(self.folder, self.mirrors, self.resources, progress=progress,
-                            verify=verify, deadline_s=self.deadline_s)
+                            verify=verify, deadline_s=self.deadline_s,
+                            elsewhere=self.dataset.installed)
 
     def summary(self, report: list[tuple[Resource, str]]) -> str | None:
         """The line telling what ``ensure`` downloaded, or None when it fetched nothing."""
@@ -78,8 +109,25 @@ class DataSource:
                 if fetched else None)
 
     def path(self, resource: Resource) -> Path | None:
-        """Where ``resource`` sits in the folder, if anywhere."""
-        return find_file(self.folder, resource)
+        """Where ``resource`` sits: in the folder, else in the dataset's installed copy."""
+        return next((path for folder in (self.folder, *self.dataset.installed)
+                     if (path := find_file(folder, resource)) is not None), None)
+
+    def payload(self, resource: Resource) -> tuple[bytes, Path]:
+        """The verified IDX payload of ``resource`` and the file it came from.
+
+        Raises:
+            DatasetNotFound: nowhere to be found (the message says how to get it).
+            CorruptFile: damaged, or not the dataset's file.
+        """
+        path = self.path(resource)
+        if path is None:
+            option = "" if self.dataset is MNIST else f" --dataset {self.dataset.name}"
+            raise DatasetNotFound(
+                f"{self.dataset.title} file {resource.gz_name} not found in {self.folder}. Run "
+                f"`mlp download{option} --data-dir {self.folder}`, or copy the "
+                f"{self.dataset.title} files there.")
+        return read_payload(path, resource), path
 
     def load(self, split: Split = "train", *, flat: bool = True, val_size: int = 0
              ) -> tuple[np.ndarray, np.ndarray]:
@@ -130,8 +178,8 @@ class DataSource:
     def _read(self, split: Literal["train", "test"]) -> tuple[np.ndarray, np.ndarray]:
         """Verified, parsed and cross-checked images uint8 (n, 28, 28) and labels uint8 (n,)."""
         images_res, labels_res = (r for r in self.resources if r.split == split)
-        images_payload, images_path = load_payload(self.folder, images_res)
-        labels_payload, labels_path = load_payload(self.folder, labels_res)
+        images_payload, images_path = self.payload(images_res)
+        labels_payload, labels_path = self.payload(labels_res)
         images = parse_idx(images_payload, IMAGES_MAGIC, images_path)  # (n, 28, 28) uint8
         labels = parse_idx(labels_payload, LABELS_MAGIC, labels_path)  # (n,) uint8
         if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
@@ -186,6 +234,31 @@ def to_input(pixels: np.ndarray, scale: float = PIXEL_SCALE) -> np.ndarray:
     X = pixels.reshape(len(pixels), N_PIXELS).astype(np.float32)  # (n, 784)
     X /= np.float32(scale)
     return X
+
+
+def extra_repeats(n: int, m: int, share: float) -> int:
+    """How many times each of m extra images is repeated to make ``share`` of n + r m."""
+    return math.ceil(share * n / ((1 - share) * m)) if m and share else 0
+
+
+def mix_in(X: np.ndarray, y: np.ndarray, extra: np.ndarray, extra_y: np.ndarray,
+           share: float) -> tuple[np.ndarray, np.ndarray]:
+    """The training split with users' images added as ``share`` of it: each extra image
+    repeated r = ceil(share n / ((1 - share) m)) times, so that m images count among n.
+
+    Args:
+        X, y: the training split (n, 784), (n,).
+        extra, extra_y: the users' images as inputs (m, 784) and their labels (m,).
+        share: in [0, 1); 0 or no images leaves the split as it is.
+
+    Returns:
+        X and y with the repeated images after them: (n + r m, 784), (n + r m,).
+    """
+    repeats = extra_repeats(len(X), len(extra), share)
+    if not repeats:
+        return X, y
+    return (np.concatenate([X, np.tile(extra, (repeats, 1))]),
+            np.concatenate([y, np.tile(extra_y, repeats)]))
 
 
 def _to_arrays(images: np.ndarray, labels: np.ndarray, flat: bool

@@ -1,4 +1,4 @@
-"""Downloading MNIST and verifying its files: mirrors tried in turn, streamed, checked.
+"""Downloading a dataset's files and verifying them: mirrors tried in turn, streamed, checked.
 
 Each of the four files is checked by the SHA-256 of its *decompressed* IDX
 payload, so a mirror that recompresses the gzip container still verifies.
@@ -21,9 +21,17 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .files import LockHeld, atomic_writer, exclusive_lock, open_regular, remove_stale_parts
-from .mnist import RESOURCES, CorruptFile, DatasetNotFound, DownloadError, Resource, redo_hint
+from .mnist import (
+    RESOURCES,
+    CorruptFile,
+    DownloadError,
+    Resource,
+    mirrors_env,
+    payload_owner,
+    redo_hint,
+)
 
-MIRRORS_ENV = "MLP_MNIST_MIRRORS"
+MIRRORS_ENV = mirrors_env("MNIST")
 LOCK_NAME = ".mnist-download.lock"
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 30        # the longest silence from a mirror
@@ -57,7 +65,8 @@ class PayloadDecoder:
         self.raw = False
 
     def _fail(self, what: str) -> CorruptFile:
-        hint = redo_hint(self.source) if "://" not in self.source else "not MNIST's file"
+        hint = (redo_hint(self.source) if "://" not in self.source
+                else f"not {self.resource.dataset}'s file")
         return CorruptFile(f"{self.source}: {what}; {hint}")
 
     def feed(self, chunk: bytes) -> None:
@@ -95,8 +104,8 @@ class PayloadDecoder:
     def _take(self, out: bytes) -> None:
         self.size += len(out)
         if self.size > self.resource.size:
-            raise self._fail(f"longer than the {self.resource.size:,} bytes of MNIST's "
-                             f"{self.resource.name}")
+            raise self._fail(f"longer than the {self.resource.size:,} bytes of "
+                             f"{self.resource.dataset}'s {self.resource.name}")
         self.digest.update(out)
         if self.keep:
             self.parts.append(out)
@@ -105,16 +114,19 @@ class PayloadDecoder:
         """The payload (empty unless ``keep``), once the whole file has been fed.
 
         Raises:
-            CorruptFile: cut short, or a checksum that is not MNIST's.
+            CorruptFile: cut short, or a checksum that is not the dataset's.
         """
         if self.head or (self.inflate is not None and not self.inflate.eof):
             raise self._fail("the gzip stream ends early (truncated)")
         if self.size != self.resource.size:
-            raise self._fail(f"{self.size:,} bytes, MNIST's {self.resource.name} has "
-                             f"{self.resource.size:,}")
+            raise self._fail(f"{self.size:,} bytes, {self.resource.dataset}'s "
+                             f"{self.resource.name} has {self.resource.size:,}")
         digest = self.digest.hexdigest()
+        if (other := payload_owner(digest)) and other != self.resource.dataset:
+            raise CorruptFile(f"{self.source}: {other}'s file, not {self.resource.dataset}'s; "
+                              f"give the folder of the {self.resource.dataset} files")
         if digest != self.resource.sha256:
-            raise self._fail(f"SHA-256 {digest[:12]}... does not match MNIST's "
+            raise self._fail(f"SHA-256 {digest[:12]}... does not match {self.resource.dataset}'s "
                              f"{self.resource.sha256[:12]}...")
         return b"".join(self.parts)
 
@@ -123,7 +135,7 @@ def read_payload(path: Path, resource: Resource) -> bytes:
     """The verified IDX payload of ``path``, decompressed when it is gzip.
 
     Raises:
-        CorruptFile: not a regular file, unreadable, damaged, or not MNIST's file.
+        CorruptFile: not a regular file, unreadable, damaged, or not the dataset's file.
     """
     decoder = PayloadDecoder(resource, str(path))
     try:
@@ -139,16 +151,6 @@ def read_payload(path: Path, resource: Resource) -> bytes:
 def find_file(folder: Path, resource: Resource) -> Path | None:
     """The first candidate name for ``resource`` that exists in ``folder`` (of any kind)."""
     return next((p for p in resource.candidates(folder) if os.path.lexists(p)), None)
-
-
-def load_payload(folder: Path, resource: Resource) -> tuple[bytes, Path]:
-    path = find_file(folder, resource)
-    if path is None:
-        raise DatasetNotFound(
-            f"MNIST file {resource.gz_name} not found in {folder}. Run `mlp download "
-            f"--data-dir {folder}`, or copy the MNIST files there.")
-    return read_payload(path, resource), path
-
 
 
 # ---------------------------------------------------------------- download
@@ -207,7 +209,7 @@ def _fetch(session, url: str, out: BinaryIO, resource: Resource, progress: bool,
     """Stream ``url`` into ``out`` through the payload check, with a bar on stderr.
 
     Raises:
-        CorruptFile: too long, damaged, or not MNIST's file.
+        CorruptFile: too long, damaged, or not the dataset's file.
     """
     from tqdm import tqdm
 
@@ -225,7 +227,7 @@ def _fetch(session, url: str, out: BinaryIO, resource: Resource, progress: bool,
                 written += len(chunk)
                 if written > cap:
                     raise CorruptFile(f"{redact(url)}: sent more than {cap:,} bytes; not "
-                                      "MNIST's file")
+                                      f"{resource.dataset}'s file")
                 out.write(chunk)
                 decoder.feed(chunk)
                 bar.update(len(chunk))
@@ -286,20 +288,24 @@ def download_resource(resource: Resource, folder: Path, mirrors: tuple[str, ...]
         except OSError as exc:  # the folder, not the mirror: no point trying others
             raise DownloadError(f"cannot write {final}: {exc.strerror or exc}") from None
     raise DownloadError(
-        f"could not download {resource.gz_name} ({'; '.join(failures)}). Copy the MNIST files "
-        f"into {folder}, or give a working mirror with --mirror URL or {MIRRORS_ENV}.")
+        f"could not download {resource.gz_name} ({'; '.join(failures)}). Copy the "
+        f"{resource.dataset} files into {folder}, or give a working mirror with --mirror URL or "
+        f"{mirrors_env(resource.dataset)}.")
 
 
 def ensure_mnist(folder: Path, mirrors: tuple[str, ...],
                  resources: tuple[Resource, ...] = RESOURCES,
                  *, progress: bool = True, verify: bool = True,
-                 deadline_s: float = DOWNLOAD_DEADLINE_S) -> list[tuple[Resource, str]]:
+                 deadline_s: float = DOWNLOAD_DEADLINE_S, elsewhere: tuple[Path, ...] = ()
+                 ) -> list[tuple[Resource, str]]:
     """Make all four files present in ``folder``, downloading (and verifying) what is missing.
 
     Args:
         mirrors: base URLs tried in turn for each missing file.
         resources: the files expected (MNIST's four).
         verify: also check the files already there (loading checks them anyway).
+        elsewhere: read-only folders (a system package's copy) whose files count as
+            present when ``folder`` lacks them.
 
     Returns:
         (resource, status) pairs, status one of "present" or "downloaded".
@@ -312,7 +318,7 @@ def ensure_mnist(folder: Path, mirrors: tuple[str, ...],
     report = []
     missing = []
     for resource in resources:
-        path = find_file(folder, resource)
+        path = next((p for f in (folder, *elsewhere) if (p := find_file(f, resource))), None)
         if path is None:
             missing.append(resource)
         elif verify:

@@ -20,6 +20,11 @@ axis; IR 7 is the version ONNX 1.8 wrote for opset 13. The graph uses only
 Div, Gemm, Relu, Softmax, Sum, Clip and Log, which every onnxruntime-web backend
 (wasm, WebGL, WebGPU) implements at opset 13.
 
+``write`` (what ``mlp export`` calls) builds, checks, verifies and writes the
+model in bounded memory: its need (``export_memory``) is checked before any
+graph is built, and no two of the graph, its bytes and ONNX Runtime's copy are
+held at once.
+
 ``onnx`` (and ``onnxruntime``, for ``verify``) are imported inside the functions
 that use them: without the ``onnx`` extra this module imports, and using it
 raises ``OnnxMissing``.
@@ -29,7 +34,8 @@ from __future__ import annotations
 
 import errno
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,7 +44,8 @@ import numpy as np
 from . import package_version
 from .checkpoint import Checkpoint
 from .dataset import to_input
-from .files import write_bytes_atomic, write_target
+from .files import atomic_path, write_target
+from .memory import available_memory, show_size
 from .mnist import N_CLASSES, N_PIXELS
 from .network import MLP, PROBABILITY_FLOOR, Committee, Model
 from .records import val_score
@@ -53,6 +60,8 @@ INPUT = "pixels"
 OUTPUTS = ("logits", "probabilities")
 MAX_PROTO_BYTES = (2 << 30) - (1 << 20)   # protobuf's 2 GB limit, less room for the graph
 VERIFY_TOLERANCE = 1e-5      # the largest |ONNX Runtime - NumPy| allowed in a probability
+VERIFY_IMAGES = 256          # random images verify compares on
+EXPORT_OVERHEAD = 64 << 20   # ONNX Runtime's and the checker's own allocations, roughly
 EXTRA_HINT = "pip install 'mnist-mlp[onnx]'"
 
 INPUT_CONVENTION = {
@@ -84,7 +93,7 @@ class ExportError(Exception):
 def _onnx():
     try:
         import onnx
-        from onnx import checker, helper, numpy_helper  # noqa: F401  (submodules used below)
+        from onnx import checker, helper  # noqa: F401  (submodules used below)
     except ImportError:
         raise OnnxMissing(f"ONNX export needs the onnx package: {EXTRA_HINT}") from None
     return onnx
@@ -98,7 +107,7 @@ def _members(models: Models) -> dict[str | None, Checkpoint]:
     if not all(isinstance(c.net, MLP) for c in members.values()):
         raise ExportError("give a committee as its members' checkpoints by name, not as a "
                           "loaded committee")
-    n_bytes = sum(p.size * 4 for c in members.values() for p in c.net.params)
+    n_bytes = _weight_bytes(members)
     if n_bytes > MAX_PROTO_BYTES:
         raise ExportError(f"{n_bytes / 2**30:.1f} GB of float32 weights: more than an ONNX file "
                           "holds (2 GB)")
@@ -144,7 +153,38 @@ def metadata(models: Models) -> dict[str, str]:
     }
 
 
-def to_onnx(models: Models) -> onnx.ModelProto:
+def export_memory(models: Models) -> int:
+    """Bytes an export takes at its peak beside the loaded checkpoints, roughly.
+
+    The weights as float32 three times over: the graph's copy of them with its
+    serialised bytes and one tensor's bytes on their way into the graph (``to_onnx``:
+    the checker's parse of those bytes instead), then ONNX Runtime's parse and
+    its own tensors while ``write`` checks the file; and the activations of
+    ``verify``'s images.
+    """
+    members = _members(models)
+    widest = max(max(c.net.sizes) for c in members.values())
+    return 3 * _weight_bytes(members) + VERIFY_IMAGES * widest * 4 * 4 + EXPORT_OVERHEAD
+
+
+def check_memory(models: Models, available: int | None = None) -> None:
+    """Refuse, before any graph is built, an export that would not fit in memory.
+
+    Args:
+        available: the bytes it may take; default ``memory.available_memory()``.
+
+    Raises:
+        ExportError: ``export_memory`` is more than ``available``.
+    """
+    need = export_memory(models)
+    have = available_memory() if available is None else available
+    if need > have:
+        raise ExportError(f"exporting {_weight_bytes(_members(models)) / 2**30:.2f} GiB of "
+                          f"weights takes about {show_size(need)} of memory beside the "
+                          f"model, more than the {show_size(have)} available")
+
+
+def to_onnx(models: Models, available: int | None = None) -> onnx.ModelProto:
     """The ONNX model of one checkpoint, or of several voting as a committee.
 
     A committee averages its members' probabilities, each member seeing the
@@ -154,21 +194,84 @@ def to_onnx(models: Models) -> onnx.ModelProto:
     Args:
         models: a checkpoint of one network, or the checkpoints of a committee's
             members by name (each from ``checkpoint.load``; one entry: one network).
+        available: the bytes it may take (``check_memory``).
 
     Raises:
         OnnxMissing: the onnx package is not installed.
-        ExportError: no models, a loaded committee, or weights too large for one
-            ONNX file.
+        ExportError: no models, a loaded committee, weights too large for one
+            ONNX file, or more memory needed than is available.
     """
     onnx = _onnx()
-    from onnx import TensorProto, helper, numpy_helper
+    check_memory(models, available)
+    with _memory_errors():
+        model = _graph(_members(models))
+        onnx.checker.check_model(model, full_check=True)
+    return model
 
-    members = _members(models)
+
+def write(models: Models, path: Path, overwrite: bool = False,
+          available: int | None = None) -> tuple[int, float]:
+    """Build, check and verify the ONNX model of ``models`` and write it atomically.
+
+    The model is serialised into a ``*.part`` file beside ``path`` and the graph
+    dropped before the checker and ONNX Runtime read that file back, so that
+    no two of the graph, its bytes and ONNX Runtime's copy are held at once;
+    ``path`` is replaced only when ``verify`` passes.
+
+    Args:
+        models: as ``to_onnx``'s.
+        available: the bytes it may take (``check_memory``).
+
+    Returns:
+        The file's size in bytes and ``verify``'s largest probability difference.
+
+    Raises:
+        OnnxMissing: onnx or onnxruntime is not installed.
+        ExportError: as ``to_onnx`` and ``verify``.
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        OSError: ``path`` is a folder, FIFO, device or socket, a stream
+            (``/dev/stdout``), a symlink to nothing, or its folder is not writable.
+    """
+    onnx = _onnx()
+    path = Path(path)
+    write_target(path)            # a folder, FIFO, device, stream, dangling symlink: refused
+    if path.exists() and not overwrite:
+        raise FileExistsError(errno.EEXIST, "already exists", str(path))
+    check_memory(models, available)
+    with atomic_path(path) as part, _memory_errors():
+        part.write_bytes(_graph(_members(models)).SerializeToString())
+        onnx.checker.check_model(part, full_check=True)
+        diff = verify(part, models)
+        return part.stat().st_size, diff
+
+
+@contextmanager
+def _memory_errors() -> Iterator[None]:
+    """Running out of memory while building, serialising or checking a graph as ExportError
+    (protobuf reports a failed allocation as an EncodeError)."""
+    from google.protobuf.message import EncodeError
+
+    try:
+        yield
+    except (MemoryError, EncodeError) as exc:
+        raise ExportError(f"not enough memory to build the ONNX model "
+                          f"({type(exc).__name__}); free some, or export a smaller "
+                          "network") from None
+
+
+def _weight_bytes(members: Mapping[str | None, Checkpoint]) -> int:
+    return sum(p.size * 4 for c in members.values() for p in c.net.params)
+
+
+def _graph(members: dict[str | None, Checkpoint]) -> onnx.ModelProto:
+    """The model, unchecked; each weight copied once, straight into the model's graph."""
+    from onnx import TensorProto, helper
+
     single = len(members) == 1
-    initializers, nodes, member_probs = [], [], []
+    constants, nodes, member_probs = {}, [], []
 
     def constant(value, name: str) -> str:
-        initializers.append(numpy_helper.from_array(np.asarray(value, np.float32), name))
+        constants[name] = value
         return name
 
     for m, c in enumerate(members.values()):
@@ -199,7 +302,7 @@ def to_onnx(models: Models) -> onnx.ModelProto:
         nodes, "mnist_mlp", [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT,
                                                            [BATCH, N_PIXELS])],
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, N_CLASSES])
-         for name in OUTPUTS], initializers,
+         for name in OUTPUTS],
         doc_string=f"MNIST digit classifier, {kind}: pixels (N, 784), 0-255 -> logits, "
                    "probabilities (N, 10)")
     props = metadata(members)
@@ -209,25 +312,15 @@ def to_onnx(models: Models) -> onnx.ModelProto:
                               doc_string="A multilayer perceptron trained on MNIST by "
                                          "mnist-mlp; see the metadata for its contract.")
     helper.set_model_props(model, props)
-    onnx.checker.check_model(model, full_check=True)
+    for name, value in constants.items():     # TensorProto's documented fields, as from_array
+        tensor = model.graph.initializer.add()  # fills them, without its copies
+        array = np.asarray(value, dtype="<f4")
+        tensor.name, tensor.data_type = name, TensorProto.FLOAT
+        tensor.dims.extend(array.shape)
+        data = array.tobytes()
+        np.empty(len(data), np.uint8)         # protobuf's copy: a MemoryError here if it cannot
+        tensor.raw_data = data                # be had, where protobuf would crash the process
     return model
-
-
-def save(model: onnx.ModelProto, path: Path, overwrite: bool = False) -> int:
-    """Write ``model`` to ``path`` atomically; the number of bytes written.
-
-    Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is False.
-        OSError: ``path`` is a folder, FIFO, device or socket, a symlink to
-            nothing, or its folder is not writable.
-    """
-    path = Path(path)
-    write_target(path)            # a folder, FIFO, device, dangling symlink: refused
-    if path.exists() and not overwrite:
-        raise FileExistsError(errno.EEXIST, "already exists", str(path))
-    data = model.SerializeToString()
-    write_bytes_atomic(path, data)
-    return len(data)
 
 
 def session(model: onnx.ModelProto | bytes | Path, threads: int = 1):
@@ -248,9 +341,10 @@ def session(model: onnx.ModelProto | bytes | Path, threads: int = 1):
                                 providers=["CPUExecutionProvider"])
 
 
-def verify(model: onnx.ModelProto, models: Models,
+def verify(model: onnx.ModelProto | bytes | Path, models: Models,
            pixels: np.ndarray | None = None, tolerance: float = VERIFY_TOLERANCE) -> float:
-    """Run ``model`` in ONNX Runtime and in NumPy; the largest probability difference.
+    """Run ``model`` (or its bytes, or its file) in ONNX Runtime and in NumPy; the
+    largest probability difference.
 
     Args:
         pixels: images (n, 784) with values 0-255; default 256 random images
@@ -259,16 +353,19 @@ def verify(model: onnx.ModelProto, models: Models,
 
     Raises:
         OnnxMissing: onnxruntime is not installed.
-        ExportError: the difference exceeds ``tolerance``.
+        ExportError: the difference exceeds ``tolerance``, or NumPy's network overflows.
     """
     if pixels is None:
         rng = np.random.default_rng(0)
-        pixels = np.where(rng.random((256, N_PIXELS)) < 0.2,
-                          rng.integers(0, 256, (256, N_PIXELS)), 0)
+        pixels = np.where(rng.random((VERIFY_IMAGES, N_PIXELS)) < 0.2,
+                          rng.integers(0, 256, (VERIFY_IMAGES, N_PIXELS)), 0)
     pixels = np.asarray(pixels, dtype=np.float32).reshape(-1, N_PIXELS)      # (n, 784)
     onnx_probs = session(model).run(["probabilities"], {INPUT: pixels})[0]   # (n, 10)
     net = network(models)
-    numpy_probs = net.predict_proba(to_input(pixels, net.input_scale))       # (n, 10)
+    try:
+        numpy_probs = net.predict_proba(to_input(pixels, net.input_scale))   # (n, 10)
+    except FloatingPointError as exc:
+        raise ExportError(f"cannot check the export against NumPy: {exc}") from None
     diff = float(np.max(np.abs(onnx_probs - numpy_probs)))
     if not diff <= tolerance:                                            # NaN fails too
         raise ExportError(f"ONNX Runtime's probabilities differ from NumPy's by {diff:.3g} "

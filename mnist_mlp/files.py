@@ -4,15 +4,18 @@ regular files only, and an exclusive lock that names its holder.
 Writes go to a ``*.part`` file beside the target and are renamed over it only
 when complete, so readers see the old file or the whole new one. A symlink is
 written *through* (its target is replaced, the link kept). A device, FIFO,
-socket or folder is never replaced: that is an ``OSError`` before anything is
-written. Reads open a path only when it is a regular file (a FIFO would block,
-a device never ends) and never take more than a stated number of bytes.
+socket or folder is never replaced, nor is the file a shell redirected
+``/dev/stdout``, ``/dev/stderr`` or ``/dev/fd/N`` to (those names are refused):
+that is an ``OSError`` before anything is written. Reads open a path only when
+it is a regular file (a FIFO would block, a device never ends) and never take
+more than a stated number of bytes.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +24,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 PART_SUFFIX = ".part"
+MAX_SYMLINKS = 40        # as Linux follows
+STREAM_PATH = re.compile(r"/dev/(stdin|stdout|stderr|fd(/.*)?)"
+                         r"|/proc/(self|thread-self|\d+)(/task/\d+)?/fd(/.*)?")
 
 
 def not_regular(path: Path, mode: int) -> OSError:
@@ -31,15 +37,36 @@ def not_regular(path: Path, mode: int) -> OSError:
     return OSError(errno.EINVAL, f"is {kind}, not a regular file", str(path))
 
 
+def names_a_stream(path: Path) -> bool:
+    """Whether ``path``, or a symlink on the way to its end, names one of this process's
+    streams (``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N``, ``/proc/self/fd/N``): replacing
+    what such a name resolves to would replace the file a shell redirected to."""
+    current = os.path.abspath(path)
+    for _ in range(MAX_SYMLINKS):
+        if STREAM_PATH.fullmatch(os.path.normpath(current)):
+            return True
+        parts = Path(current).parts
+        for i in range(2, len(parts) + 1):                      # the first symlink, if any
+            prefix = os.path.join(*parts[:i])
+            if os.path.islink(prefix):
+                current = os.path.join(os.path.dirname(prefix), os.readlink(prefix),
+                                       *parts[i:])
+                break
+        else:
+            return False
+    return False                                                # a loop: opening says so
+
+
 def write_target(path: Path) -> Path:
     """Where writing ``path`` really lands: the end of its symlinks, checked to be replaceable.
 
     Raises:
-        OSError: ``-`` (standard output), a dangling symlink, or a target that exists
-            and is not a regular file (``/dev/stdout`` is a FIFO or a device).
+        OSError: ``-`` or a name of a stream (``names_a_stream``), a dangling symlink,
+            or a target that exists and is not a regular file.
     """
-    if str(path) == "-":
-        raise OSError(errno.EINVAL, "is standard output; this is written to files only "
+    if str(path) == "-" or names_a_stream(path):
+        what = "standard output" if str(path) == "-" else "a stream of this process"
+        raise OSError(errno.EINVAL, f"is {what}; this is written to files only "
                       "(give a file name)", str(path))
     try:
         mode = os.stat(path).st_mode  # through symlinks, /proc's magic ones too
@@ -54,8 +81,9 @@ def write_target(path: Path) -> Path:
 
 
 @contextmanager
-def atomic_writer(path: Path) -> Iterator[BinaryIO]:
-    """Yield a binary file in the target's folder; rename it over the target on success.
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield the path of a new empty file beside the target; on success sync it to disk
+    and rename it over the target (for writers that need a name, not a file object).
 
     On any exception (KeyboardInterrupt included) the temporary ``*.part`` file
     is deleted and the target keeps whatever it held before.
@@ -67,16 +95,29 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=PART_SUFFIX, dir=target.parent)
     try:
+        os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         write_target(target)  # still replaceable: nothing swapped in a FIFO meanwhile
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """Yield a binary file in the target's folder; rename it over the target on success
+    (``atomic_path``'s guarantees)."""
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "wb") as f:
+            yield f
 
 
 def format_for(path: Path, formats: dict[str, str]) -> str:

@@ -2,7 +2,8 @@
 
 ``read_gray`` reads the first frame as grey: orientation from EXIF applied,
 transparency flattened. ``load_digit`` (file -> 28x28 digit) hands that to
-``digit.preprocess``, which prepares it the way MNIST's digits were.
+``digit.preprocess``, which prepares it the way MNIST's digits were; ``load_garment``
+to ``garment.preprocess``, as Fashion-MNIST's photos were.
 
 Reading is bounded whatever the image's shape or mode: its size is checked
 from the header, and what decoding it would hold (the frame and the decoder's
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from . import garment
 from .digit import WORK_SIDE, preprocess
 from .files import open_regular
 
@@ -204,7 +207,8 @@ def orient(gray: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _quiet_decoders() -> None:
-    """Keep Pillow's warnings and libtiff's messages off stderr: each image gets one line.
+    """Keep Pillow's warnings and log records and libtiff's messages off stderr: each
+    image gets one line.
 
     Pillow warns about damaged metadata in images it still reads (and about
     decompression bombs, refused here first). A filter (idempotent, put back
@@ -212,7 +216,22 @@ def _quiet_decoders() -> None:
     thread-safe: mlp serve decodes in threads.
     """
     warnings.filterwarnings("ignore", module=r"PIL\.")
+    _silence_pillow_log()
     _silence_libtiff()
+
+
+@functools.cache
+def _silence_pillow_log() -> None:
+    """Give Pillow's logger a handler that drops its records.
+
+    Pillow logs some refusals before raising them (a TIFF's "More samples per
+    pixel than can be decoded" at ERROR); with no logging configured, Python's
+    last-resort handler writes such records to stderr. With a handler of its
+    own (the logging HOWTO's NullHandler) the logger no longer falls back on
+    it; an application that configures logging still gets the records through
+    its root handlers.
+    """
+    logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 
 @functools.cache
@@ -325,6 +344,24 @@ def load_digit(source: Source) -> np.ndarray:
         return preprocess(gray)
     except ValueError as exc:
         raise ImageError(f"{describe(source)}: no digit found ({exc})") from None
+
+
+def load_garment(source: Source) -> np.ndarray:
+    """Read an image file (or its bytes) and prepare it as Fashion-MNIST's photos were:
+    uint8 (28, 28).
+
+    Raises:
+        ImageError: unreadable, too large, or blank; the message names the file.
+    """
+    gray = read_gray(source)
+    try:
+        return garment.preprocess(gray)
+    except ValueError as exc:
+        raise ImageError(f"{describe(source)}: no garment found ({exc})") from None
+
+
+# How a user's image becomes a network's input, by the dataset's subject.
+PREPARATIONS = {"digit": load_digit, "garment": load_garment}
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:

@@ -1,6 +1,8 @@
-"""MNIST itself: its shape, its four files and their checksums, and its errors.
+"""The datasets: their shape, their four files and checksums, class names, and their errors.
 
-The one module every other imports for ``IMAGE_SIDE`` and friends; it does no I/O.
+MNIST and Fashion-MNIST share one layout (28x28 grey images, 10 classes, 60,000 training
+and 10,000 test samples in four IDX files of the same names); a ``Dataset`` holds what
+differs. The one module every other imports for ``IMAGE_SIDE`` and friends; it does no I/O.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Resource:
     split: Literal["train", "test"]
     kind: Literal["images", "labels"]
     count: int  # samples in the file
+    dataset: str = "MNIST"  # the title of the dataset it belongs to, for messages
 
     @property
     def gz_name(self) -> str:
@@ -69,10 +72,95 @@ RESOURCES = (
              10_000),
 )
 
+# Fashion-MNIST's payloads (the IDX bytes inside the gzip files): Debian's package and the
+# official downloads compress them differently, so only the payload is checked.
+FASHION_RESOURCES = tuple(Resource(name, sha256, split, kind, count, "Fashion-MNIST") for
+                          name, sha256, split, kind, count in (
+    ("train-images-idx3-ubyte",
+     "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", "train", "images", 60_000),
+    ("train-labels-idx1-ubyte",
+     "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", "train", "labels", 60_000),
+    ("t10k-images-idx3-ubyte",
+     "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", "test", "images", 10_000),
+    ("t10k-labels-idx1-ubyte",
+     "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", "test", "labels", 10_000),
+))
+
+Subject = Literal["digit", "garment"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset of MNIST's layout: where its files come from and what its classes are."""
+
+    name: str                        # the --dataset value, recorded in checkpoints
+    title: str                       # for messages
+    resources: tuple[Resource, ...]  # its four files
+    mirrors: tuple[str, ...]         # public mirrors, tried in turn
+    class_names: tuple[str, ...]     # N_CLASSES names, by label
+    subject: Subject                 # how users' photos are prepared: as a digit or a garment
+    default_preset: str              # what `mlp train --dataset NAME` starts from
+    folder: str = ""                 # its sub-folder of the data folder ("" for the folder)
+    installed: tuple[Path, ...] = ()  # read-only copies a system package installs, used in place
+
+    @property
+    def mirrors_env(self) -> str:
+        """The environment variable whose comma-separated URLs replace ``mirrors``."""
+        return mirrors_env(self.title)
+
+
+def mirrors_env(title: str) -> str:
+    """``MLP_MNIST_MIRRORS``, ``MLP_FASHION_MNIST_MIRRORS``: a dataset's mirrors variable."""
+    return f"MLP_{title.upper().replace('-', '_')}_MIRRORS"
+
+
+MNIST = Dataset(
+    "mnist", "MNIST", RESOURCES, DEFAULT_MIRRORS,
+    tuple(str(d) for d in range(N_CLASSES)), "digit", "default")
+
+FASHION_MNIST = Dataset(
+    "fashion-mnist", "Fashion-MNIST", FASHION_RESOURCES,
+    ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+     "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"),
+    ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+     "Ankle boot"),
+    "garment", "fashion-default", "fashion-mnist", (Path("/usr/share/datasets/fashion-mnist"),))
+
+DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST)}
+
+
+def find_dataset(name: str) -> Dataset:
+    """The dataset called ``name``.
+
+    Raises:
+        ValueError: no such dataset; the message lists them.
+    """
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"no dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+
+
+def payload_owner(sha256: str) -> str | None:
+    """The title of the dataset one of whose files has this payload SHA-256, if any."""
+    return next((d.title for d in DATASETS.values()
+                 for r in d.resources if r.sha256 == sha256), None)
+
+
+def dataset_of(meta: dict) -> Dataset:
+    """The dataset a checkpoint's metadata names (MNIST when it names none).
+
+    Raises:
+        ValueError: a dataset this version does not know.
+    """
+    name = meta.get("dataset", MNIST.name)
+    if not isinstance(name, str):
+        raise ValueError(f"its dataset {str(name)[:40]!r} is not a name")
+    return find_dataset(name)
 
 
 def checksums(resources: tuple[Resource, ...] = RESOURCES) -> dict[str, str]:
-    """File name -> SHA-256 of each MNIST payload, for checkpoint metadata."""
+    """File name -> SHA-256 of each payload (MNIST's by default), for checkpoint metadata."""
     return {r.name: r.sha256 for r in resources}
 
 
@@ -90,7 +178,6 @@ class CorruptFile(DataError):
 
 class DownloadError(DataError):
     pass
-
 
 
 def redo_hint(path: Path | str) -> str:

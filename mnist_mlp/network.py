@@ -204,6 +204,30 @@ class MLP:
             dZ = dact(dA, A)                                   # dZ = dA ⊙ ReLU'(Z)
         return dW, db
 
+    def input_gradient(self, dZ: np.ndarray, cache: ForwardCache) -> np.ndarray:
+        """The gradient with respect to the inputs X, from dL/dZ of the output layer.
+
+        ``backward``'s chain without the parameters' gradients, carried on to the
+        input: dL/dx = Wᵀ · dL/dz at every layer. Seeded with dZ = (P - Y) / n it is
+        the loss's gradient; seeded with dZ = onehot(c) - P it is that of log P[:, c],
+        a saliency map per row. Divide by ``input_scale`` for the gradient per pixel value.
+
+        Args:
+            dZ: a gradient at the logits (n, sizes[-1]); left as it is.
+            cache: from ``forward`` on the same batch.
+
+        Returns:
+            dX (n, sizes[0]).
+        """
+        dact = DERIVATIVES[self.activation]
+        for l in range(len(self.W) - 1, -1, -1):
+            dA = dZ @ self.W[l]                                # dA = dZ W        (n, in)
+            if cache.masks[l] is not None:
+                dA *= cache.masks[l]                           # through inverted dropout
+            if l > 0:
+                dZ = dact(dA, cache.inputs[l])                 # dZ = dA ⊙ ReLU'(Z)
+        return dA                                              # dX = dZ W[0]     (n, in)
+
     def loss_and_gradients(self, X: np.ndarray, y: np.ndarray
                            ) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
         """Mean cross-entropy over the batch and its gradients; no dropout, no regularisation.

@@ -180,8 +180,10 @@ def weights_figure(W0: np.ndarray, title: str) -> Figure:
     return fig
 
 
-def confusion_figure(confusion: np.ndarray, accuracy: float) -> Figure:
-    """The confusion matrix (rows: true digit) coloured by row share, counts in the cells."""
+def confusion_figure(confusion: np.ndarray, accuracy: float,
+                     class_names: Sequence[str] = tuple("0123456789")) -> Figure:
+    """The confusion matrix (rows: true class) coloured by row share, counts in the cells;
+    the axes labelled with the class names (digits: "digit")."""
     confusion = np.asarray(confusion)
     k = len(confusion)
     shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
@@ -194,12 +196,16 @@ def confusion_figure(confusion: np.ndarray, accuracy: float) -> Figure:
             if confusion[i, j]:
                 ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if shares[i, j] > 0.5 else "black")
-    ax.set(xticks=range(k), yticks=range(k), xlabel="predicted digit", ylabel="true digit",
+    noun = "digit" if list(class_names) == list("0123456789") else "class"
+    ax.set(xlabel=f"predicted {noun}", ylabel=f"true {noun}",
            title=f"confusion matrix: {100 * accuracy:.2f}% correct of {confusion.sum():,}")
+    ax.set_xticks(range(k), class_names, rotation=0 if noun == "digit" else 45, ha="right"
+                  if noun == "class" else "center")
+    ax.set_yticks(range(k), class_names)
     bar = fig.colorbar(image, ax=ax, shrink=0.8)
     ticks = [0, 0.01, 0.05, 0.2, 0.5, 1]
     bar.set_ticks(np.sqrt(ticks), labels=[f"{t:.0%}" for t in ticks])
-    bar.set_label("share of the true digit's row")
+    bar.set_label(f"share of the true {noun}'s row")
     return fig
 
 

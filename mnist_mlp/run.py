@@ -8,6 +8,7 @@ read back in ``resume``.
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -16,12 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from . import checkpoint, package_version
 from .config import TrainConfig, find_preset, load_config_file, resolve
-from .dataset import DataSource
+from .dataset import DataSource, extra_repeats, mix_in, to_input
 from .files import LockHeld, exclusive_lock, remove_stale_parts, write_target
+from .labelled import LabelledFolderError, LabelledImages
 from .memory import available_memory, show_size
-from .mnist import PIXEL_SCALE
+from .mnist import PIXEL_SCALE, find_dataset
 from .network import MLP
 from .resume import SavedRun, load_saved_run, resumed_config
 from .runfiles import RunError, RunFiles, write_metrics
@@ -29,7 +33,7 @@ from .train import Callback, Ending, Trainer, TrainingDiverged
 
 BYTES_PER_FLOAT = 4
 
-Start = Literal["new", "resume", "overwrite"]
+Mode = Literal["new", "resume", "overwrite"]
 
 
 # ---------------------------------------------------------------- the specification
@@ -39,13 +43,14 @@ class RunSpec:
     """Everything a run is: what it trains, on what, from what, and where it is saved.
 
     ``start``: "new" refuses a run already at ``out``, "overwrite" replaces it, "resume"
-    continues it (``cfg`` is then the saved run's, with epochs and patience as given).
+    continues it (``cfg`` and ``data`` are then the saved run's, with epochs and patience
+    as given).
     """
 
     cfg: TrainConfig
-    data: DataSource                # where the samples come from
+    data: DataSource                # the dataset, its files, and users' --extra folders
     out: Path                       # the kept model; the run's other files go beside it
-    start: Start = "new"
+    start: Mode = "new"
     preset: str = "flags"           # the --config the run started from, for titles
     init: Path | None = None        # starting weights (a checkpoint); None: fresh ones
     threads: int | None = None      # BLAS threads while training; None: the BLAS's own
@@ -55,22 +60,40 @@ class RunSpec:
         return RunFiles(self.out)
 
 
+@dataclass(frozen=True)
+class Start:
+    """How a run begins: ``mode`` (a new run, one replacing the run at ``out``, or that
+    run resumed) and, for a new run, ``init``: a checkpoint whose weights it starts from."""
+
+    mode: Mode = "new"
+    init: Path | None = None
+
+
 def build_spec(out: Path, config: str | Path | TrainConfig | None = None,
                flags: Mapping[str, Any] | None = None, *, data: DataSource | None = None,
-               start: Start = "new") -> RunSpec:
-    """The spec of a run at ``out``: built-in defaults, then ``config`` (a preset name, a
-    TOML path, or a whole TrainConfig), then ``flags``; for ``start="resume"``, the saved
-    run's config, which the values given may only repeat, but for epochs and patience.
+               start: Start = Start()) -> RunSpec:
+    """The spec of a run at ``out``: built-in defaults (or, without ``config``, the preset
+    of the flags' dataset), then ``config`` (a preset name, a TOML path, or a whole
+    TrainConfig), then ``flags``; hidden sizes those of ``start.init`` unless given. To
+    resume, the saved run's config and data, which the values given may only repeat, but
+    for epochs and patience.
 
-    ``threads`` and ``init`` are fields to set on the result (``dataclasses.replace``).
+    ``threads`` is a field to set on the result (``dataclasses.replace``).
 
     Raises:
         ConfigError: a bad value (ConfigFileError: in the config file); with resume, a
             value given that the saved run fixes.
-        checkpoint.CheckpointError: with resume, nothing saved to resume, or unusable.
+        RunError: ``init`` of another shape, dataset or input scale.
+        checkpoint.CheckpointError: ``init`` unreadable; with resume, nothing saved to
+            resume, or unusable.
     """
     data = data or DataSource.from_env()
     flags = dict(flags or {})
+    if config is None and start.mode != "resume" and flags.get("dataset", "mnist") != "mnist":
+        config = find_dataset(flags["dataset"]).default_preset
+    init = checkpoint.load(start.init) if start.init and start.mode != "resume" else None
+    if init is not None and "hidden" not in flags:
+        flags["hidden"] = tuple(init.net.sizes[1:-1])
     if isinstance(config, TrainConfig):
         given, preset = {**config.to_dict(), **flags}, "flags"
         cfg = resolve({}, flags, config)
@@ -78,10 +101,39 @@ def build_spec(out: Path, config: str | Path | TrainConfig | None = None,
         file_values = load_config_file(find_preset(str(config))) if config else {}
         given, preset = {**file_values, **flags}, Path(config).stem if config else "flags"
         cfg = resolve(file_values, flags)
-    if start != "resume":
-        return RunSpec(cfg, data, Path(out), start, preset)
-    saved = resumed_config(RunFiles(Path(out)), given)
-    return RunSpec(saved.cfg, data, Path(out), start, saved.preset, saved.init)
+    if start.mode == "resume":
+        saved = resumed_config(RunFiles(Path(out)), given, data)
+        return RunSpec(saved.cfg, saved.source, Path(out), "resume", saved.preset)
+    if init is not None:
+        _check_start(start.init, init, cfg)
+    return RunSpec(cfg, data.with_dataset(find_dataset(cfg.dataset)), Path(out), start.mode,
+                   preset, start.init)
+
+
+def weights_sha256(net: MLP) -> str:
+    """SHA-256 of a network's parameters, W then b, layer by layer: what a run started from."""
+    digest = hashlib.sha256()
+    for p in net.params:
+        digest.update(np.ascontiguousarray(p).tobytes())
+    return digest.hexdigest()
+
+
+def _check_start(init: Path, start: checkpoint.Checkpoint, cfg: TrainConfig) -> None:
+    """A starting network must be the run's shape, dataset and input scale.
+
+    Raises:
+        RunError: it is not.
+    """
+    sizes = "-".join(map(str, start.net.sizes))
+    if start.net.sizes != cfg.sizes:
+        raise RunError(f"--init {init}: a {sizes} network, but the run's is "
+                       f"{'-'.join(map(str, cfg.sizes))}; leave out --hidden, or give its own")
+    if start.meta.get("dataset", "mnist") != cfg.dataset:
+        raise RunError(f"--init {init}: trained on {start.meta.get('dataset', 'mnist')}, not "
+                       f"{cfg.dataset}")
+    if start.net.input_scale != PIXEL_SCALE:
+        raise RunError(f"--init {init}: takes pixels / {start.net.input_scale:g}; training "
+                       f"gives pixels / {PIXEL_SCALE:g}")
 
 
 # ---------------------------------------------------------------- memory
@@ -123,8 +175,8 @@ class CheckpointCallback(Callback):
     state and the metrics log; the resumable state again when the run is stopped; the
     log rewritten from the saved history when a run resumes."""
 
-    def __init__(self, spec: RunSpec):
-        self.spec, self.files = spec, spec.files
+    def __init__(self, spec: RunSpec, origin: dict[str, Any]):
+        self.spec, self.files, self.origin = spec, spec.files, origin
         self.saved_last = False  # whether this process wrote files.last
 
     def _meta(self, trainer: Trainer) -> dict[str, Any]:
@@ -132,12 +184,14 @@ class CheckpointCallback(Callback):
         return {
             "package_version": package_version(),
             "preset": self.spec.preset,  # the --config the run started from, for titles
-            "init": None if self.spec.init is None else str(self.spec.init),
             "input_scale": PIXEL_SCALE,  # X = pixels / input_scale, white ink on black
             "config": trainer.cfg.to_dict(),
+            "dataset": self.spec.data.dataset.name,
+            "class_names": list(self.spec.data.dataset.class_names),
             "epoch": state.epoch,
             "metrics": state.history[-1] if state.history else {},
             "data_sha256": self.spec.data.checksums(),
+            **self.origin,  # "init": the checkpoint it started from; "extra": users' folders
         }
 
     def save_kept(self, trainer: Trainer) -> None:
@@ -300,19 +354,16 @@ def _describe_existing(files: RunFiles) -> str:
         return "a file that is not a readable checkpoint"
 
 
-def _starting_net(spec: RunSpec) -> MLP:
-    """Fresh weights from the config's seed, or those of ``spec.init``.
+def _extras(source: DataSource) -> list[LabelledImages]:
+    """The images of ``source.extra``.
 
     Raises:
-        checkpoint.CheckpointError: ``init`` unreadable, or of other layer sizes.
+        RunError: a folder with no usable image.
     """
-    if spec.init is None:
-        return MLP(spec.cfg.sizes, seed=spec.cfg.seed)
-    net = checkpoint.load(spec.init).net
-    if not isinstance(net, MLP) or net.sizes != spec.cfg.sizes:
-        raise checkpoint.CheckpointError(f"{spec.init}: layer sizes {net.sizes} are not the "
-                                         f"run's {spec.cfg.sizes}")
-    return MLP.from_params([W.copy() for W in net.W], [b.copy() for b in net.b])
+    try:
+        return source.load_extra()
+    except LabelledFolderError as exc:
+        raise RunError(f"--extra {exc}") from None
 
 
 class Run:
@@ -334,6 +385,7 @@ class Run:
         self.own_signals = signals is None
         self.signals = StopSignals(then) if signals is None else signals
         self.saved: SavedRun | None = None
+        self.extras: list[LabelledImages] = []   # users' images mixed into training
         self._stack = ExitStack()
 
     def __enter__(self) -> "Run":
@@ -370,7 +422,12 @@ class Run:
             raise RunError(f"{files.kept} already holds {_describe_existing(files)}; "
                            "continue it with --resume, replace it with --overwrite, or "
                            "choose another --out")
-        check_memory(spec.cfg, spec.data.n_train - spec.cfg.val_size, spec.cfg.val_size)
+        self.extras = self.saved.extras if self.saved else _extras(spec.data)
+        n_extra = sum(len(e.labels) for e in self.extras)
+        n_train = spec.data.n_train - spec.cfg.val_size
+        check_memory(spec.cfg, n_train + n_extra * extra_repeats(n_train, n_extra,
+                                                                 spec.cfg.extra_share),
+                     spec.cfg.val_size)
 
     def __exit__(self, *exc) -> None:
         self._stack.close()
@@ -381,6 +438,7 @@ class Run:
         Raises:
             RunError: an output that cannot be written (a full disk too).
             checkpoint.CheckpointError: an unusable last checkpoint or ``init``.
+            RunError: ``init`` no longer of the run's shape, dataset or input scale.
             mnist.DataError: the data missing and not downloadable, or damaged.
             TrainingDiverged: the loss became NaN or infinite.
         """
@@ -396,8 +454,11 @@ class Run:
         if summary := spec.data.summary(report):
             hooks.note(summary)
         X, y, X_val, y_val = spec.data.load_train_val(cfg.val_size)
-        trainer = self._trainer(len(X))
-        saving = CheckpointCallback(spec)
+        if self.extras:
+            X, y = mix_in(X, y, to_input(np.concatenate([e.pixels for e in self.extras])),
+                          np.concatenate([e.labels for e in self.extras]), cfg.extra_share)
+        trainer, origin = self._trainer(len(X))
+        saving = CheckpointCallback(spec, origin)
         callbacks: list[Callback] = [saving]
         if hooks.plots:
             callbacks.append(CurvesCallback(
@@ -419,13 +480,28 @@ class Run:
             raise
         return RunResult(self.files, trainer, ending, stop.signum)
 
-    def _trainer(self, n_train: int) -> Trainer:
-        if self.saved is None:
-            return Trainer(self.spec.cfg, _starting_net(self.spec), n_train)
-        try:
-            return self.saved.trainer(n_train)
-        except checkpoint.CheckpointError as exc:
-            raise checkpoint.CheckpointError(f"{self.files.last}: {exc}") from None
+    def _trainer(self, n_train: int) -> tuple[Trainer, dict[str, Any]]:
+        """The trainer, new or resumed, and what the run started from ("init": the
+        checkpoint and its weights' hash; "extra": users' folders), for its checkpoints.
+
+        Raises:
+            checkpoint.CheckpointError: an unusable last checkpoint, or ``init`` unreadable.
+            RunError: ``init`` no longer of the run's shape, dataset or input scale.
+        """
+        spec = self.spec
+        if self.saved is not None:
+            try:
+                return self.saved.trainer(n_train), self.saved.origin
+            except checkpoint.CheckpointError as exc:
+                raise checkpoint.CheckpointError(f"{self.files.last}: {exc}") from None
+        net, init = MLP(spec.cfg.sizes, seed=spec.cfg.seed), None
+        if spec.init is not None:
+            start = checkpoint.load(spec.init)
+            _check_start(spec.init, start, spec.cfg)
+            net, init = start.net, {"model": str(spec.init),
+                                    "sha256": weights_sha256(start.net)}
+        origin = {"init": init, "extra": [e.record() for e in self.extras]}
+        return Trainer(spec.cfg, net, n_train), origin
 
 
 def train(spec: RunSpec, hooks: Hooks = Hooks()) -> RunResult:

@@ -23,6 +23,7 @@ waiting for a thread when the server stops. No URL reaches the file system.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import logging
@@ -111,6 +112,27 @@ def prediction_json(p: Prediction) -> dict[str, Any]:
             "input": "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()}
 
 
+def trim_heap() -> None:
+    """Give the C allocator's free memory back to the system (glibc's ``malloc_trim``;
+    nothing elsewhere). Freed pages stay in the arena of the thread that freed them, so
+    without this each image thread keeps the peak of the largest image it decoded."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):       # not glibc
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
 def one_line(text: str, limit: int = 300) -> str:
     """``text`` on one line of at most ``limit`` characters."""
     return " ".join(text.split())[:limit]
@@ -140,7 +162,7 @@ class DigitApp:
             canvas, a screenshot) take the small lane, so that a queue of huge ones
             does not hold up a drawing. Always the same few threads (a pool's are
             kept), because the memory allocator keeps an arena for each thread that
-            prepared a large image.
+            prepared a large image (its free memory given back: ``trim_heap``).
         note: where an unexpected failure is reported, one line each.
     """
 
@@ -178,9 +200,14 @@ class DigitApp:
         for pool in self.lanes.values():
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _prepare(self, stream: BinaryIO, length: int) -> Any:
-        """Read one upload's body (only now: a waiting request holds no copy) and classify it."""
-        return self.classify(self.ckpt, [stream.read(length)])[0]
+    def _prepare(self, stream: BinaryIO, length: int, large: bool) -> Any:
+        """Read one upload's body (only now: a waiting request holds no copy) and classify
+        it; after a large image, give the memory its decoding freed back to the system."""
+        try:
+            return self.classify(self.ckpt, [stream.read(length)])[0]
+        finally:
+            if large:
+                trim_heap()
 
     @classmethod
     def load(cls, model_paths: list[Path], note: Note = log.warning, **kwargs: Any
@@ -230,8 +257,9 @@ class DigitApp:
         if int(length) > MAX_BODY:
             return json_error(413, f"the image is over {MAX_BODY >> 20} MB; send a smaller one")
         stream = environ["wsgi.input"]
+        lane = self.lane(stream)
         try:
-            answer = self.lanes[self.lane(stream)].submit(self._prepare, stream, int(length))
+            answer = self.lanes[lane].submit(self._prepare, stream, int(length), lane == "large")
         except RuntimeError:                  # the pools are shut down: see close()
             return json_error(503, STOPPING)
         try:

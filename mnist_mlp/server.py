@@ -1,171 +1,255 @@
-"""The HTTP server of ``mlp serve``: waitress, made stricter, serving the WSGI app.
+"""The HTTP server of ``mlp serve``: a small front on the public address, waitress behind it.
 
-waitress reads every request, headers and body, in its event loop before a worker
-thread sees it, so slow or silent clients hold a buffer, never a thread. Its own
-error answers are the app's JSON ``{"error": ...}``: 400 a malformed request
-(conflicting Content-Length, Content-Length with chunked, lowercase method), 413 a
-body over ``serve.MAX_BODY`` (answered as soon as the headers say so,
-``Expect: 100-continue`` or not), 431 headers over ``MAX_HEADERS``. After them the
-connection lingers, reading and dropping what the client still sends, so that the
-client hears the answer.
+The front (asyncio, one thread) owns the listening socket. It reads each request's head
+within ``Limits.head_s`` and checks it (one request line of HTTP/1.0 or 1.1, an upper-case
+method, CRLF line ends, headers up to ``MAX_HEADERS`` bytes, one plain Content-Length and
+no Transfer-Encoding, a body up to ``serve.MAX_BODY``), then passes the request to waitress
+and its body within ``Limits.request_s`` of the connection's start, and the answer back.
+It gives each client (an IPv4 address, an IPv6 /64) at most ``Limits.per_client`` of the
+``Limits.connections`` connections: beyond its share a client is answered 503; when all
+are taken, the connection whose request has been arriving longest is closed to make room
+(503 when every request has arrived). Every other
+refusal is the app's JSON ``{"error": ...}`` too, followed by a lingering close: the front
+reads and drops what the client still sends (``MAX_DRAIN`` bytes, ``LINGER_S`` seconds at
+most), so that a client still sending hears the answer.
+
+waitress (its documented ``create_server`` and arguments) serves the WSGI app on a Unix
+socket in a private folder, one request per connection, a worker thread per connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
-import logging
+import re
 import signal
 import socket
+import tempfile
 import threading
-import time
+from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
 
 import waitress
-from waitress import wasyncore
-from waitress.channel import HTTPChannel
-from waitress.parser import HTTPRequestParser, ParsingError
-from waitress.server import BaseWSGIServer
-from waitress.task import ErrorTask
-from waitress.utilities import RequestEntityTooLarge
 
-from .serve import MAX_BODY, one_line
+from .serve import MAX_BODY
 
-MAX_DRAIN = 64 << 20        # bytes read and dropped after an error answer, before closing
-LINGER_S = 10               # seconds the same goes on at most
 MAX_HEADERS = 64 << 10      # bytes of request line and headers
-CONNECTION_LIMIT = 200      # open connections (and threads); more wait in the listen backlog
-IDLE_TIMEOUT_S = 20         # a connection silent this long between requests is closed
+MAX_DRAIN = 64 << 20        # bytes read and dropped after a refusal, before closing
+LINGER_S = 10               # seconds the same goes on at most
 GRACE_S = 5                 # on stop, requests in flight get this long to be answered
+HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection"}
+TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
+BAD_LINE_END = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-class _Parser(HTTPRequestParser):
-    """waitress's request parser, stricter.
+@dataclass(frozen=True)
+class Limits:
+    """How much of the server one client may hold.
 
-    ``Transfer-Encoding`` beside a ``Content-Length``, or in an HTTP/1.0 request, is a
-    bad request (waitress would let chunked framing win); and a request already
-    refused never gets ``100 Continue`` (waitress would invite its body).
+    Attributes:
+        connections: open connections at most; more close the one whose request has
+            been arriving longest, or are answered 503 when every request has arrived.
+        per_client: open connections from one client address at most; more: 503.
+        head_s: seconds from a connection's start to the end of its request's headers.
+        request_s: seconds from a connection's start to the end of its request's body.
     """
 
-    def parse_header(self, header_plus: bytes) -> None:
-        super().parse_header(header_plus)
-        if self.chunked and "CONTENT_LENGTH" in self.headers:
-            raise ParsingError("Content-Length with Transfer-Encoding: chunked")
-        if "TRANSFER_ENCODING" in self.headers:      # HTTP/1.1 took it away if it was valid
-            raise ParsingError("Transfer-Encoding in an HTTP/1.0 request")
-
-    def received(self, data: bytes) -> int:
-        used = super().received(data)
-        if self.error is not None:
-            self.expect_continue = False
-        return used
+    connections: int = 200
+    per_client: int = 20
+    head_s: float = 10
+    request_s: float = 60
 
 
-class _JsonErrorTask(ErrorTask):
-    """waitress's own error answers (malformed request, too large), as the app's JSON."""
+class HttpError(Exception):
+    """A request refused: its status and the JSON answer's message."""
 
-    def execute(self) -> None:
-        error = self.request.error
-        if isinstance(error, RequestEntityTooLarge):
-            message = f"the image is over {MAX_BODY >> 20} MB; send a smaller one"
-        else:
-            message = f"{error.reason.lower()}: {one_line(str(error.body))}"
-        body = json.dumps({"error": message}).encode()
-        self.status = f"{error.code} {error.reason}"
-        self.response_headers.extend([("Content-Type", "application/json"),
-                                      ("Cache-Control", "no-store"),
-                                      ("X-Content-Type-Options", "nosniff")])
-        self.set_close_on_finish()
-        self.channel.linger = True
-        self.content_length = len(body)
-        self.write(body)
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def answer(self) -> bytes:
+        """The whole HTTP answer, closing the connection."""
+        body = json.dumps({"error": self.message}).encode()
+        return (f"HTTP/1.1 {self.status} {HTTPStatus(self.status).phrase}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+                "Connection: close\r\n\r\n").encode() + body
 
 
-class _Channel(HTTPChannel):
-    """waitress's connection, with a lingering close after an error answer.
+@dataclass(frozen=True)
+class Request:
+    """A checked request head: its body's length and the head passed on to waitress."""
 
-    Closing a socket with unread input resets the connection, and a client still
-    sending the body waitress refused (``http.client`` and ``urllib`` send it all
-    before they read) would lose the answer. So the answer is sent, the sending side
-    shut, and whatever still comes is read and dropped until the client closes, or for
-    ``LINGER_S`` seconds and ``MAX_DRAIN`` bytes at most.
+    length: int
+    forward: bytes
+
+
+def parse_head(head: bytes) -> Request:
+    """Check a request head (its lines without the blank line that ends it).
+
+    Raises:
+        HttpError: 400 a malformed or ambiguous head, 411 chunked framing, 413 a body
+            over ``MAX_BODY``, 505 an HTTP version other than 1.0 and 1.1.
     """
+    request_line, *lines = head.split(b"\r\n")
+    method, target, version = (request_line.split(b" ") + [b"", b""])[:3]
+    if request_line.count(b" ") != 2 or not TOKEN.fullmatch(method) or not target \
+            or not VERSION.fullmatch(version):
+        raise HttpError(400, f"malformed request line: {request_line[:80]!r}")
+    if version not in (b"HTTP/1.0", b"HTTP/1.1"):
+        raise HttpError(505, f"{version.decode()} is not served here; speak HTTP/1.1")
+    if method != method.upper():
+        raise HttpError(400, f"the method must be upper case, not {method.decode()}")
+    names = []
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not TOKEN.fullmatch(name) or CONTROL.search(value):
+            raise HttpError(400, f"malformed header line: {line[:80]!r}")
+        names.append(name.lower())
+    lengths = [line.partition(b":")[2].strip(b" \t") for line, name in zip(lines, names)
+               if name == b"content-length"]
+    if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
+        raise HttpError(400, "send one Content-Length, a plain number")
+    if b"transfer-encoding" in names:
+        if lengths:
+            raise HttpError(400, "Content-Length with Transfer-Encoding")
+        if version == b"HTTP/1.0":
+            raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        raise HttpError(411, "send the image with a Content-Length, not Transfer-Encoding")
+    digits = lengths[0].lstrip(b"0") if lengths else b""
+    length = int(digits or b"0") if len(digits) <= 18 else MAX_BODY + 1   # no 4300-digit int
+    if length > MAX_BODY:
+        raise HttpError(413, f"the image is over {MAX_BODY >> 20} MB; send a smaller one")
+    kept = [line for line, name in zip(lines, names) if name not in HOP_BY_HOP]
+    return Request(length, b"\r\n".join([request_line, *kept, b"Connection: close", b"", b""]))
 
-    parser_class = _Parser
-    error_task_class = _JsonErrorTask
-    linger = False                      # set by an error answer
-    linger_until: float | None = None   # once lingering, when to give up
-    dropped = 0                         # bytes read and dropped while lingering
 
-    def handle_close(self) -> None:
-        if self.linger and self.linger_until is None and self.connected:
-            try:
-                self.socket.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            else:
-                self.linger_until = time.monotonic() + LINGER_S
+async def read_head(reader: asyncio.StreamReader) -> tuple[bytes | None, bytes]:
+    """A request's head (without its blank line) and the bytes after it; None when the
+    client closes first.
+
+    Raises:
+        HttpError: 400 a line not ended by CRLF, 431 a head over ``MAX_HEADERS``.
+    """
+    data = b""
+    while True:
+        while data.startswith(b"\r\n"):           # empty lines before a request: ignored
+            data = data[2:]
+        end = data.find(b"\r\n\r\n")
+        head = data[:end + 4] if end >= 0 else data + b"\n" * data.endswith(b"\r")
+        if BAD_LINE_END.search(head):           # (a last CR may yet be followed by LF)
+            raise HttpError(400, "a line of the request does not end in CRLF")
+        if (end if end >= 0 else len(data)) + 4 > MAX_HEADERS:
+            raise HttpError(431, f"the request's headers are over {MAX_HEADERS >> 10} KB")
+        if end >= 0:
+            return data[:end], data[end + 4:]
+        chunk = await reader.read(65536)
+        if not chunk:
+            return None, b""
+        data += chunk
+
+
+async def copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+               length: int | None = None) -> None:
+    """Pass ``length`` bytes (None: until the end) from ``reader`` to ``writer``.
+
+    Raises:
+        ConnectionError: the reader ended first.
+    """
+    while length is None or length > 0:
+        chunk = await reader.read(65536 if length is None else min(length, 65536))
+        if not chunk:
+            if length is None:
                 return
-        super().handle_close()
+            raise ConnectionResetError("the client left mid-body")
+        writer.write(chunk)
+        await writer.drain()
+        if length is not None:
+            length -= len(chunk)
 
-    def readable(self) -> bool:
-        if self.linger_until is None:
-            return super().readable()
-        if time.monotonic() > self.linger_until or self.dropped > MAX_DRAIN:
-            super().handle_close()
-            return False
-        return True
 
-    def writable(self) -> bool:
-        return self.linger_until is None and super().writable()
+async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 error: HttpError) -> None:
+    """Answer ``error``, shut the sending side, read and drop what still comes (a
+    client sending its body hears the answer), at most ``MAX_DRAIN`` bytes and ``LINGER_S``."""
+    writer.write(error.answer())
+    await writer.drain()
+    writer.write_eof()
+    dropped = 0
+    try:
+        async with asyncio.timeout(LINGER_S):
+            while dropped <= MAX_DRAIN and (chunk := await reader.read(65536)):
+                dropped += len(chunk)
+    except TimeoutError:
+        pass
 
-    def handle_read(self) -> None:
-        if self.linger_until is None:
-            super().handle_read()
-        else:
-            self.dropped += len(self.recv(self.adj.recv_bytes))   # b"": closed, and so are we
+
+def client_of(address: str) -> str:
+    """The client whose share a peer ``address`` counts against: an IPv4 address itself
+    (also inside an IPv4-mapped IPv6 one); for IPv6 its /64, which one host often holds."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+
+
+def bare_host(host: str) -> str:
+    """``host`` without the brackets of a URL's IPv6 literal (``[::1]`` -> ``::1``)."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 class DigitServer:
-    """waitress serving ``app``: one event loop reads and writes every connection, and
-    a worker thread per connection waitress accepts runs the app, so a request never
-    waits for a thread: the page and ``/api/model`` are answered at once however many
-    uploads wait for a classify slot (an idle thread costs some 16 KB).
+    """The front on ``host``:``port`` and waitress serving ``app`` behind it.
+
+    waitress reads each request whole (the body into a file past 256 KB) before a worker
+    thread, one per connection, runs the app: the page and ``/api/model`` are answered at
+    once however many uploads wait for a classify slot.
 
     Args:
         app: the WSGI application.
-        host, port: where to listen (port 0: any free port).
+        host, port: where to listen (port 0: any free port; ``[::1]`` is ``::1``).
+        limits: connections, per client, and the time a request may take to arrive.
 
     Raises:
         OSError: the address is in use, cannot be bound, or does not resolve.
     """
 
-    def __init__(self, app: Callable, host: str = "127.0.0.1", port: int = 8000):
-        self._map: dict = {}
-        self._stopping = threading.Event()
-        self._closing = threading.RLock()    # no wake-up through a pipe already closed
-        self._closed = False
+    def __init__(self, app: Callable, host: str = "127.0.0.1", port: int = 8000,
+                 limits: Limits = Limits()):
+        self.limits = limits
+        self._loop = asyncio.new_event_loop()
+        self._stopping = asyncio.Event()
+        self._open: dict[asyncio.Task, None] = {}   # every connection's task, oldest first
+        self._in_flight: set[asyncio.Task] = set()  # those whose request reached the app
+        self._clients: Counter[str] = Counter()
         try:
-            self._server = waitress.create_server(
-                app, map=self._map, host=host, port=port,
-                threads=CONNECTION_LIMIT,
-                connection_limit=CONNECTION_LIMIT, asyncore_use_poll=True,
-                channel_timeout=IDLE_TIMEOUT_S, cleanup_interval=2,
-                max_request_header_size=MAX_HEADERS, max_request_body_size=MAX_BODY + 1,
-                inbuf_overflow=256 << 10, expose_tracebacks=False, log_socket_errors=False,
-                ident="mlp serve")
-        except ValueError as exc:             # waitress: the host does not resolve
-            raise OSError(str(exc)) from None
-        self._listeners = [d for d in self._map.values() if isinstance(d, BaseWSGIServer)]
-        for listener in self._listeners:
-            listener.channel_class = _Channel
-        # The queue of requests waiting for a thread is expected here, not news.
-        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+            self._front = self._loop.run_until_complete(
+                asyncio.start_server(self._connection, bare_host(host), port))
+        except BaseException:
+            self._loop.close()
+            raise
+        self._folder = tempfile.TemporaryDirectory(prefix="mlp-serve-")
+        self._socket = str(Path(self._folder.name) / "app.sock")
+        self._backend = waitress.create_server(
+            app, unix_socket=self._socket, unix_socket_perms="600",
+            threads=limits.connections, connection_limit=limits.connections,
+            asyncore_use_poll=True, max_request_header_size=2 * MAX_HEADERS,
+            max_request_body_size=MAX_BODY, inbuf_overflow=256 << 10,
+            expose_tracebacks=False, log_socket_errors=False, ident="mlp serve")
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """The (host, port) pairs listened on."""
-        return [(d.effective_host, int(d.effective_port)) for d in self._listeners]
+        return [sock.getsockname()[:2] for sock in self._front.sockets]
 
     @property
     def url(self) -> str:
@@ -175,40 +259,112 @@ class DigitServer:
     def serve_forever(self, stop_on: Iterable[signal.Signals] = (),
                       on_stop: Callable[[], None] = lambda: None) -> None:
         """Serve until ``stop()`` or one of the signals ``stop_on`` (from the main thread);
-        then stop listening, call ``on_stop`` (the app gives up work it has not started),
-        give requests in flight ``GRACE_S`` to be answered, close."""
+        then stop listening, drop requests still arriving, call ``on_stop`` (the app gives
+        up work it has not started), give requests in flight ``GRACE_S`` to be answered."""
         previous = {s: signal.signal(s, lambda *_: self.stop()) for s in stop_on}
+        backend = threading.Thread(target=self._backend.run, name="waitress", daemon=True)
+        backend.start()
         try:
-            while not self._stopping.is_set():
-                wasyncore.loop(timeout=1.0, map=self._map, use_poll=True, count=1)
-            for listener in self._listeners:
-                listener.accepting = False
-            on_stop()
-            deadline = time.monotonic() + GRACE_S
-            while time.monotonic() < deadline and any(
-                    isinstance(d, HTTPChannel) and (d.requests or d.total_outbufs_len)
-                    for d in list(self._map.values())):
-                wasyncore.loop(timeout=0.05, map=self._map, use_poll=True, count=1)
+            self._loop.run_until_complete(self._serve(on_stop))
         finally:
-            self._server.task_dispatcher.shutdown(timeout=1)
-            with self._closing:
-                self._closed = True
-                wasyncore.close_all(self._map)
+            self._loop.close()
+            # waitress's close(), which its run() calls on Ctrl-C: waits up to 5 s for
+            # worker threads still preparing an image, so not on the way out of the process.
+            threading.Thread(target=self._backend.close, daemon=True).start()
+            self._folder.cleanup()
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
     def stop(self) -> None:
         """Make ``serve_forever`` return (from any thread, or a signal handler)."""
-        self._stopping.set()
-        with self._closing:
-            if not self._closed:
-                self._listeners[0].pull_trigger()
+        try:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        except RuntimeError:              # already stopped: the loop is closed
+            pass
+
+    async def _serve(self, on_stop: Callable[[], None]) -> None:
+        await self._stopping.wait()
+        self._front.close()
+        for task in self._open.keys() - self._in_flight:
+            task.cancel()
+        on_stop()
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=GRACE_S)
+        for task in self._open:
+            task.cancel()
+        await asyncio.gather(*self._open, return_exceptions=True)
+        await asyncio.sleep(0)            # the closed connections' sockets close
+
+    async def _connection(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        client = client_of(writer.get_extra_info("peername")[0])
+        if self._clients[client] >= self.limits.per_client:
+            return self._turn_away(writer, f"over {self.limits.per_client} connections "
+                                            "from your address")
+        if len(self._open) >= self.limits.connections:
+            arriving = next((t for t in self._open if t not in self._in_flight), None)
+            if arriving is None:
+                return self._turn_away(writer, "the server is busy; try again")
+            del self._open[arriving]          # the slowest request still arriving makes room
+            arriving.cancel()
+        task = asyncio.current_task()
+        self._open[task] = None
+        self._clients[client] += 1
+        try:
+            await self._exchange(reader, writer)
+        except (OSError, asyncio.CancelledError):   # the client left, or the server stops
+            pass
+        finally:
+            self._open.pop(task, None)
+            self._in_flight.discard(task)
+            self._clients[client] -= 1
+            if not self._clients[client]:
+                del self._clients[client]
+            writer.close()
+
+    @staticmethod
+    def _turn_away(writer: asyncio.StreamWriter, message: str) -> None:
+        """Answer 503 and close, without lingering: a client turned away holds no slot."""
+        writer.write(HttpError(503, message).answer())
+        writer.close()
+
+    async def _exchange(self, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
+        """One request: its head checked, passed on with its body, the answer passed back."""
+        start = self._loop.time()
+        try:
+            async with asyncio.timeout_at(start + self.limits.head_s):
+                head, rest = await read_head(reader)
+            if head is None:
+                return
+            request = parse_head(head)
+        except TimeoutError:
+            return await refuse(reader, writer, HttpError(
+                408, f"the request's headers took over {self.limits.head_s:g} s"))
+        except HttpError as error:
+            return await refuse(reader, writer, error)
+        app_reader, app_writer = await asyncio.open_unix_connection(self._socket)
+        answer = asyncio.ensure_future(copy(app_reader, writer))   # also "100 Continue"
+        try:
+            app_writer.write(request.forward + rest[:request.length])
+            try:
+                async with asyncio.timeout_at(start + self.limits.request_s):
+                    await copy(reader, app_writer, request.length - len(rest))
+            except TimeoutError:
+                answer.cancel()
+                return await refuse(reader, writer, HttpError(
+                    408, f"the request took over {self.limits.request_s:g} s to arrive"))
+            self._in_flight.add(asyncio.current_task())
+            await answer
+        finally:
+            answer.cancel()
+            app_writer.close()
 
 
 def is_loopback(host: str) -> bool:
     """Whether every address ``host`` resolves to keeps the server to this machine."""
     try:
-        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        found = socket.getaddrinfo(bare_host(host), None, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         return False
     return bool(found) and all(

@@ -71,3 +71,31 @@ def real_model(tmp_path_factory) -> Path:
     spec = run.build_spec(out, "quick", data=DataSource(_real_mnist(), mirrors=()))
     run.train(spec, run.Hooks(progress=False, plots=False))
     return out
+
+
+REAL_FASHION = Path(os.environ.get("MLP_TEST_FASHION") or "/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def real_fashion() -> Path:
+    """The real Fashion-MNIST files: Debian's dataset-fashion-mnist package, or the folder
+    named by MLP_TEST_FASHION."""
+    from mnist_mlp.mnist import FASHION_RESOURCES
+
+    if not all((REAL_FASHION / r.gz_name).is_file() for r in FASHION_RESOURCES):
+        pytest.skip(f"real Fashion-MNIST not found in {REAL_FASHION} (apt-get install "
+                    "dataset-fashion-mnist, or set MLP_TEST_FASHION to a folder of its files)")
+    return REAL_FASHION
+
+
+@pytest.fixture(scope="session")
+def real_fashion_model(tmp_path_factory, real_fashion) -> Path:
+    """The `quick` preset trained once per session on real Fashion-MNIST (~87% test)."""
+    from mnist_mlp import run
+    from mnist_mlp.mnist import FASHION_MNIST
+
+    out = tmp_path_factory.mktemp("real-fashion-model") / "quick.npz"
+    spec = run.build_spec(out, "quick", {"dataset": "fashion-mnist"},
+                          data=DataSource(real_fashion, (), dataset=FASHION_MNIST))
+    run.train(spec, run.Hooks(progress=False, plots=False))
+    return out

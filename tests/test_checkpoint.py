@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -22,7 +24,7 @@ META = {"input_scale": 255.0}
 def good(tmp_path):
     path = tmp_path / "good.npz"
     net = MLP([784, 16, 10], seed=3)
-    checkpoint.save(path, net, META, {"t": np.array(5), "velocity.0": np.ones((16, 784))},
+    checkpoint.save(path, net, META, {"t": np.array(5), "m.0": np.ones((16, 784))},
                     {"order": np.arange(10)})
     return path
 
@@ -152,6 +154,94 @@ def test_a_zip_bomb_member_is_not_read_in_full(good, tmp_path):
         checkpoint.load(path)
 
 
+def _deflated_zeros(path, src, name, header, n_bytes):
+    """A copy of checkpoint ``src`` with member ``name``: ``header`` then ``n_bytes`` zeros,
+    deflated (a megabyte on disk for a gigabyte declared)."""
+    with zipfile.ZipFile(src) as old, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as new:
+        for info in old.infolist():
+            if info.filename != name + ".npy":
+                new.writestr(info.filename, old.read(info))
+        with new.open(name + ".npy", "w", force_zip64=True) as f:
+            f.write(header)
+            zeros = b"\0" * (1 << 22)
+            for start in range(0, n_bytes, len(zeros)):
+                f.write(zeros[:n_bytes - start])
+    return path
+
+
+def _load_measured(path, **kwargs):
+    """``checkpoint.load``'s CheckpointError, and the seconds and traced bytes it took."""
+    tracemalloc.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(checkpoint.CheckpointError) as refused:
+            checkpoint.load(path, **kwargs)
+        return refused.value, time.monotonic() - start, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_metadata_is_bounded_in_bytes_not_characters(good, tmp_path):
+    chars = 25_000_000                            # one 0-d string of 100 MB: 100 KB deflated
+    path = _deflated_zeros(tmp_path / "meta.npz", good, "meta",
+                           _npy_header((), f"<U{chars}"), 4 * chars)
+    error, seconds, peak = _load_measured(path)
+    assert "meta declares 100,000,128 bytes, more than the 1,048,576 it may hold" in str(error)
+    assert seconds < 1 and peak < 8 << 20
+    header_only = _deflated_zeros(tmp_path / "claim.npz", good, "meta",
+                                  _npy_header((), "<U500000000"), 64)
+    with pytest.raises(checkpoint.CheckpointError, match=r"meta is <U500000000 \(\): "
+                       "2,000,000,000 bytes, more than the 1,048,576 it may hold"):
+        checkpoint.load(header_only)
+    just_over = _rewrite(good, tmp_path / "long.npz", {"note": "x" * (1 << 18)})
+    with pytest.raises(checkpoint.CheckpointError, match="more than the 1,048,576 it may hold"):
+        checkpoint.load(just_over)
+
+
+def test_integer_weights_are_refused(good, tmp_path):
+    W = _arrays(good)["W.0"]
+    bad = _rewrite(good, tmp_path / "int.npz", W_0=np.round(W * 100).astype(np.int32))
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"W.0 is int32 \(16, 784\), the metadata calls for f"):
+        checkpoint.load(bad)
+
+
+def test_unknown_state_is_refused_before_any_state_is_read(good, tmp_path):
+    path = _deflated_zeros(tmp_path / "junk.npz", good, "opt.junk",
+                           _npy_header((1 << 25,), "<f8"), 8 << 25)   # 256 MB declared
+    error, seconds, peak = _load_measured(path, with_state=True)
+    assert "unexpected saved state ['opt.junk'] for sizes [784, 16, 10]" in str(error)
+    assert seconds < 1 and peak < 8 << 20
+
+
+@pytest.mark.parametrize("name, shape, dtype, message", [
+    ("opt.m.0", (1 << 25,), "<f8", r"opt.m.0 is float64 \(33554432,\), the metadata calls "
+                                   r"for f \(16, 784\)"),
+    ("opt.m.3", (10,), "<i8", r"opt.m.3 is int64 \(10,\), the metadata calls for f \(10,\)"),
+    ("opt.m.4", (10,), "<f4", r"unexpected saved state \['opt.m.4'\]"),
+    ("opt.t", (3,), "<i8", r"opt.t is int64 \(3,\), the metadata calls for i/u \(\)"),
+    ("opt.v.0", (16, 784), "<f16", "more than the 100,352 it may hold"),
+    ("extra.order", (1 << 25,), "<i8", "more than the 134,217,728 it may hold"),
+    ("extra.order", (4, 4), "<i8", "not a sample order"),
+])
+def test_state_names_and_shapes_follow_the_network(good, tmp_path, name, shape, dtype, message):
+    path = _deflated_zeros(tmp_path / "state.npz", good, name, _npy_header(shape, dtype),
+                           min(math.prod(shape) * np.dtype(dtype).itemsize, 1 << 16))
+    assert checkpoint.load(path).net.sizes == [784, 16, 10]     # state unread: it loads
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+        checkpoint.load(path, with_state=True)
+
+
+def test_state_that_would_not_fit_in_memory_is_refused(good, monkeypatch):
+    ckpt = checkpoint.load(good, with_state=True)   # the state's bytes count towards memory
+    assert set(ckpt.optimizer_state) == {"t", "m.0"}
+    weights_only = checkpoint.load_memory([784, 16, 10])
+    monkeypatch.setattr(checkpoint, "available_memory", lambda: weights_only + 1000)
+    checkpoint.load(good)
+    with pytest.raises(checkpoint.CheckpointError, match="network and its saved state needs"):
+        checkpoint.load(good, with_state=True)
+
+
 def test_extras_are_ignored_unless_resuming(good, tmp_path):
     path = tmp_path / "junk.npz"
     with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
@@ -159,13 +249,13 @@ def test_extras_are_ignored_unless_resuming(good, tmp_path):
             dst.writestr(info.filename, src.read(info))
         dst.writestr("extra.junk.npy", _npy_header((1 << 31,), "<f8") + b"\0" * 1024)
     assert checkpoint.load(path).net.sizes == [784, 16, 10]   # not read at all
-    with pytest.raises(checkpoint.CheckpointError, match="extra.junk is float64"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"state \['extra.junk'\] for sizes"):
         checkpoint.load(path, with_state=True)
 
 
 def test_pickled_objects_are_refused(good, tmp_path):
     evil = np.array([{"code": "anything"}], dtype=object)
-    for name in ("extra.evil", "W.0", "meta"):
+    for name in ("extra.order", "W.0", "meta"):
         items = _arrays(good)
         items[name] = evil
         np.savez(tmp_path / "evil.npz", **items)   # numpy pickles object arrays on save

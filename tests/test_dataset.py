@@ -17,10 +17,13 @@ from mnist_mlp.dataset import DATA_DIR_ENV, DataSource, parse_idx, to_input
 from mnist_mlp.download import DOWNLOAD_DEADLINE_S, MIRRORS_ENV
 from mnist_mlp.mnist import (
     DEFAULT_MIRRORS,
+    FASHION_MNIST,
     IMAGES_MAGIC,
     LABELS_MAGIC,
+    MNIST,
     RESOURCES,
     CorruptFile,
+    Dataset,
     DatasetNotFound,
 )
 
@@ -47,6 +50,27 @@ def test_parse_idx_reads_header_and_data():
 def test_parse_idx_rejects_malformed(payload, message):
     with pytest.raises(CorruptFile, match=message):
         parse_idx(payload, IMAGES_MAGIC, "x-images")
+
+
+def _with_magic(payload: bytes, magic: int) -> bytes:
+    return struct.pack(">I", magic) + payload[4:]
+
+
+@pytest.mark.parametrize("expected, magic", [
+    (IMAGES_MAGIC, 0x00000D03),           # float32 data, 3 dimensions: the low byte agrees
+    (IMAGES_MAGIC, 0x00000903),           # int8
+    (IMAGES_MAGIC, 0x01000803),           # the leading two bytes must be zero
+    (IMAGES_MAGIC, 0x00010803),
+    (LABELS_MAGIC, 0x00000C01),           # int32 labels
+    (LABELS_MAGIC, 0xFF000801),
+])
+def test_every_byte_of_the_magic_is_checked(expected, magic):
+    data = np.zeros((3, 28, 28)) if expected == IMAGES_MAGIC else np.zeros(3)
+    payload = _with_magic(idx_bytes(data), magic)
+    assert len(payload) == len(idx_bytes(data))       # only the magic differs
+    with pytest.raises(CorruptFile, match=f"wrong magic number 0x{magic:08x}, expected "
+                                          f"0x{expected:08x}"):
+        parse_idx(payload, expected, "x")
 
 
 @pytest.mark.parametrize("shape", [(2**31, 2**31, 4), (2**32 - 1, 2**32 - 1, 2**32 - 1)])
@@ -267,3 +291,85 @@ def test_real_mnist(real_mnist):
     assert images.shape == (10_000, 28, 28)
     assert np.bincount(y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974,
                                             1009]
+
+
+# ---------------------------------------------------------------- Fashion-MNIST
+
+def test_each_dataset_has_its_own_default_folder_and_mirrors(monkeypatch, tmp_path):
+    for name in (DATA_DIR_ENV, FASHION_MNIST.mirrors_env, MIRRORS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    fashion = DataSource.from_env(dataset=FASHION_MNIST)
+    assert (fashion.folder, fashion.mirrors) == (Path("data/fashion-mnist"),
+                                                 FASHION_MNIST.mirrors)
+    assert fashion.resources == FASHION_MNIST.resources
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(FASHION_MNIST.mirrors_env, "http://f/")
+    monkeypatch.setenv(MIRRORS_ENV, "http://m/")
+    assert DataSource.from_env(dataset=FASHION_MNIST) == DataSource(
+        tmp_path / "fashion-mnist", ("http://f/",), DOWNLOAD_DEADLINE_S, (), FASHION_MNIST)
+    assert DataSource.from_env().folder == tmp_path
+
+
+def test_a_source_moves_to_another_dataset_keeping_what_was_given(monkeypatch, tmp_path):
+    for name in (DATA_DIR_ENV, FASHION_MNIST.mirrors_env, MIRRORS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    moved = DataSource.from_env().with_dataset(FASHION_MNIST)
+    assert moved == DataSource.from_env(dataset=FASHION_MNIST)
+    given = DataSource.from_env(tmp_path, ("http://mine/",)).with_dataset(FASHION_MNIST)
+    assert (given.folder, given.mirrors, given.dataset) == (tmp_path, ("http://mine/",),
+                                                            FASHION_MNIST)
+    same = DataSource(tmp_path, resources=RESOURCES[:2])
+    assert same.with_dataset(MNIST) is same
+
+
+def _tiny_fashion(installed: Path) -> Dataset:
+    """Fashion-MNIST whose expected files are tiny ones, installed in ``installed``."""
+    images, labels = synthetic_digits(60, 7)
+    payloads = {"train-images-idx3-ubyte": idx_bytes(images),
+                "train-labels-idx1-ubyte": idx_bytes(labels),
+                "t10k-images-idx3-ubyte": idx_bytes(images[:20]),
+                "t10k-labels-idx1-ubyte": idx_bytes(labels[:20])}
+    installed.mkdir()
+    for name, payload in payloads.items():
+        (installed / f"{name}.gz").write_bytes(gzip.compress(payload))
+    return dataclasses.replace(FASHION_MNIST, installed=(installed,),
+                               resources=trusting(payloads, FASHION_MNIST.resources))
+
+
+def test_a_system_packages_copy_is_used_in_place_without_downloading(tmp_path):
+    dataset = _tiny_fashion(tmp_path / "installed")
+    source = DataSource(tmp_path / "data", (), dataset=dataset)
+    report = source.ensure(progress=False)
+    assert [status for _, status in report] == ["present"] * 4
+    assert all(source.path(r).parent == tmp_path / "installed" for r in dataset.resources)
+    assert not (tmp_path / "data").exists()                         # nothing copied
+    X, y = source.load("test")
+    assert X.shape == (20, 784) and y.shape == (20,)
+    (tmp_path / "data").mkdir()                                     # the folder's own first
+    (tmp_path / "data" / "t10k-labels-idx1-ubyte").write_bytes(b"broken")
+    with pytest.raises(CorruptFile, match=str(tmp_path / "data")):
+        source.load("test")
+
+
+def test_another_datasets_files_are_named_as_such(real_mnist):
+    source = DataSource(real_mnist, (), dataset=FASHION_MNIST)
+    with pytest.raises(CorruptFile, match="MNIST's file, not Fashion-MNIST's; give the folder "
+                                          "of the Fashion-MNIST files"):
+        source.load("test")
+
+
+def test_a_missing_fashion_file_says_how_to_get_it(tmp_path):
+    source = DataSource(tmp_path, (), dataset=dataclasses.replace(FASHION_MNIST, installed=()))
+    with pytest.raises(DatasetNotFound, match=f"Fashion-MNIST file train-images-idx3-ubyte.gz "
+                                              f"not found in {tmp_path}. Run `mlp download "
+                                              f"--dataset fashion-mnist --data-dir {tmp_path}`"):
+        source.load("train")
+
+
+def test_real_fashion_mnist(real_fashion):
+    source = DataSource(real_fashion, (), dataset=FASHION_MNIST)
+    X, y = source.load("test")
+    assert X.shape == (10_000, 784) and X.dtype == np.float32
+    assert np.bincount(y).tolist() == [1000] * 10
+    X, y, X_val, y_val = source.load_train_val(10_000)
+    assert (len(X), len(X_val)) == (50_000, 10_000)

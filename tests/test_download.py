@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mnist_mlp import download
+from mnist_mlp.dataset import DataSource
 from mnist_mlp.files import exclusive_lock
 from mnist_mlp.mnist import RESOURCES, CorruptFile, DatasetNotFound, DownloadError, Resource
 
@@ -53,7 +54,7 @@ def test_the_first_candidate_present_is_found_whatever_it_is(tmp_path):
 
 def test_a_missing_file_says_how_to_get_it(tmp_path):
     with pytest.raises(DatasetNotFound, match=f"mlp download --data-dir {tmp_path}"):
-        download.load_payload(tmp_path, RESOURCES[0])
+        DataSource(tmp_path).payload(RESOURCES[0])
 
 
 def test_a_gzip_bomb_stops_at_the_payload_size(tiny_mnist):
@@ -105,7 +106,7 @@ def test_special_files_are_refused(tiny_mnist):
     path.unlink()
     os.mkfifo(path)
     with pytest.raises(CorruptFile, match="is a FIFO, not a regular file"):
-        download.load_payload(tiny_mnist.folder, resource)
+        tiny_mnist.payload(resource)
 
 
 # ---------------------------------------------------------------- download over HTTP
@@ -138,7 +139,7 @@ def test_download_then_nothing_more(served):
     assert [status for _, status in report] == ["present"] * 4
     assert len(mirror.requests) == 4
     for resource in resources:
-        download.load_payload(target, resource)     # verified
+        DataSource(target, resources=resources).payload(resource)     # verified
 
 
 def test_falls_through_a_404_mirror(served):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,9 +88,10 @@ def test_contract_opset_ir_and_metadata_round_trip(quick, perturbed, real_model,
     for models in (quick, {"q.npz": quick, "p.npz": perturbed}):
         n = 1 if models is quick else 2
         path = tmp_path / f"{n}.onnx"
-        size = export.save(export.to_onnx(models), path)
-        assert size == path.stat().st_size
+        size, diff = export.write(models, path)
+        assert size == path.stat().st_size and 0 <= diff < 1e-5
         model = onnx.load(path)
+        assert model == export.to_onnx(models)
         onnx.checker.check_model(model, full_check=True)
         assert model.ir_version == 7 and [(o.domain, o.version) for o in model.opset_import] == [
             ("", 13)]
@@ -156,15 +159,18 @@ def test_refuses_what_it_cannot_export(quick):
         export.to_onnx(committee)
 
 
-def test_save_is_atomic_and_refuses_special_outputs(quick, tmp_path):
-    model = export.to_onnx(quick)
+def test_writes_are_atomic_and_refuse_special_outputs(quick, tmp_path):
     out = tmp_path / "m.onnx"
-    export.save(model, out)
+    export.write(quick, out)
     first = out.read_bytes()
     with pytest.raises(FileExistsError):
-        export.save(model, out)
+        export.write(quick, out)
+    overflowing = checkpoint.Checkpoint(MLP.from_params(      # finite weights, no answer
+        [W * np.float32(1e37) for W in quick.net.W], quick.net.b, 255), quick.meta)
+    with pytest.raises(export.ExportError, match="NumPy: the network's outputs overflow"):
+        export.write(overflowing, out, overwrite=True)
     assert out.read_bytes() == first
-    export.save(export.to_onnx({"a": quick, "b": quick}), out, overwrite=True)
+    export.write({"a": quick, "b": quick}, out, overwrite=True)
     assert out.read_bytes() != first and onnx.load(out).graph.node
     link = tmp_path / "link.onnx"
     link.symlink_to(tmp_path / "elsewhere" / "missing.onnx")
@@ -172,11 +178,83 @@ def test_save_is_atomic_and_refuses_special_outputs(quick, tmp_path):
     os.mkfifo(fifo)
     for bad, reason in ((fifo, "FIFO"), (tmp_path, "folder"), (link, "which does not exist")):
         with pytest.raises(OSError, match=reason):
-            export.save(model, bad, overwrite=True)
+            export.write(quick, bad, overwrite=True)
     assert not (tmp_path / "elsewhere").exists()
     with pytest.raises(PermissionError):                     # root cannot write there either
-        export.save(model, Path("/sys/mnist-mlp-export-test.onnx"))
+        export.write(quick, Path("/sys/mnist-mlp-export-test.onnx"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.onnx", "link.onnx", "m.onnx"]
+
+
+def test_a_redirected_standard_stream_is_not_replaced(tmp_path):
+    """``mlp export --overwrite /dev/stdout >> keep.txt`` would replace keep.txt."""
+    model = tmp_path / "m.npz"
+    checkpoint.save(model, MLP([784, 4, 10], seed=0), {"input_scale": 255.0})
+    keep = tmp_path / "keep.txt"
+    for stream in ("/dev/stdout", "/dev/stderr", "/dev/fd/1"):
+        keep.write_text("kept\n")
+        with open(keep, "ab") as appended:
+            done = subprocess.run(
+                [sys.executable, "-m", "mnist_mlp", "export", "--model", str(model),
+                 "--overwrite", stream], stdout=appended,
+                stderr=appended if stream == "/dev/stderr" else subprocess.PIPE, timeout=120)
+        assert done.returncode == 1
+        error = (keep.read_text().split("\n", 1)[1] if stream == "/dev/stderr"
+                 else done.stderr.decode())
+        assert keep.read_text().startswith("kept\n")
+        assert error == (f"Error: {stream}: is a stream of this process; this is written to "
+                         "files only (give a file name)\n")
+
+
+def test_an_export_that_would_not_fit_is_refused_before_the_graph_is_built(quick, tmp_path):
+    need = export.export_memory(quick)
+    assert need >= 3 * sum(p.nbytes for p in quick.net.params)
+    out = tmp_path / "m.onnx"
+    for attempt in (lambda: export.write(quick, out, available=need - 1),
+                    lambda: export.to_onnx(quick, available=need - 1)):
+        with pytest.raises(export.ExportError, match=r"exporting 0.00 GiB of weights takes "
+                           r"about \d+ MiB of memory beside the model, more than the \d+ MiB"):
+            attempt()
+    assert list(tmp_path.iterdir()) == []
+    export.write(quick, out, available=need)
+    assert out.exists()
+
+
+def _in_child(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run ``code`` after a 784-4096-4096-10 checkpoint (80 MB of weights) is loaded as
+    ``ckpt``, with ``status()`` giving /proc/self/status as a dict of kB."""
+    model = tmp_path / "wide.npz"
+    checkpoint.save(model, MLP([784, 4096, 4096, 10], seed=0), {"input_scale": 255.0})
+    head = ("import resource, sys\nfrom mnist_mlp import checkpoint, export\n"
+            "def status():\n    return {k: int(v.split()[0]) for k, v in (l.split(':', 1) "
+            "for l in open('/proc/self/status')) if v.strip().endswith('kB')}\n"
+            f"ckpt = checkpoint.load({str(model)!r})\nexport.to_onnx(checkpoint.Checkpoint("
+            "checkpoint.MLP([784, 1, 10]), {}))\n")             # onnx's own memory in use
+    return subprocess.run([sys.executable, "-c", head + code], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+
+
+def test_the_estimate_covers_what_writing_takes(tmp_path):
+    """Peak RSS while writing, beside the loaded model: at most the estimate (it took twice
+    the weights more when the graph, the checker and ONNX Runtime each kept their copy)."""
+    done = _in_child(
+        "before = status()['VmRSS']\n"
+        "open('/proc/self/clear_refs', 'w').write('5')            # VmHWM from here\n"
+        "export.write(ckpt, 'wide.onnx')\n"
+        "print(status()['VmHWM'] - before, export.export_memory(ckpt) // 1024)\n", tmp_path)
+    assert done.returncode == 0, done.stderr
+    peak, estimate = map(int, done.stdout.split())
+    assert 3 * 80_000 < estimate and peak <= estimate, (peak, estimate)
+
+
+def test_running_out_of_memory_while_writing_is_an_export_error(tmp_path):
+    done = _in_child(
+        "limit = status()['VmSize'] * 1024 + (150 << 20)   # less than the graph and its bytes\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))\n"
+        "try:\n    export.write(ckpt, 'wide.onnx')\n"
+        "except export.ExportError as exc:\n    print(exc)\n", tmp_path)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.startswith("not enough memory to build the ONNX model (")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.npz"]
 
 
 def test_imports_without_onnx_and_says_what_to_install():

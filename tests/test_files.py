@@ -148,14 +148,45 @@ def test_standard_output_is_refused_by_name(tmp_path, monkeypatch):
     assert not (tmp_path / "-").exists()
 
 
-def test_dev_stdout_through_a_pipe_is_named_a_fifo(tmp_path):
-    """/dev/stdout resolves to a pipe that has no path: named for what it is, not 'missing'."""
+def _write_with_streams_redirected(tmp_path, names):
+    """Try ``write_bytes_atomic`` on each of ``names`` in a child whose stdout and stderr
+    are redirected to files, as ``>> keep.txt`` does; each refusal's strerror, and the files."""
+    (tmp_path / "out.txt").write_text("keep stdout\n")
+    (tmp_path / "err.txt").write_text("keep stderr\n")
+    code = ("import sys; from pathlib import Path; from mnist_mlp import files\n"
+            "for name in sys.argv[1:]:\n"
+            "    try:\n        files.write_bytes_atomic(Path(name), b'replaced')\n"
+            "    except OSError as exc:\n        print(exc.strerror, file=sys.stderr)\n")
+    with open(tmp_path / "out.txt", "ab") as out, open(tmp_path / "err.txt", "ab") as err:
+        subprocess.run([sys.executable, "-c", code, *names], stdout=out, stderr=err,
+                       timeout=60, check=True)
+    return (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text()
+
+
+def test_streams_redirected_to_files_are_refused_by_name(tmp_path):
+    (tmp_path / "to-stdout").symlink_to("/dev/stdout")
+    (tmp_path / "fds").symlink_to("/proc/self/fd")
+    names = ["/dev/stdout", "/dev/stderr", "/dev/fd/1", "/proc/self/fd/2",
+             "/dev/../dev/stdout", str(tmp_path / "to-stdout"), str(tmp_path / "fds" / "1"),
+             f"/proc/{os.getpid()}/fd/1"]
+    out, err = _write_with_streams_redirected(tmp_path, names)
+    assert out == "keep stdout\n"
+    assert err.splitlines() == ["keep stderr"] + [
+        "is a stream of this process; this is written to files only (give a file name)"
+    ] * len(names)
+    assert not list(tmp_path.glob("*.part"))
+    assert not files.names_a_stream(tmp_path / "fds.txt")
+    assert not files.names_a_stream(Path("/dev/stdout-like.txt"))
+
+
+def test_dev_stdout_through_a_pipe_is_refused_by_name(tmp_path):
     code = ("import sys; from pathlib import Path; from mnist_mlp import files\n"
             "try:\n    files.write_target(Path('/dev/stdout'))\n"
             "except OSError as exc:\n    print(exc.strerror, file=sys.stderr)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
-    assert done.stderr.strip() == "is a FIFO, not a regular file"
+    assert done.stderr.strip() == ("is a stream of this process; this is written to files "
+                                   "only (give a file name)")
 
 
 def test_the_format_follows_the_extension(tmp_path):

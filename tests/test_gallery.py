@@ -87,3 +87,30 @@ def test_the_errors_are_the_misclassified_digits_in_order(tmp_path, shape):
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "same.png")), sheet)
     save_errors(tmp_path / "two.png", pixels, true, pred, limit=2)
     assert Image.open(tmp_path / "two.png").size == (2 * CELL_W, CELL_H)
+
+
+def test_an_overlay_colours_pixels_by_the_sign_and_share_of_their_gradient():
+    from mnist_mlp.gallery import AWAY, TOWARD, overlay
+
+    pixels = np.zeros((28, 28), dtype=np.uint8)
+    pixels[5, 5] = 255
+    gradient = np.zeros((28, 28))
+    gradient[1, 1], gradient[2, 2], gradient[3, 3] = 2.0, -2.0, 1.0
+    rgb = overlay(pixels, gradient)
+    assert rgb.shape == (28, 28, 3) and rgb.dtype == np.uint8
+    assert rgb[1, 1].tolist() == TOWARD.astype(int).tolist()
+    assert rgb[2, 2].tolist() == AWAY.astype(int).tolist()
+    assert rgb[3, 3].tolist() == np.round(TOWARD / 2).astype(int).tolist()   # half the largest
+    assert rgb[5, 5].tolist() == [89, 89, 89] and rgb[0, 0].tolist() == [0, 0, 0]
+
+
+def test_explanations_are_saved_beside_their_images(tmp_path):
+    from mnist_mlp.gallery import save_explanations
+
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 28, 28))
+    save_explanations(tmp_path / "x.png", pixels, np.random.default_rng(1).normal(
+        size=(3, 28, 28)), ["a", "b", "c"])
+    with Image.open(tmp_path / "x.png") as sheet:
+        assert sheet.mode == "RGB" and sheet.width >= 3 * 2 * 84
+    with pytest.raises(ValueError, match="3 images but 2 captions"):
+        save_explanations(tmp_path / "y.png", pixels, pixels, ["a", "b"])

@@ -304,3 +304,48 @@ def test_damaged_files_classify_or_raise_one_image_error_and_print_nothing(capfd
     assert [str(w.message) for w in caught] == []
     assert capfd.readouterr() == ("", "")                      # libtiff prints nothing either
 
+
+
+def _tiff_with(data: bytes, tag: int, value: int) -> bytes:
+    """A little-endian TIFF with ``tag``'s entry in the first IFD made a LONG ``value``."""
+    raw = bytearray(data)
+    ifd = struct.unpack("<I", raw[4:8])[0]
+    for entry in range(ifd + 2, ifd + 2 + 12 * struct.unpack("<H", raw[ifd:ifd + 2])[0], 12):
+        if struct.unpack("<H", raw[entry:entry + 2])[0] == tag:
+            raw[entry + 2:entry + 12] = struct.pack("<HII", 4, 1, value)
+            return bytes(raw)
+    raise KeyError(tag)
+
+
+def test_malformed_tiffs_print_one_error_line_and_nothing_else(tmp_path):
+    """Pillow logs some TIFF refusals ("More samples per pixel than can be decoded") before
+    raising them: with no logging set up, Python printed them on stderr. Run as a user
+    would, outside pytest, whose log capture would hide them."""
+    from mnist_mlp import checkpoint
+    from mnist_mlp.network import MLP
+
+    buffer = BytesIO()
+    Image.fromarray((stroke_digit(7) * 255).astype(np.uint8)).convert("RGB").save(
+        buffer, format="TIFF")
+    valid = buffer.getvalue()
+    tags = [t for t in Image.open(BytesIO(valid)).tag_v2]
+    rng = np.random.default_rng(0)
+    bad = {f"spp-{v}.tif": _tiff_with(valid, 277, v) for v in (7, 100, 65535, 1 << 31)}
+    for i in range(40):                                       # any tag, any size of value
+        bad[f"fuzz-{i}.tif"] = _tiff_with(valid, int(rng.choice(tags)),
+                                          int(rng.choice([0, 1, 2, 255, 1 << 16, 1 << 31])))
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "valid.tif").write_bytes(valid)
+    checkpoint.save(tmp_path / "m.npz", MLP([784, 8, 10], seed=0), {"input_scale": 255.0})
+    done = subprocess.run([sys.executable, "-m", "mnist_mlp", "predict", str(tmp_path),
+                           "--model", str(tmp_path / "m.npz")], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 1
+    errors = done.stderr.splitlines()
+    named = [line.split(": ")[1] for line in errors]
+    assert all(line.startswith("Error: ") for line in errors), done.stderr
+    assert len(set(named)) == len(named) and set(named) <= {str(tmp_path / n) for n in bad}
+    assert {str(tmp_path / f"spp-{v}.tif") for v in (7, 100, 65535, 1 << 31)} <= set(named)
+    assert f"Error: {tmp_path / 'spp-100.tif'}: not an image file" in done.stderr
+    assert f"{tmp_path / 'valid.tif'}: " in done.stdout

@@ -58,3 +58,33 @@ def test_the_redo_hint_names_the_file_and_the_fix():
     assert mnist.redo_hint(Path("/d/t10k-labels-idx1-ubyte.gz")) == (
         "delete t10k-labels-idx1-ubyte.gz and run `mlp download`")
     assert mnist.redo_hint("x-images") == "delete x-images and run `mlp download`"
+
+
+def test_fashion_mnist_has_mnists_layout_and_its_own_payloads():
+    fashion = mnist.FASHION_MNIST
+    assert [(r.name, r.split, r.kind, r.count, r.size) for r in fashion.resources] == [
+        (r.name, r.split, r.kind, r.count, r.size) for r in mnist.RESOURCES]
+    assert {r.sha256 for r in fashion.resources}.isdisjoint(r.sha256 for r in mnist.RESOURCES)
+    assert all(r.dataset == "Fashion-MNIST" for r in fashion.resources)
+    assert len(set(fashion.class_names)) == mnist.N_CLASSES
+    assert fashion.class_names[0] == "T-shirt/top" and fashion.class_names[9] == "Ankle boot"
+    assert mnist.MNIST.class_names == tuple("0123456789")
+    assert (fashion.mirrors_env, mnist.MNIST.mirrors_env) == (
+        "MLP_FASHION_MNIST_MIRRORS", "MLP_MNIST_MIRRORS")
+
+
+def test_datasets_are_found_by_name_and_from_checkpoint_metadata():
+    assert mnist.find_dataset("fashion-mnist") is mnist.FASHION_MNIST
+    with pytest.raises(ValueError, match="no dataset 'kmnist'; choose one of mnist, "
+                                         "fashion-mnist"):
+        mnist.find_dataset("kmnist")
+    assert mnist.dataset_of({}) is mnist.MNIST                      # saved before datasets
+    assert mnist.dataset_of({"dataset": "fashion-mnist"}) is mnist.FASHION_MNIST
+    with pytest.raises(ValueError, match="not a name"):
+        mnist.dataset_of({"dataset": ["mnist"]})
+
+
+def test_a_payload_is_traced_to_its_dataset():
+    assert mnist.payload_owner(mnist.FASHION_RESOURCES[2].sha256) == "Fashion-MNIST"
+    assert mnist.payload_owner(mnist.RESOURCES[2].sha256) == "MNIST"
+    assert mnist.payload_owner("0" * 64) is None

@@ -239,3 +239,38 @@ def test_members_of_other_input_scales_vote_as_the_originals(first):
     member = mixed.members["b"]
     np.testing.assert_allclose(mixed.member_inputs(member, pixels / mixed.input_scale),
                                pixels / member.input_scale, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dropout", [None, [0.3, 0.5, 0.2]])
+def test_input_gradient_matches_finite_differences(small_problem, dropout):
+    """dL/dx = Wᵀ · dL/dz down to the pixels (dX = dZ W), through ReLU' and dropout masks."""
+    net, X, y = small_problem
+
+    def loss_and_input_gradient():
+        Z, cache = net.forward(X, dropout, np.random.default_rng(7))  # same masks each call
+        loss, dZ = softmax_cross_entropy(Z, y)
+        kept = dZ.copy()
+        dX = net.input_gradient(dZ, cache)
+        np.testing.assert_array_equal(dZ, kept)                      # dZ left as it is
+        return loss, dX
+
+    _, dX = loss_and_input_gradient()
+    assert dX.shape == X.shape
+    numeric = _numeric_gradients(lambda: loss_and_input_gradient()[0], [X])
+    assert _max_relative_error([dX], numeric) < 1e-6
+
+
+def test_input_gradient_of_a_class_log_probability_is_a_saliency_map():
+    """Seeded with onehot(c) - P, each row is the gradient of that row's log P[c]."""
+    rng = np.random.default_rng(4)
+    net = MLP([12, 9, 7, 4], seed=2, dtype=np.float64)
+    X = rng.normal(size=(3, 12))
+    c = np.array([2, 0, 3])
+
+    def log_p():
+        return float(sum(np.log(softmax(net.forward(X)[0])[np.arange(3), c])))
+
+    Z, cache = net.forward(X)
+    saliency = net.input_gradient(np.eye(4)[c] - softmax(Z), cache)
+    numeric = _numeric_gradients(log_p, [X])
+    assert _max_relative_error([saliency], numeric) < 1e-6

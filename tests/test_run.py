@@ -68,29 +68,9 @@ def test_a_spec_is_built_from_defaults_a_config_file_and_flags(tmp_path, tiny_mn
 def test_a_resumed_spec_is_the_saved_runs(tiny_run, tmp_path, tiny_mnist):
     out = copy_run(tiny_run, tmp_path)
     spec = run.build_spec(out, None, {"epochs": 5, "lr": 0.1}, data=tiny_mnist,
-                          start="resume")                   # lr as saved: fine
+                          start=run.Start("resume"))        # lr as saved: fine
     assert spec.cfg == resolve({**TINY, "epochs": 5}) and spec.start == "resume"
     assert spec.preset == "flags" and spec.init is None
-
-
-def test_a_run_starts_from_the_weights_it_is_given(tiny_run, tmp_path, tiny_mnist):
-    class First(Callback):
-        def on_train_begin(self, trainer):
-            self.W = [W.copy() for W in trainer.net.W]
-
-    spec = run.build_spec(tmp_path / "m.npz", None, {**TINY, "epochs": 1}, data=tiny_mnist)
-    first = First()
-    run.train(dataclasses.replace(spec, init=tiny_run), run.Hooks(plots=False,
-                                                                  callbacks=[first]))
-    given = checkpoint.load(tiny_run).net
-    assert all(np.array_equal(a, b) for a, b in zip(first.W, given.W))
-    assert checkpoint.load(tmp_path / "m.npz").meta["init"] == str(tiny_run)
-    assert checkpoint.load(tiny_run).meta["init"] is None
-    wider = dataclasses.replace(spec, cfg=resolve({**TINY, "hidden": (8,)}), init=tiny_run,
-                                start="overwrite")
-    with pytest.raises(checkpoint.CheckpointError, match=r"layer sizes \[784, 16, 10\] are "
-                                                         r"not the run's \[784, 8, 10\]"):
-        run.train(wider, run.Hooks(plots=False))
 
 
 def test_a_signal_while_a_run_trains_stops_it_saved(tmp_path, tiny_mnist):
@@ -448,6 +428,77 @@ def test_sigkill_at_random_points_resumes_bit_for_bit(tmp_path, tiny_mnist):
     assert kills >= 3, "the run finished before it could be killed"
     assert checkpoint.load(last).meta["epoch"] == EPOCHS
     _same_run(tmp_path / "a" / "m.npz", out)
+
+
+# ---------------------------------------------------------------- starting weights, users' images
+
+def test_a_run_starts_from_a_trained_networks_weights_and_shape(tiny_run, tmp_path,
+                                                                 tiny_mnist):
+    start = checkpoint.load(tiny_run).net
+    flags = {k: v for k, v in TINY.items() if k != "hidden"}      # its hidden sizes come along
+    spec = run.build_spec(tmp_path / "m.npz", None, {**flags, "epochs": 1, "lr": 1e-9,
+                                                     "augment": "none"},
+                          data=tiny_mnist, start=run.Start(init=tiny_run))
+    assert spec.init == tiny_run
+    result = run.train(spec, run.Hooks(plots=False))
+    assert result.trainer.cfg.hidden == (16,)
+    for W, W0 in zip(result.trainer.net.W, start.W):
+        assert np.abs(W - W0).max() < 1e-5                         # a step of 1e-9 from it
+    meta = checkpoint.load(tmp_path / "m.npz").meta
+    assert meta["init"] == {"model": str(tiny_run), "sha256": run.weights_sha256(start)}
+    assert meta["extra"] == []
+    with pytest.raises(RunError, match="a 784-16-10 network, but the run's is 784-8-10"):
+        run.build_spec(tmp_path / "n.npz", None, {**TINY, "hidden": (8,)}, data=tiny_mnist,
+                       start=run.Start(init=tiny_run))
+    with pytest.raises(checkpoint.CheckpointError, match="nothing.npz"):
+        run.build_spec(tmp_path / "n.npz", None, TINY, data=tiny_mnist,
+                       start=run.Start(init=tmp_path / "nothing.npz"))
+
+
+def _labelled_folder(folder: Path) -> Path:
+    """Three drawn 1s and three drawn 7s in DIR/1/ and DIR/7/."""
+    from PIL import Image, ImageDraw
+
+    strokes = {1: [(50, 10), (50, 90)], 7: [(20, 15), (80, 15), (40, 90)]}
+    for label, points in strokes.items():
+        (folder / str(label)).mkdir(parents=True)
+        for shift in (-8, 0, 8):
+            image = Image.new("L", (100, 100), 255)
+            ImageDraw.Draw(image).line([(x + shift, y) for x, y in points], fill=0, width=9)
+            image.save(folder / str(label) / f"{shift}.png")
+    return folder
+
+
+def test_users_images_are_a_share_of_every_epoch(tmp_path, tiny_mnist):
+    extra = _labelled_folder(tmp_path / "mine")
+    source = dataclasses.replace(tiny_mnist, extra=(extra,))
+    result = train_run(tmp_path / "m.npz", source, flags={**TINY, "extra_share": 0.25})
+    repeats = -(-0.25 * 500 // (0.75 * 6))                          # ceil(share n / (1-share) m)
+    assert result.trainer.n_train == 500 + 6 * repeats
+    (record,) = checkpoint.load(tmp_path / "m.npz").meta["extra"]
+    assert record["folder"] == str(extra) and record["count"] == 6
+    result = train_run(tmp_path / "none.npz", source, flags={**TINY, "extra_share": 0.0})
+    assert result.trainer.n_train == 500
+
+
+def test_a_run_with_users_images_resumes_bit_for_bit_and_only_on_them(tmp_path, tiny_mnist):
+    extra = _labelled_folder(tmp_path / "mine")
+    source = dataclasses.replace(tiny_mnist, extra=(extra,))
+    flags = {**TINY, **EVERYTHING}
+    train_run(tmp_path / "a" / "m.npz", source, flags=flags)
+    calls = iter(range(1000))
+    result = train_run(tmp_path / "b" / "m.npz", source, flags=flags,
+                       should_stop=lambda: next(calls) >= 9)
+    assert result.ending == "stopped"
+    result = train_run(tmp_path / "b" / "m.npz", tiny_mnist, start="resume")
+    assert result.ending == "finished"                               # the folder from the run
+    _same_run(tmp_path / "a" / "m.npz", tmp_path / "b" / "m.npz")
+    with pytest.raises(ConfigError, match="the run's own --extra folders"):
+        train_run(tmp_path / "b" / "m.npz", dataclasses.replace(tiny_mnist, extra=(tmp_path,)),
+                  start="resume")
+    (extra / "7" / "0.png").unlink()
+    with pytest.raises(checkpoint.CheckpointError, match="changed since the run started"):
+        train_run(tmp_path / "b" / "m.npz", tiny_mnist, start="resume")
 
 
 # ---------------------------------------------------------------- the run's callbacks

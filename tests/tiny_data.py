@@ -9,6 +9,7 @@ Only absolute imports here, so that it runs as a script as well as it imports.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -61,8 +62,8 @@ def trusting(payloads: dict[str, bytes], resources: tuple[Resource, ...] = RESOU
     def count(payload: bytes) -> int:
         return struct.unpack(">I", payload[4:8])[0]
 
-    return tuple(Resource(r.name, hashlib.sha256(payloads[r.name]).hexdigest(), r.split, r.kind,
-                          count(payloads[r.name])) if r.name in payloads else r
+    return tuple(dataclasses.replace(r, sha256=hashlib.sha256(payloads[r.name]).hexdigest(),
+                                     count=count(payloads[r.name])) if r.name in payloads else r
                  for r in resources)
 
 
@@ -84,7 +85,7 @@ def train_run(out: Path, source: DataSource, config: str | Path | None = None,
     given)."""
     from mnist_mlp import run
 
-    spec = run.build_spec(out, config, flags, data=source, start=start)
+    spec = run.build_spec(out, config, flags, data=source, start=run.Start(start))
     return run.train(spec, run.Hooks(**{"progress": False, "plots": False, **hooks}))
 
 

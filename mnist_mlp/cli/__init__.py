@@ -17,6 +17,7 @@ from .common import CONTEXT
 from .download import download
 from .eval import eval_
 from .export import export
+from .gradcheck import gradcheck
 from .plot import plot
 from .predict import predict
 from .serve import serve
@@ -30,7 +31,7 @@ def main() -> None:
     """Train, evaluate and use a multilayer perceptron on MNIST, with backprop in NumPy."""
 
 
-for command in (download, train, eval_, predict, plot, serve, export, sweep):
+for command in (download, train, eval_, predict, plot, serve, export, sweep, gradcheck):
     main.add_command(command)
 
 

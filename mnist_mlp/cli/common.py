@@ -50,6 +50,36 @@ def data_options(f: Callable) -> Callable:
              f"else ./{DEFAULT_DATA_DIR}.")(with_source)
 
 
+def dataset_option(f: Callable) -> Callable:
+    """--dataset NAME, handed to the command as ``dataset``: a Dataset, or None when not
+    given (commands that score a model then take the model's)."""
+    from ..mnist import DATASETS
+
+    @functools.wraps(f)
+    def with_dataset(*args, dataset: str | None, **kwargs):
+        return f(*args, dataset=None if dataset is None else DATASETS[dataset], **kwargs)
+
+    return click.option("--dataset", type=click.Choice(list(DATASETS)), default=None,
+                        help="The dataset (default: mnist; for a model, the one it was "
+                             "trained on).")(with_dataset)
+
+
+def model_dataset(models: tuple[Path, ...], meta: dict, asked=None):
+    """The dataset a loaded model (``meta``) was trained on; ``asked``, a --dataset given,
+    must be that one."""
+    from ..mnist import dataset_of
+
+    try:
+        dataset = dataset_of(meta)
+    except ValueError as exc:
+        raise fail(f"{', '.join(map(str, models))}: {exc}") from None
+    if asked is not None and asked != dataset:
+        raise fail(f"{', '.join(map(str, models))}: trained on {dataset.title}, it cannot be "
+                   f"scored on {asked.title}; leave out --dataset, or give a model trained "
+                   f"on {asked.title}")
+    return dataset
+
+
 def ensure_data(source: DataSource, quiet: bool, verify: bool = False):
     """Download what is missing, saying so on stderr unless quiet; the (resource, status)
     list."""

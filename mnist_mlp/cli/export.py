@@ -32,14 +32,11 @@ def export(models: tuple[Path, ...], out: Path, overwrite: bool) -> None:
     except CheckpointError as exc:
         raise fail(exc) from None
     try:
-        model = onnx_export.to_onnx(members)
-        diff = onnx_export.verify(model, members)
+        size, diff = onnx_export.write(members, out, overwrite)
     except onnx_export.OnnxMissing:
         raise fail(MISSING_EXTRA) from None
     except onnx_export.ExportError as exc:
         raise fail(exc) from None
-    try:
-        size = onnx_export.save(model, out, overwrite)
     except FileExistsError:
         raise fail(f"{out}: already exists; --overwrite replaces it") from None
     except OSError as exc:

@@ -16,7 +16,6 @@ from click.core import ParameterSource
 
 from ..config import DEFAULT_OUT, FIELDS, ConfigError, check_value, is_list, item_type
 from ..dataset import DataSource
-from ..mnist import DEFAULT_MIRRORS
 from ..train import Callback
 from .common import CONTEXT, data_options, fail, threads_flag
 
@@ -104,7 +103,7 @@ class ProgressDisplay(Callback):
 def resume_command(out: Path, source: DataSource) -> str:
     """The shell command that continues the run at ``out`` on the same data, quoted."""
     words = ["mlp", "train", "--resume", "--out", str(out), "--data-dir", str(source.folder)]
-    if source.mirrors != DEFAULT_MIRRORS:
+    if source.mirrors != source.dataset.mirrors:
         for mirror in source.mirrors:
             words += ["--mirror", mirror]
     return shlex.join(words)
@@ -118,6 +117,12 @@ def resume_command(out: Path, source: DataSource) -> str:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUT,
               help="The kept epoch's model; NAME.last.npz, NAME.metrics.jsonl and "
                    "NAME.curves.png go beside it.")
+@click.option("--init", type=click.Path(dir_okay=False, path_type=Path), metavar="MODEL.npz",
+              help="Start from this trained network's weights (its hidden sizes unless "
+                   "--hidden is given); everything else as usual.")
+@click.option("--extra", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              metavar="DIR", help="Users' labelled images (DIR/<class>/*.png) mixed into "
+                                  "every epoch as --extra-share of it; repeatable.")
 @click.option("--resume", is_flag=True,
               help="Continue the run saved in --out's .last.npz, bit for bit.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already saved at --out.")
@@ -127,9 +132,10 @@ def resume_command(out: Path, source: DataSource) -> str:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
 @click.pass_context
-def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
-          overwrite: bool, no_plots: bool, threads: int | None, source: DataSource,
-          quiet: bool, as_json: bool, **settings: Any) -> None:
+def train(ctx: click.Context, config_name: str | None, out: Path, init: Path | None,
+          extra: tuple[Path, ...], resume: bool, overwrite: bool, no_plots: bool,
+          threads: int | None, source: DataSource, quiet: bool, as_json: bool,
+          **settings: Any) -> None:
     """Train an MLP on MNIST and save checkpoints.
 
     Settings come from the built-in defaults (the preset "default"), then the
@@ -140,8 +146,8 @@ def train(ctx: click.Context, config_name: str | None, out: Path, resume: bool,
 
     flags = {k: v for k, v in settings.items()
              if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-    start = "resume" if resume else "overwrite" if overwrite else "new"
-    spec = _spec(out, config_name, flags, source, start)
+    start = run.Start("resume" if resume else "overwrite" if overwrite else "new", init)
+    spec = _spec(out, config_name, flags, dataclasses.replace(source, extra=extra), start)
     hooks = run.Hooks(progress=not quiet, plots=not no_plots,
                       callbacks=[ProgressDisplay(quiet)],
                       note=lambda line: quiet or click.echo(line, err=True))
@@ -193,7 +199,7 @@ def _spec(out, config_name, flags, source, start):
 
     try:
         return run.build_spec(out, config_name, flags, data=source, start=start)
-    except (ConfigError, CheckpointError) as exc:
+    except (ConfigError, CheckpointError, run.RunError) as exc:
         raise _failing(exc) from None
 
 

@@ -263,7 +263,7 @@ class Worker:
         from .. import run
 
         spec = run.build_spec(files.kept, cfg, data=self.spec.data,
-                              start="resume" if resume else "overwrite")
+                              start=run.Start("resume" if resume else "overwrite"))
         return dataclasses.replace(spec, preset=Path(self.spec.space.config).stem)
 
     def after_trial(self, study: Any, trial: Any) -> None:

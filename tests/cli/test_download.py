@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 
 from mnist_mlp.mnist import RESOURCES
@@ -47,3 +48,31 @@ def test_a_failed_download_is_one_line(tmp_path, monkeypatch):
         mirror.close()
     assert "--mirror" in line
     assert not list((tmp_path / "d").glob("*.gz"))
+
+
+def test_fashion_mnist_from_a_mirror_and_from_debians_copy(real_fashion, tmp_path,
+                                                           monkeypatch):
+    from mnist_mlp.dataset import DataSource
+    from mnist_mlp.mnist import FASHION_MNIST
+
+    mirror = Mirror({f"/mnist/{r.gz_name}": (real_fashion / r.gz_name).read_bytes()
+                     for r in FASHION_MNIST.resources})
+    target = tmp_path / "fashion"
+    uninstalled = dataclasses.replace(FASHION_MNIST, installed=())  # as on a machine without
+    try:
+        report = DataSource(target, (mirror.url,), dataset=uninstalled).ensure(progress=False)
+    finally:
+        mirror.close()
+    assert [status for _, status in report] == ["downloaded"] * 4
+    one_line(mlp("download", "--data-dir", target, expect=1),       # MNIST's files expected
+             "Fashion-MNIST's file, not MNIST's")
+    result = mlp("download", "--dataset", "fashion-mnist", "--data-dir", target)
+    assert result.stdout.splitlines() == [f"present    {target / r.gz_name}"
+                                          for r in FASHION_MNIST.resources]
+    if FASHION_MNIST.installed[0] == real_fashion:                  # Debian's package
+        monkeypatch.setenv("MLP_DATA_DIR", str(tmp_path / "empty"))
+        monkeypatch.setenv("MLP_FASHION_MNIST_MIRRORS", "http://127.0.0.1:9/")
+        result = mlp("download", "--dataset", "fashion-mnist")
+        assert result.stdout.splitlines() == [f"present    {real_fashion / r.gz_name}"
+                                              for r in FASHION_MNIST.resources]
+        assert not (tmp_path / "empty").exists()

@@ -36,7 +36,8 @@ def _for_raw_pixels(src, dst):
 
 def test_scores_as_json_and_as_a_table(real_model, real_mnist, tmp_path):
     scores = _scores([real_model], real_mnist)
-    assert set(scores) == {"accuracy", "loss", "n", "per_class", "confusion"}
+    assert set(scores) == {"accuracy", "loss", "n", "per_class", "confusion", "class_names"}
+    assert scores["class_names"] == [str(d) for d in range(10)]
     assert scores["n"] == 10_000 and scores["accuracy"] >= 0.95
     confusion = np.array(scores["confusion"])
     assert confusion.sum() == 10_000 and np.trace(confusion) == round(scores["accuracy"] * 1e4)
@@ -178,3 +179,46 @@ def test_missing_data_that_cannot_be_downloaded_is_one_line(tiny_run, tmp_path, 
                      expect=1), "could not download", f"{mirror.url}", "HTTP 404")
     finally:
         mirror.close()
+
+
+def test_a_fashion_model_is_scored_on_its_own_dataset_by_class_name(
+        real_fashion_model, real_fashion, real_mnist, tmp_path):
+    scores = json.loads(mlp("eval", "--model", real_fashion_model, "--data-dir", real_fashion,
+                            "--json").stdout)
+    assert scores["class_names"][0] == "T-shirt/top" and scores["accuracy"] > 0.8
+    table = mlp("eval", "--model", real_fashion_model, "--data-dir", real_fashion,
+                "--confusion", tmp_path / "c.png").stdout
+    assert "confusion (rows: true class, columns: predicted)" in table
+    assert " Ankle boot  " in table and table.count("\n") > 20
+    one_line(mlp("eval", "--model", real_fashion_model, "--dataset", "mnist", expect=1),
+             "trained on Fashion-MNIST, it cannot be scored on MNIST")
+    one_line(mlp("eval", "--model", real_fashion_model, "--data-dir", real_mnist, expect=1),
+             "MNIST's file, not Fashion-MNIST's")
+
+
+def test_a_committee_of_two_datasets_is_refused(real_fashion_model, real_model):
+    one_line(mlp("eval", "--model", real_fashion_model, "--model", real_model, expect=1),
+             "members trained on different datasets (fashion-mnist, mnist)")
+
+
+def test_a_labelled_folder_is_scored_like_the_test_set(real_model, tmp_path):
+    from PIL import ImageDraw
+
+    strokes = {1: [(50, 10), (50, 90)], 7: [(20, 15), (80, 15), (40, 90)]}
+    for label, points in strokes.items():
+        (tmp_path / "mine" / str(label)).mkdir(parents=True)
+        for shift in (-8, 0, 8):
+            image = Image.new("L", (100, 100), 255)
+            ImageDraw.Draw(image).line([(x + shift, y) for x, y in points], fill=0, width=9)
+            image.save(tmp_path / "mine" / str(label) / f"{shift}.png")
+    (tmp_path / "mine" / "7" / "torn.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    result = mlp("eval", "--model", real_model, "--images", tmp_path / "mine", "--json",
+                 "--errors", tmp_path / "e.png")
+    scores = json.loads(result.stdout)
+    assert scores["n"] == 6 and [c["support"] for c in scores["per_class"]] == [
+        0, 3, 0, 0, 0, 0, 0, 3, 0, 0]
+    assert np.array(scores["confusion"]).sum() == 6 and scores["accuracy"] >= 4 / 6
+    assert result.stderr == f"skipped {tmp_path / 'mine' / '7' / 'torn.png'}: not an image " \
+                            "file (PNG, JPEG, BMP, GIF, TIFF, WEBP)\n"
+    one_line(mlp("eval", "--model", real_model, "--images", tmp_path, expect=1),
+             f"{tmp_path}: no class sub-folders")

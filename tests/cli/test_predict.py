@@ -23,7 +23,8 @@ def test_output_formats(tmp_path):
     good, _ = write_bad_images(tmp_path)
     result = mlp("predict", "--model", model, "--json", "--top-k", "4", good)
     (row,) = json.loads(result.stdout)
-    assert set(row) == {"path", "digit", "confidence", "top"}
+    assert set(row) == {"path", "digit", "label", "confidence", "top"}
+    assert row["label"] == str(row["digit"])                       # MNIST's classes: digits
     assert len(row["top"]) == 4 and row["top"][0] == [row["digit"], row["confidence"]]
     probs = [p for _, p in row["top"]]
     assert probs == sorted(probs, reverse=True)
@@ -123,3 +124,29 @@ def test_pictures_never_replace_special_files(tmp_path):
     mlp("predict", "--model", model, good, "--show-input", tmp_path / "seen-link.png")
     assert (tmp_path / "seen-link.png").is_symlink()
     assert (tmp_path / "seen-real.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_fashion_model_reads_a_garment_photo_by_class_name(real_fashion_model, tmp_path):
+    from PIL import Image, ImageDraw
+
+    photo = Image.new("RGB", (600, 800), (250, 250, 247))           # trousers on light paper
+    ImageDraw.Draw(photo).polygon([(200, 100), (400, 100), (430, 700), (330, 700), (300, 300),
+                                   (270, 700), (170, 700)], fill=(40, 50, 90))
+    photo.save(tmp_path / "trousers.jpg")
+    (row,) = json.loads(mlp("predict", "--model", real_fashion_model, "--json",
+                            tmp_path / "trousers.jpg").stdout)
+    assert (row["digit"], row["label"]) == (1, "Trouser")
+    line = mlp("predict", "--model", real_fashion_model, tmp_path / "trousers.jpg").stdout
+    assert line.startswith(f"{tmp_path / 'trousers.jpg'}: Trouser (")
+
+
+def test_explain_saves_each_input_beside_its_map(tmp_path):
+    from PIL import Image
+
+    model = toy_model(tmp_path)
+    good, _ = write_bad_images(tmp_path)
+    mlp("predict", "--model", model, good, "--explain", tmp_path / "why.png")
+    with Image.open(tmp_path / "why.png") as sheet:
+        assert sheet.mode == "RGB" and sheet.size == (2 * 84 + 6, 84 + 14 + 4)
+    failed = mlp("predict", "--model", model, good, "--explain", good / "w.png", expect=1)
+    assert failed.stderr == f"Error: {good / 'w.png'}: File exists\n"

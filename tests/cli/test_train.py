@@ -320,3 +320,39 @@ def test_a_quiet_display_prints_nothing(capsys):
     display = Watched(quiet=True)
     _fit(display)
     assert capsys.readouterr().err == "" and all(bar.closed for bar in display.bars)
+
+
+def test_a_fashion_run_records_its_dataset_and_resumes_on_it(real_fashion, real_mnist,
+                                                              tmp_path):
+    out = tmp_path / "f.npz"
+    mlp("train", "--dataset", "fashion-mnist", "--config", "quick", "--epochs", "1",
+        "--data-dir", real_fashion, "--out", out, "--no-plots", "-q")
+    meta = checkpoint.load(out).meta
+    assert meta["dataset"] == "fashion-mnist" and meta["config"]["dataset"] == "fashion-mnist"
+    assert meta["class_names"][9] == "Ankle boot"
+    assert meta["data_sha256"]["t10k-images-idx3-ubyte"].startswith("5b4141f0")
+    one_line(mlp("train", "--resume", "--epochs", "2", "--out", out, "--data-dir", real_mnist,
+                 "-q", expect=1), "MNIST's file, not Fashion-MNIST's")
+    mlp("train", "--resume", "--epochs", "2", "--out", out, "--data-dir", real_fashion, "-q")
+    assert checkpoint.load(out).meta["epoch"] == 2
+
+
+def test_teaching_a_trained_model_users_images(real_model, real_mnist, tmp_path):
+    from PIL import Image, ImageDraw
+
+    for label, points in {1: [(50, 10), (50, 90)], 7: [(20, 15), (80, 15), (40, 90)]}.items():
+        (tmp_path / "mine" / str(label)).mkdir(parents=True)
+        image = Image.new("L", (100, 100), 255)
+        ImageDraw.Draw(image).line(points, fill=0, width=9)
+        image.save(tmp_path / "mine" / str(label) / "a.png")
+    out = tmp_path / "taught.npz"
+    mlp("train", "--config", "tune", "--init", real_model, "--extra", tmp_path / "mine",
+        "--epochs", "1", "--data-dir", real_mnist, "--out", out, "--no-plots", "-q")
+    meta = checkpoint.load(out).meta
+    assert meta["config"]["hidden"] == [128] and meta["init"]["model"] == str(real_model)
+    assert meta["extra"][0]["count"] == 2
+    scores = json.loads(mlp("eval", "--model", out, "--data-dir", real_mnist, "--json").stdout)
+    assert scores["accuracy"] > 0.95
+    one_line(mlp("train", "--init", real_model, "--extra", tmp_path / "none", "--data-dir",
+                 real_mnist, "--out", tmp_path / "x.npz", "-q", expect=1),
+             "--extra", "not a folder of labelled images")
