@@ -147,13 +147,13 @@ def train(ctx: click.Context, config_name: str | None, out: Path, init: Path | N
     flags = {k: v for k, v in settings.items()
              if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     start = run.Start("resume" if resume else "overwrite" if overwrite else "new", init)
-    spec = _spec(out, config_name, flags, dataclasses.replace(source, extra=extra), start)
     hooks = run.Hooks(progress=not quiet, plots=not no_plots,
                       callbacks=[ProgressDisplay(quiet)],
                       note=lambda line: quiet or click.echo(line, err=True))
     # Until training starts a signal interrupts (nothing to save yet); then the run stops
     # and saves, and a later signal (a second Ctrl-C as it ends) is ignored.
     try:
+        spec = _spec(out, config_name, flags, dataclasses.replace(source, extra=extra), start)
         result = _run(dataclasses.replace(spec, threads=threads), hooks)
     except KeyboardInterrupt:
         click.echo("SIGINT: stopped before training started; nothing to save", err=True)
