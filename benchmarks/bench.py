@@ -108,7 +108,7 @@ def engine_trainer(hidden: tuple[int, ...], n: int, seed: int, epochs: int = 1) 
 def mlp_epoch(hidden: tuple[int, ...], X: np.ndarray, y: np.ndarray, seed: int) -> float:
     """Training-loop seconds of one epoch of mnist-mlp's own Trainer (no validation)."""
     trainer = engine_trainer(hidden, len(X), seed)
-    trainer.fit(X, y, X[:0], y[:0])
+    trainer.fit(X, y)
     return trainer.state.history[-1]["train_seconds"]
 
 
@@ -162,7 +162,7 @@ def best_seconds(cfg, X: np.ndarray, y: np.ndarray, steps: int) -> float:
     """Training-loop seconds of the first ``steps`` steps of a run of ``cfg``, built as
     ``mlp train`` builds it."""
     trainer = Trainer(cfg, MLP(cfg.sizes, seed=cfg.seed), len(X))
-    trainer.fit(X, y, X[:0], y[:0], should_stop=lambda: trainer.state.step >= steps)
+    trainer.fit(X, y, should_stop=lambda: trainer.state.step >= steps)
     return trainer.state.seconds
 
 
@@ -314,7 +314,7 @@ def profile_model(X: np.ndarray, y: np.ndarray, name: str, steps: int, peak: flo
     clock, phases = StepClock(), {p: [] for p in PHASES}
     order = np.random.default_rng(0).permutation(len(X))
     for k in range(steps):
-        trainer.fit(X, y, X[:0], y[:0], [clock], should_stop=lambda: True)   # one step
+        trainer.fit(X, y, None, [clock], should_stop=lambda: True)   # one step
         times = dict.fromkeys(PHASES, 0.0)
         replay_step(trainer, X, y, order[(k % full) * BATCH:(k % full + 1) * BATCH], times)
         for p in PHASES:

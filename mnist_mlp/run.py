@@ -471,7 +471,7 @@ class Run:
                     from .threads import limit_threads
 
                     threads.enter_context(limit_threads(spec.threads))
-                ending = trainer.fit(X, y, X_val, y_val, [*callbacks, *hooks.callbacks],
+                ending = trainer.fit(X, y, (X_val, y_val), [*callbacks, *hooks.callbacks],
                                      should_stop=lambda: stop() or hooks.should_stop())
         except TrainingDiverged as exc:
             if saving.saved_last:

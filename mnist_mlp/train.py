@@ -87,15 +87,16 @@ class Trainer:
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = self.state.rng_state
 
-    def fit(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+    def fit(self, X: np.ndarray, y: np.ndarray,
+            validation: tuple[np.ndarray, np.ndarray] | None = None,
             callbacks: Sequence[Callback] = (),
             should_stop: Callable[[], bool] = lambda: False) -> Ending:
         """Train until ``cfg.epochs`` or early stopping, or until ``should_stop``.
 
         Args:
             X, y: training split, float (n, 784) and int64 (n,).
-            X_val, y_val: validation split, same layout; empty (val_size 0) for
-                none, when every epoch counts as the best so far.
+            validation: (X_val, y_val), the validation split, same layout; None (or
+                empty, val_size 0) for none, when every epoch counts as the best so far.
             callbacks: called in order at the run's begin and end, and after each
                 batch and epoch.
             should_stop: polled after each step and each epoch; True ends the run
@@ -109,6 +110,7 @@ class Trainer:
                 "diverged").
         """
         callbacks = list(callbacks)
+        validation = (X[:0], y[:0]) if validation is None else validation
         for cb in callbacks:
             cb.on_train_begin(self)
         ending: Ending = "failed"
@@ -117,7 +119,7 @@ class Trainer:
         try:
             # Overflow shows up as a non-finite loss, which _step reports: no warnings.
             with np.errstate(over="ignore", invalid="ignore"):
-                finished = self._run(batches, y, X_val, y_val, callbacks, should_stop)
+                finished = self._run(batches, y, validation, callbacks, should_stop)
             ending = "finished" if finished else "stopped"
             return ending
         except TrainingDiverged:
@@ -129,7 +131,7 @@ class Trainer:
             for cb in callbacks:
                 cb.on_train_end(self, ending)
 
-    def _run(self, batches: Batches, y, X_val, y_val, callbacks, should_stop) -> bool:
+    def _run(self, batches: Batches, y, validation, callbacks, should_stop) -> bool:
         cfg, st, rng = self.cfg, self.state, self.rng
         n = len(y)
         while st.epoch < cfg.epochs:
@@ -151,7 +153,7 @@ class Trainer:
                     cb.on_batch_end(self, len(idx), loss)
                 if should_stop():
                     return False
-            row, kept = self._end_epoch(X_val, y_val)
+            row, kept = self._end_epoch(*validation)
             for cb in callbacks:
                 cb.on_epoch_end(self, row, kept)
             if cfg.patience and st.epoch - st.kept_epoch >= cfg.patience:

@@ -30,7 +30,7 @@ def _trainer(n_train=250, state=None, **settings) -> Trainer:
 
 def _fit(trainer, callbacks=(), should_stop=lambda: False):
     X, y = _data()
-    return trainer.fit(X[:250], y[:250], X[250:], y[250:], callbacks, should_stop)
+    return trainer.fit(X[:250], y[:250], (X[250:], y[250:]), callbacks, should_stop)
 
 
 class Recorder(Callback):
@@ -119,7 +119,7 @@ def test_without_validation_every_epoch_is_kept():
     X, y = _data()
     recorder = Recorder()
     trainer = _trainer(300, epochs=3, val_size=0)
-    assert trainer.fit(X, y, X[:0], y[:0], [recorder]) == "finished"
+    assert trainer.fit(X, y, None, [recorder]) == "finished"
     assert [e for e in recorder.events if e[0] == "end"] == [("end", 1, True), ("end", 2, True),
                                                            ("end", 3, True)]
     assert all(r["val_loss"] is None and r["val_accuracy"] is None

@@ -295,7 +295,7 @@ def _fit(display, should_stop=lambda: False, explode=False):
     if explode:
         for W in trainer.net.W:
             W *= np.float32(1e20)
-    return trainer.fit(X[:250], y[:250], X[250:], y[250:], [display], should_stop)
+    return trainer.fit(X[:250], y[:250], (X[250:], y[250:]), [display], should_stop)
 
 
 @pytest.mark.parametrize("ending", ["finished", "stopped", "diverged"])
