@@ -48,7 +48,7 @@ from .files import atomic_path, write_target
 from .memory import available_memory, show_size
 from .mnist import N_CLASSES, N_PIXELS, Dataset, dataset_of
 from .network import MLP, PROBABILITY_FLOOR, Committee, Model
-from .train import val_score
+from .records import val_score
 
 if TYPE_CHECKING:
     import onnx
@@ -146,7 +146,7 @@ def metadata(models: Models) -> dict[str, str]:
 
     Keys: ``model`` ("network" or "committee"), ``dataset`` and ``class_names`` (JSON, the
     label of each output column), ``members`` (a JSON list, one object per network: its
-    name when it has one, sizes, input_scale, preset, kept_epoch, kept_val_accuracy and the
+    name when it has one, sizes, input_scale, preset, epoch, kept_val_accuracy and the
     package_version that trained it), ``input`` and ``outputs`` (the conventions, JSON),
     ``package_version`` (of the exporter).
     """
@@ -158,7 +158,7 @@ def metadata(models: Models) -> dict[str, str]:
         described.append({
             **({} if name is None else {"name": name}),
             "sizes": c.net.sizes, "input_scale": c.input_scale, "preset": c.meta.get("preset"),
-            "kept_epoch": c.meta.get("epoch"),
+            "epoch": c.meta.get("epoch"),
             "kept_val_accuracy": val_score(metrics) if isinstance(metrics, dict) else None,
             "package_version": c.meta.get("package_version")})
     return {

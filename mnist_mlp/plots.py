@@ -20,8 +20,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocato
 
 from .files import atomic_writer, format_for
 from .mnist import IMAGE_SIDE
+from .records import kept_epoch, val_score
 from .runfiles import RunError, RunFiles, read_metrics
-from .train import Callback, kept_epoch, val_score
 
 # Log axes ticked at 1, 2 and 5 times powers of ten, with plain labels and no minor
 # ticks: matplotlib's default (mathtext labels, nine minor ticks a decade) takes most
@@ -225,16 +225,6 @@ def save_figure(fig: Figure, path: Path) -> None:
     fmt = format_for(path, FIGURE_FORMATS)
     with atomic_writer(Path(path)) as f:
         fig.savefig(f, format=fmt)
-
-
-class CurvesCallback(Callback):
-    """Redraws a run's curves after every epoch, on one figure updated in place."""
-
-    def __init__(self, path: Path, title: str):
-        self.path, self.figure = path, CurvesFigure(title)
-
-    def on_epoch_end(self, trainer, row, kept):
-        save_figure(self.figure.update(trainer.state.history), self.path)
 
 
 # ---------------------------------------------------------------- mlp plot

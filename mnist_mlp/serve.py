@@ -37,9 +37,9 @@ from typing import Any, BinaryIO
 from . import checkpoint
 from .classify import Prediction, classify
 from .imaging import ImageError
+from .records import val_score
 from .runfiles import RunError, RunFiles, read_metrics
 from .threads import cores
-from .train import val_score
 
 MAX_BODY = 8 << 20          # bytes of an uploaded image; a phone photo is 2-5 MB
 MAX_HISTORY_ROWS = 1000     # rows of the metrics history the page gets
@@ -88,17 +88,17 @@ def read_history(path: Path, note: Note) -> list[dict] | None:
     return None
 
 
-def model_info(model: checkpoint.Checkpoint, paths: list[Path],
+def model_info(ckpt: checkpoint.Checkpoint, paths: list[Path],
                note: Note = log.warning) -> dict[str, Any]:
     """What the page's model panel shows, from the (first) checkpoint and its run's log."""
-    meta = model.meta
+    meta = ckpt.meta
     metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     history = read_history(paths[0], note)
     return {"model": ", ".join(p.name for p in paths), "members": len(paths),
             "sizes": meta["sizes"], "preset": meta.get("preset"),
             "epoch": meta.get("epoch"), "epochs": config.get("epochs"),
-            "val_accuracy": val_score(metrics),
+            "kept_val_accuracy": val_score(metrics),
             "history": None if history is None else thin_history(history, meta.get("epoch"))}
 
 
@@ -153,7 +153,7 @@ class DigitApp:
     """The page and its API as a WSGI application (PEP 3333): routes, limits, JSON errors.
 
     Args:
-        model: the checkpoint (or committee) that reads the digits.
+        ckpt: the checkpoint (or committee) that reads the digits.
         info: what ``GET /api/model`` answers, serialised once here.
         classify_fn: ``classify.classify`` or a stand-in with its signature.
         slots: images prepared at once in each of two lanes (default: the cores),
@@ -166,10 +166,10 @@ class DigitApp:
         note: where an unexpected failure is reported, one line each.
     """
 
-    def __init__(self, model: checkpoint.Checkpoint, info: dict[str, Any], *,
+    def __init__(self, ckpt: checkpoint.Checkpoint, info: dict[str, Any], *,
                  classify_fn: Callable = classify, slots: int | None = None,
                  note: Note = log.error):
-        self.model = model
+        self.ckpt = ckpt
         self.model_json = json.dumps(info).encode()
         self.files = static_files()
         self.classify = classify_fn
@@ -204,7 +204,7 @@ class DigitApp:
         """Read one upload's body (only now: a waiting request holds no copy) and classify
         it; after a large image, give the memory its decoding freed back to the system."""
         try:
-            return self.classify(self.model, [stream.read(length)])[0]
+            return self.classify(self.ckpt, [stream.read(length)])[0]
         finally:
             if large:
                 trim_heap()
@@ -218,8 +218,8 @@ class DigitApp:
             checkpoint.CheckpointError: a missing or bad model.
         """
         paths = [Path(p) for p in model_paths]
-        model = checkpoint.load_committee(paths)
-        return cls(model, model_info(model, paths, note), note=note, **kwargs)
+        ckpt = checkpoint.load_committee(paths)
+        return cls(ckpt, model_info(ckpt, paths, note), note=note, **kwargs)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")

@@ -113,7 +113,7 @@ def test_contract_opset_ir_and_metadata_round_trip(quick, perturbed, real_model,
         assert [m["sizes"] for m in described] == [[784, 128, 10]] * n
         assert [m["input_scale"] for m in described] == [255] * n
         assert described[0]["preset"] == "quick"
-        assert described[0]["kept_epoch"] == quick.meta["epoch"]
+        assert described[0]["epoch"] == quick.meta["epoch"]
         assert described[0]["kept_val_accuracy"] == kept_score
         assert json.loads(props["input"])["shape"] == ["N", 784]
         assert props["model"] == ("network" if n == 1 else "committee")

@@ -152,18 +152,6 @@ def test_unwritable_pictures_are_plot_errors(tiny_run, tmp_path):
     assert not list(tmp_path.glob("*.part")) and not list(tiny_run.parent.glob("*.part"))
 
 
-def test_the_curves_are_redrawn_after_each_epoch(tiny_run, tmp_path):
-    history = read_metrics(RunFiles(tiny_run).metrics)
-    callback = plots.CurvesCallback(tmp_path / "c.png", "title")
-    for epoch in (1, 2, 3):
-        trainer = SimpleNamespace(state=SimpleNamespace(history=history[:epoch]))
-        callback.on_epoch_end(trainer, history[epoch - 1], kept=True)
-        loss = _lines(callback.figure.fig.axes[0])["training"]
-        assert list(loss.get_xdata()) == list(range(1, epoch + 1))
-        assert Image.open(tmp_path / "c.png").size == (900, 600)
-    assert list(loss.get_ydata()) == [r["train_loss"] for r in history]
-
-
 def _sweep_row(number, seed, score, state="complete"):
     return SimpleNamespace(number=number, state=state, score=score, params={"seed": seed})
 

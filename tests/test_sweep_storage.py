@@ -17,7 +17,7 @@ import pytest
 
 from mnist_mlp import sweep
 from mnist_mlp.runfiles import RunFiles, read_metrics
-from mnist_mlp.sweep.storage import SweepError, _bind_folder, reason, redact, storage_url
+from mnist_mlp.sweep.storage import SweepError, bind_folder, reason, redact, storage_url
 
 from .test_sweep import (
     ROOT,
@@ -61,9 +61,9 @@ def test_a_folder_is_bound_to_its_storage_whatever_its_password(tmp_path):
     """Compared without passwords, and never shown: also a sweep.json that kept one."""
     (tmp_path / "sweep.json").write_text(json.dumps(
         {"study": "s", "storage": "postgresql://u@h/db?password=secret"}))
-    assert _bind_folder(tmp_path, "s", "postgresql://u:other@h/db") == "s"
+    assert bind_folder(tmp_path, "s", "postgresql://u:other@h/db") == "s"
     with pytest.raises(SweepError) as caught:
-        _bind_folder(tmp_path, "s", "postgresql://u:secret@elsewhere/db")
+        bind_folder(tmp_path, "s", "postgresql://u:secret@elsewhere/db")
     assert "holds study 's' in postgresql://u@h/db;" in str(caught.value)
     assert "secret" not in str(caught.value)
 

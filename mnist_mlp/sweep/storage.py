@@ -3,24 +3,23 @@ SQLite file, or a PostgreSQL server through psycopg), the locks that let one wor
 time create the tables and admit a trial, the storage opened with heartbeats, the pruners,
 and DIR bound to its study in DIR/sweep.json.
 
-Optuna (the ``sweep`` extra) is imported only inside functions that need it (``_optuna``).
+Optuna (the ``sweep`` extra) is imported only inside functions that need it (``optuna_module``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import threading
 import urllib.parse
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..files import read_bounded, write_bytes_atomic
+from ..files import exclusive_lock, read_bounded, write_bytes_atomic
 from .space import Space
 
 INSTALL_HINT = "pip install 'mnist-mlp[sweep]'"
@@ -62,7 +61,7 @@ def storage_failure(exc: BaseException) -> BaseException | None:
     handled the StorageInternalError."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    optuna = _optuna()
+    optuna = optuna_module()
     try:
         import psycopg
         driver: tuple[type[BaseException], ...] = (SQLAlchemyError, psycopg.Error)
@@ -88,7 +87,7 @@ def read_binding(out_dir: Path) -> Any:
     return json.loads(read_bounded(out_dir / SWEEP_JSON, MAX_BINDING_BYTES))
 
 
-def _optuna():
+def optuna_module():
     """The optuna module, or a SweepError saying how to install it."""
     try:
         import optuna
@@ -134,29 +133,26 @@ def redact(url: str) -> str:
                                                   query=urllib.parse.urlencode(kept)))
 
 
-def _postgres(storage: str | None) -> str | None:
+def postgres_url(storage: str | None) -> str | None:
     """The libpq URL of a PostgreSQL storage (psycopg takes what users write), or None."""
     return None if storage is None else "postgresql://" + storage.partition("://")[2]
 
 
 class _FileLock:
-    """An exclusive flock on a file, taken and released as often as needed."""
+    """An exclusive flock on a file (``files.exclusive_lock``), taken and released as often
+    as needed."""
 
     def __init__(self, path: Path):
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        self.path, self.held = path, ExitStack()
 
     def acquire(self) -> None:
-        import fcntl
-
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.held.enter_context(exclusive_lock(self.path, wait=True))
 
     def release(self) -> None:
-        import fcntl
-
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self.held.close()
 
     def close(self) -> None:
-        os.close(self.fd)
+        self.held.close()
 
 
 class _AdvisoryLock:
@@ -176,7 +172,7 @@ class _AdvisoryLock:
 
 
 @contextmanager
-def _locks(postgres: str | None, out_dir: Path, study: str) -> Iterator[tuple[Any, Any]]:
+def locks(postgres: str | None, out_dir: Path, study: str) -> Iterator[tuple[Any, Any]]:
     """(schema lock, admission lock): one worker at a time creates the tables, and one at a
     time decides whether to start a trial and asks Optuna for it (so --trials is exact).
 
@@ -213,7 +209,7 @@ def _held(lock: Any) -> Iterator[None]:
         lock.release()
 
 
-def _open_storage(optuna: Any, url: str, heartbeat_s: int, schema_lock: Any) -> Any:
+def open_storage(optuna: Any, url: str, heartbeat_s: int, schema_lock: Any) -> Any:
     from sqlalchemy.exc import SQLAlchemyError
 
     sqlite = url.startswith("sqlite")
@@ -231,7 +227,7 @@ def _open_storage(optuna: Any, url: str, heartbeat_s: int, schema_lock: Any) -> 
 
 
 @contextmanager
-def _quiet_optuna(optuna: Any) -> Iterator[None]:
+def quiet_optuna(optuna: Any) -> Iterator[None]:
     """Optuna's own log lines and experimental-feature warnings off, and the traceback of a
     storage error that ends its heartbeat thread (the storage is lost: the trial's next
     write to it fails too, and the sweep says so in one line): the sweep says what
@@ -265,7 +261,7 @@ def _make_pruner(optuna: Any, name: str) -> Any:
     raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}, not {name!r}")
 
 
-def _bind_folder(out_dir: Path, study: str | None, storage: str | None) -> str:
+def bind_folder(out_dir: Path, study: str | None, storage: str | None) -> str:
     """The study DIR belongs to, as DIR/sweep.json records it (``record_binding``), or the
     one this sweep starts: ``study``, by default DIR's name. Storages are compared without
     their passwords (``redact``), which sweep.json never holds.
@@ -300,7 +296,7 @@ def record_binding(out_dir: Path, study: str, storage: str | None) -> None:
             {"study": study, "storage": redact(storage) if storage else None}).encode())
 
 
-def _load_study(optuna: Any, storage: Any, name: str, space: Space, pruner: str,
+def open_study(optuna: Any, storage: Any, name: str, space: Space, pruner: str,
                 seed: int | None, admission: Any) -> Any:
     """The study, created on first use and checked to be of this space.
 
