@@ -10,6 +10,7 @@ a whole is bounded in images and bytes, each image by the decoding bounds of ``i
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,10 @@ class LabelledImages:
     sha256: str                   # of every class, file name and file content read
 
     def record(self) -> dict[str, Any]:
-        """What a checkpoint keeps of it: the folder, the images used, their hash."""
-        return {"folder": str(self.folder), "count": len(self.labels), "sha256": self.sha256}
+        """What a checkpoint keeps of it: the folder (absolute, so that a run resumes from
+        anywhere), the images used, their hash."""
+        return {"folder": str(self.folder.absolute()), "count": len(self.labels),
+                "sha256": self.sha256}
 
 
 def folder_name(class_name: str) -> str:
@@ -51,31 +54,40 @@ def folder_name(class_name: str) -> str:
 
 
 def class_of(name: str, dataset: Dataset) -> int | None:
-    """The label a sub-folder named ``name`` holds: a class index, or a class's folder name
-    (any case); None for neither."""
-    if name.isdigit() and int(name) < len(dataset.class_names):
+    """The label a sub-folder named ``name`` holds: a class index (ASCII digits), or a
+    class's folder name (any case); None for neither."""
+    if name.isascii() and name.isdigit() and int(name) < len(dataset.class_names):
         return int(name)
     names = [folder_name(c).lower() for c in dataset.class_names]
     return names.index(name.lower()) if name.lower() in names else None
 
 
-def _image_files(folder: Path, dataset: Dataset) -> list[tuple[int, Path]]:
-    """(label, file) of every image file under a class sub-folder, sorted by class then name.
+def _image_files(folder: Path, dataset: Dataset, skipped: list[str]
+                 ) -> list[tuple[int, Path]]:
+    """(label, file) of every image file under a class sub-folder, sorted by class then name;
+    a class folder that cannot be listed is added to ``skipped``.
 
     Raises:
         LabelledFolderError: not a folder, no class sub-folders, or more than MAX_IMAGES.
     """
-    if not folder.is_dir():
-        raise LabelledFolderError(f"{folder}: not a folder of labelled images")
-    classes = sorted((label, sub) for sub in folder.iterdir()
-                     if sub.is_dir() and (label := class_of(sub.name, dataset)) is not None)
+    try:
+        classes = sorted((label, sub) for sub in folder.iterdir()
+                         if sub.is_dir() and (label := class_of(sub.name, dataset)) is not None)
+    except OSError as exc:
+        raise LabelledFolderError(f"{folder}: not a folder of labelled images "
+                                  f"({exc.strerror or exc})") from None
     if not classes:
         examples = "0/, 1/, ... 9/" if dataset.subject == "digit" else "0/ or Sneaker/, ..."
         raise LabelledFolderError(f"{folder}: no class sub-folders ({examples}) holding "
                                   "images, as in DIR/3/my-three.png")
     files = []
     for label, sub in classes:
-        for path in sorted(sub.iterdir()):
+        try:
+            names = sorted(sub.iterdir())
+        except OSError as exc:
+            skipped.append(f"{sub}: {exc.strerror or exc}")
+            continue
+        for path in names:
             if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
                 files.append((label, path))
                 if len(files) > MAX_IMAGES:
@@ -97,7 +109,7 @@ def read_labelled(folder: Path, dataset: Dataset) -> LabelledImages:
     prepare = PREPARATIONS[dataset.subject]
     digest, total = hashlib.sha256(), 0
     pixels, labels, paths, skipped = [], [], [], []
-    for label, path in _image_files(folder, dataset):
+    for label, path in _image_files(folder, dataset, skipped):
         try:
             content = read_bounded(path, MAX_FILE_BYTES)
             total += len(content)
@@ -111,7 +123,8 @@ def read_labelled(folder: Path, dataset: Dataset) -> LabelledImages:
         except OSError as exc:
             skipped.append(f"{path}: {exc.strerror or exc}")
             continue
-        digest.update(f"{label}/{path.name}\0".encode() + hashlib.sha256(content).digest())
+        digest.update(f"{label}/".encode() + os.fsencode(path.name) + b"\0"
+                      + hashlib.sha256(content).digest())
         pixels.append(prepared)
         labels.append(label)
         paths.append(str(path))

@@ -131,7 +131,7 @@ def resumed_config(files: RunFiles, given: Mapping[str, Any], source: DataSource
     if changed:
         raise ConfigError(f"--resume continues the saved run with its own config; only "
                           f"{', '.join(RESUME_OVERRIDABLE)} may change, not {', '.join(changed)}")
-    if source.extra and source.extra != folders:
+    if source.extra and tuple(f.absolute() for f in source.extra) != folders:
         raise ConfigError(f"--resume continues with the run's own --extra folders "
                           f"({', '.join(map(str, folders)) or 'none'})")
     cfg = resolve({}, {k: given[k] for k in RESUME_OVERRIDABLE if k in given}, cfg)

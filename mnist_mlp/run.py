@@ -459,6 +459,8 @@ class Run:
 
     def _fit(self) -> RunResult:
         spec, hooks, cfg = self.spec, self.hooks, self.spec.cfg
+        for line in (line for e in self.extras for line in e.skipped):
+            hooks.note(f"skipped {line}")
         report = spec.data.ensure(progress=hooks.progress, verify=False)
         if summary := spec.data.summary(report):
             hooks.note(summary)

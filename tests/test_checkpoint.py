@@ -310,3 +310,12 @@ def test_a_committee_of_checkpoints_keeps_each_members_scale(good, tmp_path):
     assert checkpoint.load_committee([good]).net.__class__ is MLP
     with pytest.raises(checkpoint.CheckpointError, match="none.npz: no such checkpoint"):
         checkpoint.load_committee([good, tmp_path / "none.npz"])
+
+
+def test_a_committee_member_naming_no_dataset_is_one_error(tmp_path):
+    from mnist_mlp.network import MLP
+
+    checkpoint.save(tmp_path / "a.npz", MLP([784, 8, 10]), {})
+    checkpoint.save(tmp_path / "b.npz", MLP([784, 8, 10]), {"dataset": ["mnist"]})
+    with pytest.raises(checkpoint.CheckpointError, match="is not a name"):
+        checkpoint.load_committee([tmp_path / "a.npz", tmp_path / "b.npz"])

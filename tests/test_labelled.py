@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,3 +103,16 @@ def test_the_count_is_bounded_before_any_image_is_read(tmp_path):
         (folder / f"{i}.png").touch()
     with pytest.raises(LabelledFolderError, match=f"more than {MAX_IMAGES:,} images"):
         read_labelled(tmp_path / "many", MNIST)
+
+
+def test_only_ascii_digits_name_a_class():
+    assert [class_of(n, MNIST) for n in ("²", "١", "７", "①")] == [None] * 4
+
+
+def test_any_file_name_is_hashed_and_folders_are_recorded_absolute(tmp_path, monkeypatch):
+    name = os.fsdecode(b"a\xff.png")                              # not UTF-8
+    _draw(tmp_path / "d" / "7" / name, 7)
+    monkeypatch.chdir(tmp_path)
+    found = read_labelled(Path("d"), MNIST)
+    assert found.labels.tolist() == [7] and found.paths == (str(Path("d") / "7" / name),)
+    assert found.record()["folder"] == str(tmp_path / "d")

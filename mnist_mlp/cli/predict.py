@@ -10,6 +10,8 @@ import click
 
 from .common import CONTEXT, fail, load_models, model_option, output_error, threads_option
 
+MAX_EXPLAINED = 100  # images drawn by --explain, as eval's --errors draws at most 100
+
 
 @click.command(context_settings=CONTEXT)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -21,9 +23,9 @@ from .common import CONTEXT, fail, load_models, model_option, output_error, thre
 @click.option("--show-input", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE.png", help="Save the 28x28 inputs the model saw, side by side.")
 @click.option("--explain", type=click.Path(dir_okay=False, path_type=Path),
-              metavar="FILE.png", help="Save each input beside why it was read so: the "
-              "gradient of the read class's log-probability per pixel (orange toward it, "
-              "blue away).")
+              metavar="FILE.png", help="Save each input (the first 100) beside why it was "
+              "read so: the gradient of the read class's log-probability per pixel (orange "
+              "toward it, blue away).")
 def predict(images: tuple[Path, ...], models: tuple[Path, ...], top_k: int, as_json: bool,
             show_input: Path | None, explain: Path | None) -> None:
     """Classify images: photos, scans, drawings; any size, any common format.
@@ -82,6 +84,7 @@ def _save_explanations(path: Path, model, good) -> None:
     from ..explain import saliency
     from ..gallery import save_explanations
 
+    good = good[:MAX_EXPLAINED]
     pixels = np.stack([r.pixels for r in good])                   # (n, 28, 28)
     _, maps = saliency(model, pixels, np.array([r.digit for r in good]))
     try:

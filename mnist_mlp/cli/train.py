@@ -144,6 +144,9 @@ def train(ctx: click.Context, config_name: str | None, out: Path, init: Path | N
     """
     from .. import run
 
+    if resume and init is not None:
+        raise click.UsageError("--init starts a new run; --resume continues one from its own "
+                               "saved weights: give one of them")
     flags = {k: v for k, v in settings.items()
              if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     start = run.Start("resume" if resume else "overwrite" if overwrite else "new", init)

@@ -150,3 +150,20 @@ def test_explain_saves_each_input_beside_its_map(tmp_path):
         assert sheet.mode == "RGB" and sheet.size == (2 * 84 + 6, 84 + 14 + 4)
     failed = mlp("predict", "--model", model, good, "--explain", good / "w.png", expect=1)
     assert failed.stderr == f"Error: {good / 'w.png'}: File exists\n"
+
+
+def test_explain_draws_at_most_a_hundred(tmp_path):
+    from PIL import Image
+
+    from mnist_mlp.cli.predict import MAX_EXPLAINED
+    from mnist_mlp.gallery import CELL, COLUMNS
+
+    model = toy_model(tmp_path)
+    good, _ = write_bad_images(tmp_path)
+    (tmp_path / "many").mkdir()
+    for i in range(MAX_EXPLAINED + 1):
+        (tmp_path / "many" / f"{i:03d}.png").write_bytes(good.read_bytes())
+    mlp("predict", "--model", model, tmp_path / "many", "--explain", tmp_path / "why.png")
+    with Image.open(tmp_path / "why.png") as sheet:
+        rows = -(-MAX_EXPLAINED // (COLUMNS // 2))
+        assert sheet.height == rows * (CELL + 14 + 4)

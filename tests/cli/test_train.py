@@ -345,9 +345,12 @@ def test_teaching_a_trained_model_users_images(real_model, real_mnist, tmp_path)
         image = Image.new("L", (100, 100), 255)
         ImageDraw.Draw(image).line(points, fill=0, width=9)
         image.save(tmp_path / "mine" / str(label) / "a.png")
+    (tmp_path / "mine" / "7" / "torn.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     out = tmp_path / "taught.npz"
-    mlp("train", "--config", "tune", "--init", real_model, "--extra", tmp_path / "mine",
-        "--epochs", "1", "--data-dir", real_mnist, "--out", out, "--no-plots", "-q")
+    result = mlp("train", "--config", "tune", "--init", real_model, "--extra",
+                 tmp_path / "mine", "--epochs", "1", "--data-dir", real_mnist, "--out", out,
+                 "--no-plots")
+    assert f"skipped {tmp_path / 'mine' / '7' / 'torn.png'}: not an image file" in result.stderr
     meta = checkpoint.load(out).meta
     assert meta["config"]["hidden"] == [128] and meta["init"]["model"] == str(real_model)
     assert meta["extra"][0]["count"] == 2
@@ -356,3 +359,9 @@ def test_teaching_a_trained_model_users_images(real_model, real_mnist, tmp_path)
     one_line(mlp("train", "--init", real_model, "--extra", tmp_path / "none", "--data-dir",
                  real_mnist, "--out", tmp_path / "x.npz", "-q", expect=1),
              "--extra", "not a folder of labelled images")
+
+
+def test_init_is_refused_with_resume(tmp_path):
+    result = mlp("train", "--resume", "--init", tmp_path / "m.npz", "--out", tmp_path / "o.npz",
+                 expect=2)
+    assert "--init starts a new run" in result.output and "Traceback" not in result.output
