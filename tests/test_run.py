@@ -380,7 +380,7 @@ def test_signals_leave_then_once_held_else_the_previous_handlers():
             signal.signal(s, handler)
 
 
-EPOCHS = 10  # of the SIGKILLed run
+EPOCHS = 60  # of the SIGKILLed run: enough that a few kills land before it ends, however fast
 
 
 def test_a_run_killed_before_its_last_log_line_gets_it_on_resume(tmp_path, tiny_mnist):
