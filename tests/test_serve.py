@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import itertools
@@ -20,11 +21,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mnist_mlp import imaging, serve
+from mnist_mlp import checkpoint, imaging, labelled, serve, teach
 from mnist_mlp.cli import main
+from mnist_mlp.mnist import MNIST
 from mnist_mlp.server import DigitServer, Limits
 
+from .digit_images import canvas_png
 from .serving import address, canvas_pngs, json_body, raw, real_server, request, running
+from .tiny_data import copy_run
 
 server = pytest.fixture(scope="module", name="server")(real_server)
 canvas_digits = pytest.fixture(scope="module", name="canvas_digits")(canvas_pngs)
@@ -272,6 +276,220 @@ def test_a_log_with_numbers_beyond_floats_means_no_curves(real_model, tmp_path):
     (tmp_path / "m.metrics.jsonl").unlink()          # no log at all: no curves, no warning
     assert json.loads(serve.DigitApp.load([model], note=lines.append).model_json)["history"] \
         is None and len(lines) == 1
+
+
+# ---------------------------------------------------------------- corrections and teaching
+
+def _ink_png(folder, name: str = "one.png", column: int = 12) -> bytes:
+    """A canvas PNG of a vertical stroke (a 1)."""
+    ink = np.zeros((28, 28))
+    ink[5:23, column:column + 3] = 1.0
+    return canvas_png(ink, folder / name).read_bytes()
+
+
+LONG_TEACH = {"epochs": 400, "batch_size": 8}     # tiny data: long enough to watch and stop
+
+
+@pytest.fixture
+def teaching(tiny_run, tiny_mnist, tmp_path):
+    """Serve a copy of the tiny run, keeping corrections in tmp_path/samples and teaching
+    them with the tiny data; yields (server, app, model path, samples folder)."""
+    def start(teach_flags=None, limit_s=serve.TEACH_LIMIT_S, samples_limit=None):
+        model = copy_run(tiny_run, tmp_path / "run")
+        samples = tmp_path / "samples"
+        app = serve.DigitApp.load([model], samples=samples, source=tiny_mnist,
+                                  teach_flags=teach_flags, teach_limit_s=limit_s)
+        if samples_limit is not None:
+            app.samples.limit = samples_limit
+        srv = DigitServer(app, "127.0.0.1", 0)
+        thread = threading.Thread(target=srv.serve_forever, kwargs={"on_stop": app.close},
+                                  daemon=True)                   # as mlp serve stops it
+        thread.start()
+        started.append((srv, thread, app))
+        return srv, app, model, samples
+
+    started = []
+    yield start
+    for srv, thread, app in started:
+        srv.stop()
+        thread.join(10)
+        app.wait()
+
+
+def _wait_for_teach(srv, until=lambda s: s["state"] != "running", timeout=60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, answer = request(srv, "GET", "/api/teach")
+        assert status == 200, answer
+        if until(answer):
+            return answer
+        time.sleep(0.05)
+    raise AssertionError(f"the teach did not get there in {timeout} s: {answer}")
+
+
+def _files_under(folder) -> list:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_correction_is_saved_in_the_labelled_layout(teaching, tmp_path):
+    srv, app, model, samples = teaching()
+    assert request(srv, "GET", "/api/samples") == (200, {"counts": [0] * 10, "total": 0,
+                                                         "limit": teach.MAX_SAMPLES})
+    png = _ink_png(tmp_path)
+    status, read = request(srv, "POST", "/api/predict", png)
+    assert status == 200
+    status, answer = request(srv, "POST", "/api/correct?label=7", png)
+    assert status == 200, answer
+    assert answer["label"] == 7 and answer["class_name"] == "7"
+    assert answer["counts"] == [0] * 7 + [1, 0, 0] and answer["total"] == 1
+    name = answer["saved"]
+    assert _files_under(samples) == [f"7/{name}.png", f"inputs/7/{name}.png"]
+    assert (samples / "7" / f"{name}.png").read_bytes() == png       # the upload, as sent
+    seen = np.asarray(Image.open(samples / "inputs" / "7" / f"{name}.png"))
+    sent = np.asarray(Image.open(io.BytesIO(base64.b64decode(read["input"].split(",")[1]))))
+    assert seen.shape == (28, 28) and np.array_equal(seen, sent)     # what the network saw
+    found = labelled.read_labelled(samples, MNIST)                   # inputs/ is no class
+    assert found.labels.tolist() == [7] and np.array_equal(found.pixels[0], seen)
+    assert request(srv, "GET", "/api/samples")[1]["counts"][7] == 1
+    status, again = request(srv, "POST", "/api/correct?label=7", png)
+    assert again["saved"] != name and again["counts"][7] == 2
+    # A new server counts what the folder holds.
+    assert serve.DigitApp.load([model], samples=samples).samples.counts()["7"] == 2
+
+
+def test_hostile_corrections_are_refused_and_write_nothing(teaching, tmp_path):
+    srv, app, model, samples = teaching(samples_limit=3)
+    png = _ink_png(tmp_path)
+    blank = io.BytesIO()
+    Image.new("RGBA", (280, 280), (0, 0, 0, 0)).save(blank, format="PNG")
+    for query, body, expected, message in [
+            ("label=10", png, 400, "?label=N, N from 0 to 9"),
+            ("label=-1", png, 400, "?label=N"),
+            ("label=%2e%2e%2f7", png, 400, "?label=N"),
+            ("label=3%2F..%2F..%2Fx", png, 400, "?label=N"),
+            ("label=%D9%A3", png, 400, "?label=N"),        # an Arabic-Indic 3
+            ("label=1&label=2", png, 400, "?label=N"),
+            ("label=99999999999999999999", png, 400, "?label=N"),
+            ("", png, 400, "?label=N"),
+            ("label=3", b"not an image", 400, "not an image file"),
+            ("label=3", blank.getvalue(), 400, "looks blank")]:
+        status, answer = request(srv, "POST", f"/api/correct?{query}", body)
+        assert status == expected and message in answer["error"], (query, answer)
+    assert not samples.exists()
+    answer = raw(srv, b"POST /api/correct?label=3 HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                 + str(serve.MAX_BODY + 1).encode() + b"\r\n\r\n", png)
+    assert answer.split(b" ")[1] == b"413" and "over 8 MB" in json_body(answer)["error"]
+    for path, method in (("/api/correct", "GET"), ("/api/samples", "POST")):
+        assert request(srv, method, path)[0] == 405
+    # A name the client gives is not used; the count stops at the cap.
+    for i in range(3):
+        status, answer = request(srv, "POST", "/api/correct?label=3&name=../../evil", png)
+        assert status == 200 and "evil" not in answer["saved"]
+    status, answer = request(srv, "POST", "/api/correct?label=4", png)
+    assert status == 409 and "holds 3 corrections" in answer["error"]
+    assert len(_files_under(samples)) == 6 and not list(tmp_path.rglob("*evil*"))
+    assert request(srv, "GET", "/api/samples")[1]["total"] == 3
+
+
+def test_concurrent_corrections_keep_the_cap(teaching, tmp_path):
+    srv, app, model, samples = teaching(samples_limit=10)
+    png = _ink_png(tmp_path)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: request(srv, "POST", f"/api/correct?label={i % 10}",
+                                                  png), range(16)))
+    assert sorted(status for status, _ in answers) == [200] * 10 + [409] * 6
+    assert len(labelled.read_labelled(samples, MNIST).labels) == 10
+
+
+def test_teach_starts_reports_progress_and_then_reads_with_the_taught_model(teaching,
+                                                                            tmp_path):
+    srv, app, model, samples = teaching(teach_flags={"epochs": 40, "batch_size": 8})
+    original = model.read_bytes()
+    status, answer = request(srv, "POST", "/api/teach")
+    assert status == 409 and "no corrections" in answer["error"]
+    png = _ink_png(tmp_path)
+    before = request(srv, "POST", "/api/predict", png)[1]
+    for label in (1, 1, 7):
+        assert request(srv, "POST", f"/api/correct?label={label}", png)[0] == 200
+    status, answer = request(srv, "POST", "/api/teach")
+    assert status == 202 and answer["started"] and answer["state"] == "running"
+    assert answer["model"] == "m.taught-1.npz" and answer["samples"] == 3
+    seen = _wait_for_teach(srv, lambda s: (s.get("batch") or 0) > 0 and s["epoch"] >= 2)
+    assert seen["state"] == "running" and seen["epochs"] == 40 and seen["batches"] > 0
+    assert request(srv, "GET", "/api/model")[1]["model"] == "m.npz"   # still the original
+    done = _wait_for_teach(srv)
+    assert done["state"] == "done" and done["ending"] == "finished", done
+    assert done["epoch"] == 40 and done["batch"] == done["batches"]
+    taught = model.with_name("m.taught-1.npz")
+    meta = checkpoint.load(taught).meta
+    assert meta["init"]["model"] == str(model) and meta["preset"] == "tune"
+    assert meta["extra"][0]["count"] == 3 and meta["extra"][0]["folder"] == str(samples)
+    assert model.read_bytes() == original
+    info = request(srv, "GET", "/api/model")[1]
+    assert info["model"] == "m.taught-1.npz" and info["preset"] == "tune"
+    after = request(srv, "POST", "/api/predict", png)[1]
+    assert after["top"] != before["top"]
+    # mlp predict loads the taught checkpoint and reads as the page now does.
+    (tmp_path / "one.png").write_bytes(png)
+    result = CliRunner().invoke(main, ["predict", "--model", str(taught), "--json",
+                                       "--top-k", "10", str(tmp_path / "one.png")])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose([p for _, p in json.loads(result.stdout)[0]["top"]],
+                               [p for _, p in after["top"]], rtol=1e-5, atol=1e-7)
+
+
+def test_two_teaches_at_once_and_a_correction_during_one(teaching, tmp_path):
+    srv, app, model, samples = teaching(teach_flags={"epochs": 60, "batch_size": 8})
+    png = _ink_png(tmp_path)
+    for label in range(4):
+        request(srv, "POST", f"/api/correct?label={label}", png)
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: request(srv, "POST", "/api/teach"), range(2)))
+    assert [status for status, _ in answers] == [202, 202]
+    assert sorted(a["started"] for _, a in answers) == [False, True]    # one joined the other
+    assert {a["model"] for _, a in answers} == {"m.taught-1.npz"}
+    _wait_for_teach(srv, lambda s: (s.get("batch") or 0) > 0)
+    status, kept = request(srv, "POST", "/api/correct?label=9", png)
+    assert status == 200 and kept["total"] == 5
+    done = _wait_for_teach(srv)
+    assert done["state"] == "done" and done["samples"] == 4
+    assert checkpoint.load(model.with_name("m.taught-1.npz")).meta["extra"][0]["count"] == 4
+    assert (samples / "9" / f"{kept['saved']}.png").is_file()          # kept for the next
+    status, answer = request(srv, "POST", "/api/teach")
+    assert answer["started"] and answer["model"] == "m.taught-2.npz" and answer["samples"] == 5
+    assert _wait_for_teach(srv)["state"] == "done"
+    assert checkpoint.load(model.with_name("m.taught-2.npz")).meta["extra"][0]["count"] == 5
+    assert checkpoint.load(model.with_name("m.taught-2.npz")).meta["init"]["model"] == str(model)
+
+
+def test_a_teach_is_stopped_after_its_time(teaching, tmp_path):
+    srv, app, model, samples = teaching(teach_flags=LONG_TEACH, limit_s=1.5)
+    request(srv, "POST", "/api/correct?label=5", _ink_png(tmp_path))
+    start = time.monotonic()
+    request(srv, "POST", "/api/teach")
+    done = _wait_for_teach(srv, timeout=30)
+    assert time.monotonic() - start < 10 and done["epoch"] < LONG_TEACH["epochs"]
+    if done["state"] == "done":                      # an epoch ended: its model is served
+        assert done["ending"] == "stopped"
+        assert request(srv, "GET", "/api/model")[1]["model"] == "m.taught-1.npz"
+    else:
+        assert done["state"] == "failed" and "nothing taught" in done["error"]
+    assert checkpoint.load(model.with_name("m.taught-1.last.npz")).meta["train_state"]
+
+
+def test_a_server_stopped_mid_teach_leaves_whole_files(teaching, tmp_path):
+    srv, app, model, samples = teaching(teach_flags=LONG_TEACH)
+    request(srv, "POST", "/api/correct?label=2", _ink_png(tmp_path))
+    request(srv, "POST", "/api/teach")
+    _wait_for_teach(srv, lambda s: (s.get("epoch") or 0) >= 2)
+    srv.stop()
+    app.wait()
+    assert app.teacher.status()["ending"] == "stopped"
+    folder = model.parent
+    assert not [p for p in folder.rglob("*") if p.name.endswith(".part")]
+    last = checkpoint.load(folder / "m.taught-1.last.npz")      # resumable, whole
+    assert last.meta["train_state"] and checkpoint.load(folder / "m.taught-1.npz").meta["epoch"]
+    assert len(labelled.read_labelled(samples, MNIST).labels) == 1
 
 
 # ---------------------------------------------------------------- the command
