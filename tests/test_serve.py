@@ -21,8 +21,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mnist_mlp import checkpoint, imaging, labelled, serve, teach
+from mnist_mlp import checkpoint, gallery, imaging, labelled, serve, teach
 from mnist_mlp.cli import main
+from mnist_mlp.dataset import DataSource
 from mnist_mlp.mnist import MNIST
 from mnist_mlp.server import DigitServer, Limits
 
@@ -610,6 +611,86 @@ def test_drawing_in_a_real_browser(server, browser, tmp_path):
     assert browser.execute_script(
         "return getComputedStyle(document.getElementById('pad')).touchAction") == "none"
 
+
+
+def _page_pixels(driver, element_id: str) -> np.ndarray:
+    """A canvas's own pixels, RGB (height, width, 3), as the page drew them."""
+    width, height, data = driver.execute_script(
+        "const c = document.getElementById(arguments[0]);"
+        "const d = c.getContext('2d', {willReadFrequently: true})"
+        ".getImageData(0, 0, c.width, c.height);"
+        "return [c.width, c.height, Array.from(d.data)];", element_id)
+    return np.array(data, dtype=np.uint8).reshape(height, width, 4)[..., :3]
+
+
+def test_draw_see_why_correct_teach_and_read_again_in_a_real_browser(
+        browser, real_model, real_mnist, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    model = copy_run(real_model, tmp_path / "run")
+    samples = tmp_path / "samples"
+    app = serve.DigitApp.load([model], samples=samples, source=DataSource(real_mnist, ()))
+    srv = DigitServer(app, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"on_stop": app.close})
+    thread.start()
+    try:
+        browser.get(srv.url)
+        WebDriverWait(browser, 10).until(
+            lambda d: "quick.npz" in d.find_element(By.ID, "model-facts").text)
+        WebDriverWait(browser, 10).until(
+            lambda d: d.find_element(By.ID, "held-total").text == "0")
+        pad = browser.find_element(By.ID, "pad")
+        why = browser.find_element(By.ID, "why")
+        correct = browser.find_element(By.ID, "correct")
+        assert not correct.is_displayed()
+        _draw_with_mouse(browser, pad, DRAWINGS["7"])
+        WebDriverWait(browser, 10).until(lambda d: why.get_attribute("data-reading") == "7")
+        assert "orange pushes toward 7; blue away" in \
+            browser.find_element(By.ID, "why-legend").text
+        # The overlay is the one mlp predict --explain draws for the same image.
+        png = base64.b64decode(browser.execute_script(
+            "return document.getElementById('pad').toDataURL('image/png')").split(",")[1])
+        status, answer = request(srv, "POST", "/api/predict", png)
+        assert status == 200 and answer["digit"] == 7
+        seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(
+            answer["input"].split(",")[1]))))
+        expected = gallery.overlay(seen, np.array(answer["saliency"]["map"]))
+        drawn = _page_pixels(browser, "why")
+        assert drawn.shape == (28, 28, 3)
+        assert np.abs(drawn.astype(int) - expected).max() <= 2
+        orange = (drawn[..., 0] > 150) & (drawn[..., 2] < 100)
+        blue = (drawn[..., 2] > 150) & (drawn[..., 0] < 100)
+        assert orange.sum() >= 5 and blue.sum() >= 5
+        # Correct it (here: confirm it is a 7) and see the count.
+        assert correct.is_displayed()
+        correct.find_element(By.CSS_SELECTOR, "button[data-label='7']").click()
+        WebDriverWait(browser, 10).until(
+            lambda d: d.find_element(By.ID, "held-total").text == "1")
+        assert browser.find_element(By.CSS_SELECTOR, "#held li[data-label='7'] b").text == "1"
+        assert "kept as a 7" in browser.find_element(By.ID, "saved").text
+        assert len(labelled.read_labelled(samples, MNIST).labels) == 1
+        # Teach: progress while it runs, then the taught model reads the drawing again.
+        browser.execute_script("delete document.getElementById('why').dataset.reading")
+        browser.find_element(By.ID, "teach-button").click()
+        progress = browser.find_element(By.ID, "teach-progress")
+        WebDriverWait(browser, 60, poll_frequency=0.1).until(
+            lambda d: float(progress.get_attribute("value")) > 0 and progress.is_displayed())
+        assert "teaching 1 correction: epoch" in browser.find_element(By.ID, "teach-status").text
+        WebDriverWait(browser, 120).until(
+            lambda d: d.find_element(By.ID, "teach-status").get_attribute("data-state")
+            == "done", "the teach did not end")
+        assert "now reading with quick.taught-1.npz" in \
+            browser.find_element(By.ID, "teach-status").text
+        WebDriverWait(browser, 10).until(
+            lambda d: "quick.taught-1.npz" in d.find_element(By.ID, "model-facts").text)
+        WebDriverWait(browser, 10).until(lambda d: why.get_attribute("data-reading") == "7")
+        assert not progress.is_displayed()
+        assert checkpoint.load(model.with_name("quick.taught-1.npz")).meta["preset"] == "tune"
+    finally:
+        srv.stop()
+        thread.join(30)
+        app.wait()
 
 
 _KEPT_AFTER_LARGE_IMAGES = """

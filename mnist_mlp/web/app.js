@@ -346,6 +346,10 @@ const teachStatus = document.getElementById("teach-status");
 const teachProgress = document.getElementById("teach-progress");
 const POLL_MS = 500;
 
+function corrections(n) {
+  return `${n} correction${n === 1 ? "" : "s"}`;
+}
+
 function showTeach(status) {
   teachButton.disabled = status.state === "running";
   teachProgress.hidden = status.state !== "running";
@@ -353,11 +357,11 @@ function showTeach(status) {
     const done = status.batches ? (status.epoch - 1) * status.batches + status.batch : 0;
     teachProgress.value = status.batches ? done / (status.epochs * status.batches) : 0;
     teachStatus.textContent = status.batches
-      ? `teaching ${status.samples} corrections: epoch ${status.epoch} of ${status.epochs}, ` +
+      ? `teaching ${corrections(status.samples)}: epoch ${status.epoch} of ${status.epochs}, ` +
         `batch ${status.batch} of ${status.batches} (${status.elapsed_s} s)`
-      : `teaching ${status.samples} corrections: reading them and MNIST…`;
+      : `teaching ${corrections(status.samples)}: reading them and MNIST…`;
   } else if (status.state === "done") {
-    teachStatus.textContent = `taught ${status.samples} corrections in ${status.elapsed_s} s` +
+    teachStatus.textContent = `taught ${corrections(status.samples)} in ${status.elapsed_s} s` +
       (status.ending === "stopped" ? ` (stopped at epoch ${status.epoch} of ${status.epochs})` : "") +
       `: now reading with ${status.model}`;
   } else if (status.state === "failed") {
