@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -490,6 +491,52 @@ def test_a_server_stopped_mid_teach_leaves_whole_files(teaching, tmp_path):
     assert not [p for p in folder.rglob("*") if p.name.endswith(".part")]
     last = checkpoint.load(folder / "m.taught-1.last.npz")      # resumable, whole
     assert last.meta["train_state"] and checkpoint.load(folder / "m.taught-1.npz").meta["epoch"]
+    assert len(labelled.read_labelled(samples, MNIST).labels) == 1
+
+
+def _http(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_mlp_serve_stopped_by_sigterm_mid_teach_leaves_whole_files(real_model, real_mnist,
+                                                                   tmp_path):
+    model = copy_run(real_model, tmp_path / "run")
+    samples = tmp_path / "samples"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_mlp", "serve", "--model", str(model), "--port", "0",
+         "--data-dir", str(real_mnist), "--samples", str(samples)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    try:
+        line = proc.stdout.readline()
+        assert " at http://127.0.0.1:" in line, line + proc.stderr.read()
+        port = int(line.split(" at http://127.0.0.1:")[1].split("/")[0])
+        png = _ink_png(tmp_path)
+        assert _http(port, "POST", "/api/correct?label=1", png)[0] == 200
+        assert _http(port, "POST", "/api/teach")[0] == 202
+        deadline = time.monotonic() + 60
+        while (status := _http(port, "GET", "/api/teach")[1])["batch"] < 20:
+            assert status["state"] == "running" and time.monotonic() < deadline, status
+            time.sleep(0.05)
+        assert status["epoch"] == 1
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, proc.stderr.read()
+        assert time.monotonic() - start < 10
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".part")]
+    assert not model.with_name("quick.taught-1.npz").exists()      # no epoch ended
+    last = checkpoint.load(model.with_name("quick.taught-1.last.npz"))  # whole, resumable
+    assert last.meta["train_state"]["step"] >= 20 and last.meta["epoch"] == 0
+    assert checkpoint.load(model).meta["preset"] == "quick"
     assert len(labelled.read_labelled(samples, MNIST).labels) == 1
 
 
