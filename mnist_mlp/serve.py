@@ -380,6 +380,11 @@ class DigitApp:
                 name = self.samples.add(body, result.pixels, label)
             except SamplesFull as exc:
                 return json_error(409, str(exc))
+            except OSError as exc:
+                self.note(f"cannot save a correction in {self.samples.folder}: "
+                          f"{exc.strerror or exc}")
+                return json_error(500, f"the server cannot save corrections "
+                                       f"({exc.strerror or exc}); its log says more")
             return json_answer({"saved": name, "label": label, "class_name": names[label],
                                 **self.samples_json()})
 

@@ -216,14 +216,14 @@ class Teacher:
             self._status = {"state": "running", "started": time.monotonic(), "epoch": 0,
                             "epochs": None, "batch": 0, "batches": None,
                             "samples": self.samples.total, "model": out.name}
-            self._thread = threading.Thread(target=self._run, args=(out,), name="teach")
+            self._thread = threading.Thread(target=self._run, name="teach",
+                                            args=(out, self._status["started"]))
             self._thread.start()
             return True, self._snapshot()
 
-    def _run(self, out: Path) -> None:
+    def _run(self, out: Path, started: float) -> None:
         from .threads import limit_threads
 
-        started = self._status["started"]
         deadline = started + self.limit_s
         try:
             with limit_threads(1):

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mnist_mlp import checkpoint, gallery, imaging, labelled, serve, teach
+from mnist_mlp import checkpoint, explain, gallery, imaging, labelled, serve, teach
 from mnist_mlp.cli import main
 from mnist_mlp.dataset import DataSource
 from mnist_mlp.mnist import MNIST
@@ -359,6 +359,30 @@ def test_a_correction_is_saved_in_the_labelled_layout(teaching, tmp_path):
     assert serve.DigitApp.load([model], samples=samples).samples.counts()["7"] == 2
 
 
+def test_the_saliency_map_is_the_read_class_gradient_of_the_served_model(real_model,
+                                                                          canvas_digits):
+    app = serve.DigitApp.load([real_model])
+    model = checkpoint.load(real_model)
+    for path, _ in canvas_digits[:5]:
+        body = path.read_bytes()
+        started = []
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/api/predict",
+                   "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+        answer = json.loads(b"".join(app(environ, lambda status, headers: started.append(
+            status))))
+        assert started == ["200 OK"]
+        seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(
+            answer["input"].split(",")[1]))))
+        classes, maps = explain.saliency(model.net, seen[None])
+        assert classes[0] == answer["digit"]
+        np.testing.assert_allclose(answer["saliency"]["scale"], np.abs(maps[0]).max(),
+                                   rtol=1e-5)
+        shares = np.array(answer["saliency"]["map"])
+        assert shares.shape == (28, 28) and np.abs(shares).max() == 1.0
+        np.testing.assert_allclose(shares, maps[0] / np.abs(maps[0]).max(), atol=5e-4 + 1e-6)
+        assert (shares > 0).any() and (shares < 0).any()
+
+
 def test_hostile_corrections_are_refused_and_write_nothing(teaching, tmp_path):
     srv, app, model, samples = teaching(samples_limit=3)
     png = _ink_png(tmp_path)
@@ -391,6 +415,49 @@ def test_hostile_corrections_are_refused_and_write_nothing(teaching, tmp_path):
     assert status == 409 and "holds 3 corrections" in answer["error"]
     assert len(_files_under(samples)) == 6 and not list(tmp_path.rglob("*evil*"))
     assert request(srv, "GET", "/api/samples")[1]["total"] == 3
+
+
+def test_a_correction_that_cannot_be_written_is_a_json_500_and_one_log_line(tiny_run,
+                                                                           tmp_path):
+    blocker = tmp_path / "samples"
+    blocker.write_text("a file where the samples folder should be")
+    lines = []
+    app = serve.DigitApp.load([tiny_run], note=lines.append, samples=blocker)
+    srv = DigitServer(app, "127.0.0.1", 0)
+    thread = running(srv)
+    try:
+        status, answer = request(srv, "POST", "/api/correct?label=1", _ink_png(tmp_path))
+    finally:
+        srv.stop()
+        thread.join(10)
+    assert status == 500 and "cannot save corrections" in answer["error"], answer
+    assert len(lines) == 1 and str(blocker) in lines[0] and "\n" not in lines[0]
+    assert blocker.read_text().startswith("a file") and app.samples.total == 0
+
+
+def test_fashion_corrections_go_under_class_names(real_fashion_model, tmp_path):
+    from mnist_mlp.mnist import FASHION_MNIST
+
+    samples = tmp_path / "samples"
+    app = serve.DigitApp.load([real_fashion_model], samples=samples)
+    srv = DigitServer(app, "127.0.0.1", 0)
+    thread = running(srv)
+    try:
+        info = request(srv, "GET", "/api/model")[1]
+        assert info["class_names"] == list(FASHION_MNIST.class_names)
+        png = _ink_png(tmp_path)
+        status, read = request(srv, "POST", "/api/predict", png)
+        assert status == 200 and read["label"] == FASHION_MNIST.class_names[read["digit"]]
+        assert len(read["saliency"]["map"]) == 28
+        status, answer = request(srv, "POST", "/api/correct?label=0", png)
+        assert status == 200 and answer["class_name"] == "T-shirt/top"
+        assert request(srv, "POST", "/api/correct?label=10", png)[0] == 400
+    finally:
+        srv.stop()
+        thread.join(10)
+    assert _files_under(samples) == [f"T-shirt-top/{answer['saved']}.png",
+                                     f"inputs/T-shirt-top/{answer['saved']}.png"]
+    assert labelled.read_labelled(samples, FASHION_MNIST).labels.tolist() == [0]
 
 
 def test_concurrent_corrections_keep_the_cap(teaching, tmp_path):

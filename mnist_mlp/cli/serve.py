@@ -35,9 +35,12 @@ def serve(models: tuple[Path, ...], host: str, port: int, samples: Path | None, 
     try:
         app = DigitApp.load(list(models), note=lambda line: click.echo(line, err=True),
                             samples=samples, source=source)
-        server = DigitServer(app, host, port)
     except CheckpointError as exc:
         raise fail(exc) from None
+    except OSError as exc:                    # the samples folder cannot be read
+        raise fail(f"{exc.filename}: {exc.strerror or exc}") from None
+    try:
+        server = DigitServer(app, host, port)
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     if not is_loopback(host):
