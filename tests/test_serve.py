@@ -296,10 +296,10 @@ LONG_TEACH = {"epochs": 400, "batch_size": 8}     # tiny data: long enough to wa
 def teaching(tiny_run, tiny_mnist, tmp_path):
     """Serve a copy of the tiny run, keeping corrections in tmp_path/samples and teaching
     them with the tiny data; yields (server, app, model path, samples folder)."""
-    def start(teach_flags=None, limit_s=serve.TEACH_LIMIT_S, samples_limit=None):
+    def start(teach_flags=None, limit_s=serve.TEACH_LIMIT_S, samples_limit=None, slots=None):
         model = copy_run(tiny_run, tmp_path / "run")
         samples = tmp_path / "samples"
-        app = serve.DigitApp.load([model], samples=samples, source=tiny_mnist,
+        app = serve.DigitApp.load([model], samples=samples, source=tiny_mnist, slots=slots,
                                   teach_flags=teach_flags, teach_limit_s=limit_s)
         if samples_limit is not None:
             app.samples.limit = samples_limit
@@ -461,12 +461,12 @@ def test_fashion_corrections_go_under_class_names(real_fashion_model, tmp_path):
 
 
 def test_concurrent_corrections_keep_the_cap(teaching, tmp_path):
-    srv, app, model, samples = teaching(samples_limit=10)
+    srv, app, model, samples = teaching(samples_limit=10, slots=16)
     png = _ink_png(tmp_path)
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda i: request(srv, "POST", f"/api/correct?label={i % 10}",
-                                                  png), range(16)))
-    assert sorted(status for status, _ in answers) == [200] * 10 + [409] * 6
+                                                  png), range(19)))
+    assert sorted(status for status, _ in answers) == [200] * 10 + [409] * 9
     assert len(labelled.read_labelled(samples, MNIST).labels) == 10
 
 
