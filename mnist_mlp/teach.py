@@ -188,7 +188,8 @@ class Teacher:
 
     def status(self) -> dict[str, Any]:
         """The current (or last) teach: state "idle", "running", "done" or "failed", and
-        epoch, batch, elapsed seconds, corrections used, the taught model's file name."""
+        epoch, batch, elapsed seconds, the corrections held when it started, the taught
+        model's file name."""
         with self._lock:
             return self._snapshot()
 

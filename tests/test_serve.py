@@ -486,6 +486,9 @@ def test_teach_starts_reports_progress_and_then_reads_with_the_taught_model(teac
     seen = _wait_for_teach(srv, lambda s: (s.get("batch") or 0) > 0 and s["epoch"] >= 2)
     assert seen["state"] == "running" and seen["epochs"] == 40 and seen["batches"] > 0
     assert request(srv, "GET", "/api/model")[1]["model"] == "m.npz"   # still the original
+    start = time.monotonic()                          # the page keeps reading meanwhile
+    assert request(srv, "POST", "/api/predict", png)[1]["top"] == before["top"]
+    assert time.monotonic() - start < 2 and app.teacher.status()["state"] == "running"
     done = _wait_for_teach(srv)
     assert done["state"] == "done" and done["ending"] == "finished", done
     assert done["epoch"] == 40 and done["batch"] == done["batches"]
