@@ -16,10 +16,10 @@ gradients, input gradients but the first layer's) at the float32 GEMM rate of a
 train --config best`` builds them, with its elastic distortions and without
 (``augment none``), alternating. Concurrent: two processes training 784-800-10
 for an epoch at once, started together, with 2 and with 1 BLAS threads each,
-against one alone. Profile: a training step of mnist-mlp replayed phase by phase
-(forward products, bias and ReLU, softmax, the two backward products, ReLU'
-masks, bias gradients, the update) beside the Trainer's own step, the rest being
-Python. Commands: wall seconds and peak RSS of ``mlp train`` (default config,
+against one alone. Profile: a training step of mnist-mlp replayed through the
+engine's own functions in turn (network.forward, softmax_cross_entropy,
+network.backward, the optimiser's step) beside the Trainer's own step, the rest
+being Python. Commands: wall seconds and peak RSS of ``mlp train`` (default config,
 with and without its per-epoch curves), ``mlp eval``, ``mlp predict``, each from
 process start. Serve: latency of ``POST /api/predict`` for a 280x280 canvas PNG
 against ``mlp serve`` in its own process (median and 95th percentile of
@@ -48,11 +48,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from frameworks import jax_epoch, torch_epoch  # noqa: E402
+from renderings import canvas_png  # noqa: E402
 
 from mnist_mlp.config import ConfigError, find_preset, load_config_file, resolve  # noqa: E402
 from mnist_mlp.dataset import DataSource  # noqa: E402
 from mnist_mlp.mnist import DataError  # noqa: E402
-from mnist_mlp.network import MLP, relu_, relu_backward_, softmax_cross_entropy  # noqa: E402,E501
+from mnist_mlp.network import MLP, softmax_cross_entropy  # noqa: E402
 from mnist_mlp.threads import limit_threads  # noqa: E402
 from mnist_mlp.train import Callback, Trainer  # noqa: E402
 
@@ -107,7 +108,7 @@ def engine_trainer(hidden: tuple[int, ...], n: int, seed: int, epochs: int = 1) 
 def mlp_epoch(hidden: tuple[int, ...], X: np.ndarray, y: np.ndarray, seed: int) -> float:
     """Training-loop seconds of one epoch of mnist-mlp's own Trainer (no validation)."""
     trainer = engine_trainer(hidden, len(X), seed)
-    trainer.fit(X, y, X[:0], y[:0])
+    trainer.fit(X, y)
     return trainer.state.history[-1]["train_seconds"]
 
 
@@ -161,7 +162,7 @@ def best_seconds(cfg, X: np.ndarray, y: np.ndarray, steps: int) -> float:
     """Training-loop seconds of the first ``steps`` steps of a run of ``cfg``, built as
     ``mlp train`` builds it."""
     trainer = Trainer(cfg, MLP(cfg.sizes, seed=cfg.seed), len(X))
-    trainer.fit(X, y, X[:0], y[:0], should_stop=lambda: trainer.state.step >= steps)
+    trainer.fit(X, y, should_stop=lambda: trainer.state.step >= steps)
     return trainer.state.seconds
 
 
@@ -273,16 +274,15 @@ class StepClock(Callback):
         self.before = trainer.state.seconds
 
 
-PHASES = ("batch gather", "forward GEMMs", "bias adds and ReLUs", "softmax cross-entropy",
-          "weight-gradient GEMMs", "bias-gradient sums", "input-gradient GEMMs", "ReLU' masks",
-          "optimiser update")
+PHASES = ("batch gather", "network.forward", "softmax_cross_entropy", "network.backward",
+          "optimiser step")
 
 
 def replay_step(trainer: Trainer, X: np.ndarray, y: np.ndarray, idx: np.ndarray,
                 clock: dict[str, float]) -> None:
-    """One training step of ``trainer`` as ``Trainer._step`` takes it (network.forward,
-    softmax_cross_entropy, network.backward, the optimiser's step), adding the seconds of
-    each phase to ``clock``."""
+    """One training step of ``trainer`` through the engine's own functions, as
+    ``Trainer._step`` calls them (network.forward, softmax_cross_entropy, network.backward,
+    the optimiser's step), adding the seconds of each to ``clock``."""
     net, opt = trainer.net, trainer.optimizer
     t = time.perf_counter
 
@@ -294,33 +294,15 @@ def replay_step(trainer: Trainer, X: np.ndarray, y: np.ndarray, idx: np.ndarray,
     s = t()
     Xb, yb = X[idx], y[idx]                                      # (B, 784), (B,)
     s = lap("batch gather", s)
-    A, inputs, last = Xb, [], len(net.W) - 1
-    for l, (W, b) in enumerate(zip(net.W, net.b)):
-        inputs.append(A)
-        Z = A @ W.T                                              # (B, out)
-        s = lap("forward GEMMs", s)
-        Z += b
-        A = Z if l == last else relu_(Z)
-        s = lap("bias adds and ReLUs", s)
-    np.count_nonzero(A.argmax(axis=1) == yb)
-    _, dZ = softmax_cross_entropy(A, yb)
-    lr = trainer.lr_at(trainer.state.step)
-    dZ *= dZ.dtype.type(opt.gradient_scale(lr))
-    s = lap("softmax cross-entropy", s)
-    dW, db = [None] * len(net.W), [None] * len(net.W)
-    for l in range(last, -1, -1):
-        dW[l] = dZ.T @ inputs[l]                                 # (out, in)
-        s = lap("weight-gradient GEMMs", s)
-        db[l] = dZ.sum(axis=0)                                   # (out,)
-        s = lap("bias-gradient sums", s)
-        if l == 0:
-            break
-        dA = dZ @ net.W[l]                                       # (B, in)
-        s = lap("input-gradient GEMMs", s)
-        dZ = relu_backward_(dA, inputs[l])
-        s = lap("ReLU' masks", s)
-    opt.step([*dW, *db], lr, scaled=True)
-    lap("optimiser update", s)
+    Z, cache = net.forward(Xb, trainer.dropout, trainer.rng)     # (B, 10)
+    s = lap("network.forward", s)
+    np.count_nonzero(Z.argmax(axis=1) == yb)
+    _, dZ = softmax_cross_entropy(Z, yb, trainer.cfg.label_smoothing)
+    s = lap("softmax_cross_entropy", s)
+    dW, db = net.backward(dZ, cache)
+    s = lap("network.backward", s)
+    opt.step([*dW, *db], trainer.lr_at(trainer.state.step))
+    lap("optimiser step", s)
 
 
 def profile_model(X: np.ndarray, y: np.ndarray, name: str, steps: int, peak: float) -> dict:
@@ -332,15 +314,15 @@ def profile_model(X: np.ndarray, y: np.ndarray, name: str, steps: int, peak: flo
     clock, phases = StepClock(), {p: [] for p in PHASES}
     order = np.random.default_rng(0).permutation(len(X))
     for k in range(steps):
-        trainer.fit(X, y, X[:0], y[:0], [clock], should_stop=lambda: True)   # one step
+        trainer.fit(X, y, None, [clock], should_stop=lambda: True)   # one step
         times = dict.fromkeys(PHASES, 0.0)
         replay_step(trainer, X, y, order[(k % full) * BATCH:(k % full + 1) * BATCH], times)
         for p in PHASES:
             phases[p].append(times[p])
     sizes = trainer.net.sizes
     pairs = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
-    gemm = {"forward GEMMs": sum(pairs), "weight-gradient GEMMs": sum(pairs),
-            "input-gradient GEMMs": sum(pairs[1:])}
+    gemm = {"network.forward": sum(pairs),                        # X Wᵀ
+            "network.backward": sum(pairs) + sum(pairs[1:])}      # dZᵀ X, and dZ W but layer 1
     rows = [{"phase": p, "ms": 1000 * statistics.median(phases[p]),
              "ideal_ms": 1000 * 2 * BATCH * gemm[p] / peak if p in gemm else None}
             for p in PHASES]
@@ -396,19 +378,12 @@ def bench_commands(data_dir: Path, reps: int) -> list[dict]:
     return rows
 
 
-def canvas_png(digit: np.ndarray) -> bytes:
-    """A 280x280 RGBA PNG of an MNIST digit, white strokes on transparency, as a canvas exports."""
+def canvas_bytes(digit: np.ndarray) -> bytes:
+    """A 280x280 RGBA PNG of an MNIST digit (28, 28) uint8, as a browser canvas exports it."""
     import io
 
-    from PIL import Image
-
-    alpha = Image.fromarray(digit).resize((200, 200), Image.BICUBIC)
-    rgba = Image.new("RGBA", (280, 280), (255, 255, 255, 0))
-    layer = Image.new("L", (280, 280), 0)
-    layer.paste(alpha, (40, 40))
-    rgba.putalpha(layer)
     out = io.BytesIO()
-    rgba.save(out, format="PNG")
+    canvas_png(digit / 255.0, out)
     return out.getvalue()
 
 
@@ -421,10 +396,11 @@ def bench_serve(data_dir: Path, requests: int = 200, clients: int = 8) -> list[d
     from mnist_mlp import run
 
     digits, _ = DataSource(data_dir).load("test", flat=False)
-    bodies = [canvas_png(d) for d in digits[:50]]
+    bodies = [canvas_bytes(d) for d in digits[:50]]
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "m.npz"
-        run.train(model, source=DataSource(data_dir), progress=False, plots=False)  # default
+        spec = run.build_spec(model, data=DataSource(data_dir))            # the default run
+        run.train(spec, run.Hooks(progress=False, plots=False))
         server = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "serve", "--model",
                                    str(model), "--port", "0"], stdout=subprocess.PIPE, text=True)
         try:

@@ -3,7 +3,7 @@
     python benchmarks/selection.py --config best --seed 0 --data-dir ../shared/mnist \
         --out runs/best-s0.npz --record runs/best-s0.selection.jsonl
 
-Trains exactly as ``mlp train --config NAME --seed S`` does (``run.train``), plus
+Trains exactly as ``mlp train --config NAME --seed S`` does (a ``run.RunSpec`` run), plus
 one callback that scores the weights and, with ``--ema``, their average on the
 test set after every epoch and appends them, with the epoch's validation
 scores and the seconds it spent, to ``--record``. The run itself never sees
@@ -28,8 +28,9 @@ from mnist_mlp import metrics, run  # noqa: E402
 from mnist_mlp.config import ConfigError  # noqa: E402
 from mnist_mlp.dataset import DataSource  # noqa: E402
 from mnist_mlp.mnist import DataError  # noqa: E402
+from mnist_mlp.records import average_is_kept, kept_epoch  # noqa: E402
 from mnist_mlp.runfiles import RunError  # noqa: E402
-from mnist_mlp.train import Callback, average_is_kept, kept_epoch  # noqa: E402
+from mnist_mlp.train import Callback  # noqa: E402
 
 TOLERANCES = (0.0, 0.0005, 0.001, 0.002)
 
@@ -56,9 +57,10 @@ def train(args) -> None:
     X_test, y_test = DataSource(args.data_dir).load("test")
     flags = {"seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})}
     t0 = time.perf_counter()
-    result = run.train(args.out, config=args.config, flags=flags, overwrite=True,
-                       source=DataSource(args.data_dir), progress=False,
-                       callbacks=[TestProbe(X_test, y_test, args.record)])
+    spec = run.build_spec(args.out, args.config, flags, data=DataSource(args.data_dir),
+                          start=run.Start("overwrite"))
+    result = run.train(spec, run.Hooks(progress=False,
+                                       callbacks=[TestProbe(X_test, y_test, args.record)]))
     wall = time.perf_counter() - t0
     rows = [json.loads(line) for line in args.record.read_text().splitlines()]
     probe = sum(r["probe_seconds"] for r in rows)

@@ -14,20 +14,21 @@ DIR/held-out/<digit>/ (what the taught model is scored on, never trained or chos
 ``measure`` runs the commands a user would: ``mlp eval --images`` of the held-out digits
 and ``mlp eval`` of MNIST's test set with the model, then ``mlp train --config tune --init
 MODEL --extra DIR/corrections`` and both scores again with the taught model, timing the
-teach step from process start; it prints a Markdown table (or --json) with the machine.
+teach step from process start (the BLAS threads as the environment sets them); it prints a
+Markdown table (or --json) with the machine and its BLAS kernel.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from bench import machine, machine_markdown
 from PIL import Image
 
 SIDE = 64      # the enlarged scan's side, pixels
@@ -61,7 +62,8 @@ def _mlp(*args: str | Path) -> tuple[str, float]:
     start = time.perf_counter()
     done = subprocess.run(["mlp", *map(str, args)], capture_output=True, text=True)
     if done.returncode:
-        sys.exit(f"mlp {' '.join(map(str, args))}: {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or ["failed"])[-1].removeprefix("Error: ")
+        sys.exit(f"teach.py: mlp {args[0]}: {last}")
     return done.stdout, time.perf_counter() - start
 
 
@@ -81,7 +83,7 @@ def measure(model: Path, work: Path, per_digit: int, data: list[str]) -> dict:
     after = {"style": _accuracy(taught, "--images", work / "held-out"),
              "mnist": _accuracy(taught, *data)}
     return {"model": str(model), "counts": counts, "before": before, "after": after,
-            "teach_seconds": seconds, "machine": platform.processor() or platform.machine()}
+            "teach_seconds": seconds, "machine": machine()}
 
 
 def main() -> None:
@@ -116,7 +118,8 @@ def main() -> None:
           f"| {args.model} | {100 * b['style']:.2f}% | {100 * b['mnist']:.2f}% | |\n"
           f"| taught ({result['counts']['corrections']} corrections) | "
           f"{100 * a['style']:.2f}% | {100 * a['mnist']:.2f}% | {result['teach_seconds']:.1f} |"
-          f"\n\nmachine: {result['machine']}")
+          "\n")
+    print("\n".join(machine_markdown(result["machine"])))
 
 
 if __name__ == "__main__":

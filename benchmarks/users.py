@@ -7,7 +7,7 @@ Every image is made here from a seed, written as an image file and read back wit
 ``imaging.load_digit``, as ``mlp predict`` and ``mlp serve`` read theirs; each model
 then classifies the prepared digits with ``classify.predict_pixels``. Three groups:
 
-- drawn: real MNIST test digits rendered the ways tests/digit_images.py renders users'
+- drawn: real MNIST test digits rendered the ways benchmarks/renderings.py renders users'
   images (white on black, off-centre on a page, a drawing app's RGBA, a phone photo,
   ruled paper), and digits drawn with the serve page's pen (280x280, a 20 px round
   brush, black on white) from stroke skeletons given a random slant, proportions, size
@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import machine  # noqa: E402  (benchmarks/ is this script's own folder)
+from renderings import RENDERINGS, SUFFIX  # noqa: E402
 
 from mnist_mlp import checkpoint  # noqa: E402
 from mnist_mlp.checkpoint import CheckpointError  # noqa: E402
@@ -51,9 +52,8 @@ from mnist_mlp.dataset import DataSource  # noqa: E402
 from mnist_mlp.digit import stroke_width  # noqa: E402
 from mnist_mlp.imaging import ImageError, load_digit  # noqa: E402
 from mnist_mlp.mnist import DataError  # noqa: E402
-from tests.digit_images import RENDERINGS, SUFFIX  # noqa: E402
 
-N_DRAWN = 60        # MNIST test digits, each rendered every way tests/digit_images.py does
+N_DRAWN = 60        # MNIST test digits, each rendered every way renderings.py does
 PEN_PER_DIGIT = 12  # serve-page pen drawings of each digit
 VARIANTS_EACH = 2   # per variation: this many of each digit from each source (MNIST, font, pen)
 GLYPH = 160         # digit height of the high-resolution ink every variation starts from, px

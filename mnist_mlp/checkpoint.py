@@ -49,8 +49,8 @@ MAX_INPUT_SCALE = 65535        # X = pixels / input_scale; 255 for 8-bit pixels 
 # are those optim's state_dict() (under "opt.") and run's resumable state (under "extra.")
 # write; a checkpoint holding any other is refused before its state is read.
 STATE_ARRAYS = {
-    "opt.t": ("iu", "scalar"), "opt.lr_prev": ("f", "scalar"),
-    "opt.step": ("f", "param"), "opt.m": ("f", "param"), "opt.v": ("f", "param"),
+    "opt.t": ("iu", "scalar"),
+    "opt.velocity": ("f", "param"), "opt.m": ("f", "param"), "opt.v": ("f", "param"),
     "extra.ema.t": ("iu", "scalar"), "extra.ema.m": ("f", "param"),
     "extra.order": ("iu", "order"),
 }

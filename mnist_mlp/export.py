@@ -46,9 +46,9 @@ from .checkpoint import Checkpoint
 from .dataset import to_input
 from .files import atomic_path, write_target
 from .memory import available_memory, show_size
-from .mnist import N_CLASSES, N_PIXELS
+from .mnist import N_CLASSES, N_PIXELS, Dataset, dataset_of
 from .network import MLP, PROBABILITY_FLOOR, Committee, Model
-from .train import val_score
+from .records import val_score
 
 if TYPE_CHECKING:
     import onnx
@@ -114,6 +114,22 @@ def _members(models: Models) -> dict[str | None, Checkpoint]:
     return members
 
 
+def _dataset(members: dict[str | None, Checkpoint]) -> Dataset:
+    """The dataset every member was trained on.
+
+    Raises:
+        ExportError: an unknown dataset, or members of different ones.
+    """
+    try:
+        datasets = {dataset_of(c.meta) for c in members.values()}
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    if len(datasets) > 1:
+        raise ExportError(f"members trained on different datasets "
+                          f"({', '.join(sorted(d.name for d in datasets))}) cannot vote together")
+    return datasets.pop()
+
+
 def network(models: Models) -> Model:
     """What the exported graph computes, in NumPy: the network, or the committee.
 
@@ -128,24 +144,27 @@ def network(models: Models) -> Model:
 def metadata(models: Models) -> dict[str, str]:
     """The model's metadata_props: strings, JSON where structured.
 
-    Keys: ``model`` ("network" or "committee"), ``members`` (a JSON list, one
-    object per network: its name when it has one, sizes, input_scale, preset,
-    kept_epoch, kept_val_accuracy and the package_version that trained it),
-    ``input`` and ``outputs`` (the conventions, JSON), ``package_version`` (of
-    the exporter).
+    Keys: ``model`` ("network" or "committee"), ``dataset`` and ``class_names`` (JSON, the
+    label of each output column), ``members`` (a JSON list, one object per network: its
+    name when it has one, sizes, input_scale, preset, epoch, kept_val_accuracy and the
+    package_version that trained it), ``input`` and ``outputs`` (the conventions, JSON),
+    ``package_version`` (of the exporter).
     """
     members = _members(models)
+    dataset = _dataset(members)
     described = []
     for name, c in members.items():
         metrics = c.meta.get("metrics")
         described.append({
             **({} if name is None else {"name": name}),
             "sizes": c.net.sizes, "input_scale": c.input_scale, "preset": c.meta.get("preset"),
-            "kept_epoch": c.meta.get("epoch"),
+            "epoch": c.meta.get("epoch"),
             "kept_val_accuracy": val_score(metrics) if isinstance(metrics, dict) else None,
             "package_version": c.meta.get("package_version")})
     return {
         "model": "network" if len(members) == 1 else "committee",
+        "dataset": dataset.name,
+        "class_names": json.dumps(list(dataset.class_names)),
         "members": json.dumps(described),
         "input": json.dumps(INPUT_CONVENTION),
         "outputs": json.dumps(OUTPUT_CONVENTION),

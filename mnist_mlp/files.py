@@ -207,8 +207,9 @@ class LockHeld(Exception):
 
 
 @contextmanager
-def exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the ``with`` block.
+def exclusive_lock(path: Path, wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the ``with`` block;
+    ``wait``: until another holder lets go, rather than raising LockHeld.
 
     The lock file holds the holder's pid. The kernel drops the lock when the
     process ends, however it ends, so a killed holder never blocks the next.
@@ -226,7 +227,7 @@ def exclusive_lock(path: Path) -> Iterator[None]:
         if not stat.S_ISREG(mode):
             raise not_regular(Path(path), mode)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
             raise LockHeld(Path(path), int(text) if text.isdigit() else None) from None

@@ -2,14 +2,11 @@
 
 Contract: an optimiser is built on the list of parameter arrays (and, for
 weight decay, which of them are decayed), holds its own state arrays shaped
-like them, and ``step(grads, lr)`` updates every parameter in place. The
-training loop takes a shorter way: it multiplies dL/dZ by
-``gradient_scale(lr)`` before backpropagating (backward is linear in dL/dZ,
-so every gradient comes out scaled) and calls ``step(grads, lr, scaled=True)``;
-for SGD the scale is -lr, so the weight-gradient product yields the step -lr·g
-itself and the update saves its passes over the weights. ``grads`` must line up with the
-parameters and may be overwritten. ``state_dict()`` exports the state as
-arrays; ``load_state_dict`` restores it so a run continues exactly.
+like them, and ``step(grads, lr)`` updates every parameter in place, one line
+of NumPy per line of its update rule (with ``out=`` so a step allocates
+nothing). ``grads`` must line up with the parameters and may be overwritten.
+``state_dict()`` exports the state as arrays; ``load_state_dict`` restores it
+so a run continues exactly.
 """
 
 from __future__ import annotations
@@ -41,30 +38,14 @@ class Optimizer:
         self.slots[name] = [np.zeros_like(p) for p in self.params]
         return self.slots[name]
 
-    def gradient_scale(self, lr: float) -> float:
-        """The factor ``step_scaled`` expects the gradients multiplied by; 1: plain gradients."""
-        return 1.0
-
-    def step(self, grads: Sequence[np.ndarray], lr: float, *, scaled: bool = False) -> None:
-        """One update from the gradients ``grads`` (overwritten) at learning rate ``lr``.
-
-        Args:
-            grads: one per parameter, same shapes.
-            scaled: the gradients come already multiplied by ``gradient_scale(lr)``.
-        """
+    def step(self, grads: Sequence[np.ndarray], lr: float) -> None:
+        """One update from the gradients ``grads`` (one per parameter, same shapes;
+        overwritten) at learning rate ``lr``."""
         if len(grads) != len(self.params):
             raise ValueError(f"{len(grads)} gradients for {len(self.params)} parameters")
-        scale = self.gradient_scale(lr)
-        if not scaled and scale != 1:
-            for g in grads:
-                g *= g.dtype.type(scale)
-        self._begin_step(lr)
         self.t += 1
         for i, (p, g) in enumerate(zip(self.params, grads)):
             self._update(i, p, g, p.dtype.type(lr))
-
-    def _begin_step(self, lr: float) -> None:
-        """Per-step work before the parameters are updated; none here."""
 
     def _update(self, i: int, p: np.ndarray, g: np.ndarray, lr) -> None:
         raise NotImplementedError
@@ -122,17 +103,13 @@ def _check(name: str, value: float, low: float, high: float, high_open: bool = T
 
 
 class SGD(Optimizer):
-    """SGD with momentum μ, optional Nesterov, and L2 weight decay λ, as PyTorch's:
+    """SGD with momentum μ (Sutskever et al. 2013), optional Nesterov, and L2 weight decay λ:
 
-        g ← g + λ p;   v ← μ v + g;   p ← p - lr · (g + μ v if nesterov else v)
+        g ← g + λ p
+        v ← μ v - lr g;   p ← p + v                 (momentum)
+        v ← μ v - lr g;   p ← p + μ v - lr g        (Nesterov)
 
-    The state kept is not v but the step it makes, u = -lr v, and the gradients
-    come in as g' = -lr g (``gradient_scale``), so that the update is
-
-        u ← μ (lr / lr_prev) u + g';   p ← p + (g' + μ u if nesterov else u)
-
-    the same arithmetic in three passes over each weight matrix (five with
-    Nesterov) instead of five (seven). ``lr_prev`` is the previous step's rate.
+    v is the velocity, the step momentum carries over; without momentum p ← p - lr g.
     """
 
     def __init__(self, params: Sequence[np.ndarray], momentum: float = 0.0,
@@ -143,41 +120,24 @@ class SGD(Optimizer):
         if nesterov and not self.momentum:
             raise ValueError("nesterov needs momentum > 0")
         self.nesterov = nesterov
-        self.steps = self._slot("step") if self.momentum else None  # u = -lr v
-        self.lr_prev = 0.0                     # 0 before the first step, when u = 0
-        self.carry = 0.0                       # μ lr / lr_prev for the current step
+        self.velocity = self._slot("velocity") if self.momentum else None
 
-    def gradient_scale(self, lr: float) -> float:
-        return -lr
-
-    def _begin_step(self, lr):
-        self.carry = self.momentum * lr / self.lr_prev if self.lr_prev else 0.0
-        self.lr_prev = float(lr)
-
-    def _update(self, i, p, g, lr):                                      # g = -lr ∇
-        s = self.scratch[i]
+    def _update(self, i, p, g, lr):
+        dt, s = p.dtype.type, self.scratch[i]
         if self.decay[i]:
-            g += np.multiply(p, -lr * p.dtype.type(self.decay[i]), out=s)  # -lr (∇ + λ p)
-        if self.steps is None:
-            p += g                                                       # p ← p - lr ∇
+            g += np.multiply(p, dt(self.decay[i]), out=s)          # g ← g + λ p
+        g *= -lr                                                   # g ← -lr g, the plain step
+        if self.velocity is None:
+            p += g                                                 # p ← p - lr g
             return
-        u = self.steps[i]
-        u *= p.dtype.type(self.carry)
-        u += g                                                           # u ← μ r u + g'
+        v = self.velocity[i]
+        v *= dt(self.momentum)
+        v += g                                                     # v ← μ v - lr g
         if self.nesterov:
             p += g
-            p += np.multiply(u, p.dtype.type(self.momentum), out=s)      # p ← p + g' + μ u
+            p += np.multiply(v, dt(self.momentum), out=s)          # p ← p + μ v - lr g
         else:
-            p += u                                                       # p ← p + u
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return {**super().state_dict(), "lr_prev": np.array(self.lr_prev)}
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        super().load_state_dict(state)
-        if not float(state["lr_prev"]) >= 0:
-            raise ValueError(f"optimiser state lr_prev {float(state['lr_prev'])} is negative")
-        self.lr_prev = float(state["lr_prev"])
+            p += v                                                 # p ← p + v
 
 
 class Adam(Optimizer):

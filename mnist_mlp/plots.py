@@ -20,8 +20,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocato
 
 from .files import atomic_writer, format_for
 from .mnist import IMAGE_SIDE
+from .records import kept_epoch, val_score
 from .runfiles import RunError, RunFiles, read_metrics
-from .train import Callback, kept_epoch, val_score
 
 # Log axes ticked at 1, 2 and 5 times powers of ten, with plain labels and no minor
 # ticks: matplotlib's default (mathtext labels, nine minor ticks a decade) takes most
@@ -38,6 +38,8 @@ def _log_axis(ax, formatter: FuncFormatter) -> None:
 
 
 WEIGHT_TILES = 64          # units shown in the weights picture, an 8 x 8 grid
+MAX_TICKS = 20             # a sweep setting's choices beyond this (or what fits) ticked by place
+MAX_LABEL = 16             # characters of a choice's tick label
 DPI = 100
 
 
@@ -225,16 +227,6 @@ def save_figure(fig: Figure, path: Path) -> None:
         fig.savefig(f, format=fmt)
 
 
-class CurvesCallback(Callback):
-    """Redraws a run's curves after every epoch, on one figure updated in place."""
-
-    def __init__(self, path: Path, title: str):
-        self.path, self.figure = path, CurvesFigure(title)
-
-    def on_epoch_end(self, trainer, row, kept):
-        save_figure(self.figure.update(trainer.state.history), self.path)
-
-
 # ---------------------------------------------------------------- mlp plot
 
 def _run_files(run: Path) -> tuple[Path | None, RunFiles]:
@@ -343,24 +335,55 @@ def sweep_figure(rows: Sequence[Any], search: Mapping[str, Any],
     top.set(xlabel="trial", ylabel="validation accuracy (%)",
             title=f"{len(rows)} trials, {len(done)} completed")
     top.grid(True, alpha=0.3)
+    top.xaxis.set_major_locator(MaxNLocator(integer=True))
     top.legend(fontsize="small", loc="best")
     for i, (name, dim) in enumerate(search.items()):
         ax = fig.add_subplot(grid[1, i])
         labels = [str(dim.label(c)) for c in dim.choices]
+        where = {label: k for k, label in enumerate(labels)}
         for label, group in groups.items():
-            xs = [labels.index(str(r.params[name])) if labels else r.params[name]
+            xs = [where[str(r.params[name])] if labels else r.params[name]
                   for r in group if name in r.params]
             ax.plot(xs, [100 * r.score for r in group if name in r.params], "o", alpha=0.8,
                     **styles[label])
-        if labels:
-            ax.set_xticks(range(len(labels)), labels, fontsize="small")
+        xlabel, fit = name, _ticks_that_fit(ax, labels)
+        if len(labels) > fit:
+            _index_axis(ax.xaxis, labels, fit)
+            xlabel = f"{name} (choice number, of {len(labels):,})"
+        elif labels:
+            ax.set_xticks(range(len(labels)), [_short(t) for t in labels], fontsize="small")
         elif dim.log:
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
             ax.xaxis.set_minor_locator(NullLocator())
             ax.xaxis.set_major_formatter(PLAIN)
         share = f" ({100 * weights[name]:.0f}% of importance)" if name in weights else ""
-        ax.set(xlabel=name, title=f"{name}{share}")
+        ax.set(xlabel=xlabel, title=f"{name}{share}")
         ax.grid(True, alpha=0.3)
     return fig
 
+
+def _short(label: str) -> str:
+    """A tick label of at most ``MAX_LABEL`` characters."""
+    return label if len(label) <= MAX_LABEL else label[:MAX_LABEL - 1] + "…"
+
+
+def _ticks_that_fit(ax: Any, labels: Sequence[str]) -> int:
+    """How many of these labels fit side by side under ``ax`` (at most ``MAX_TICKS``):
+    its width over the longest label's, at about 5 points a character."""
+    if not labels:
+        return 0
+    width = ax.get_position().width * ax.figure.get_figwidth() * 72        # points
+    longest = max(len(_short(t)) for t in labels)
+    return max(2, min(MAX_TICKS, int(width // (5 * longest + 10))))
+
+
+def _index_axis(axis: Any, labels: Sequence[str], ticks: int) -> None:
+    """A categorical axis of many choices drawn at their positions in the list (0, 1, ...),
+    with at most ``ticks`` ticks, each labelled with its choice."""
+    axis.set_major_locator(MaxNLocator(nbins=ticks - 1, integer=True))
+    axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(FuncFormatter(
+        lambda v, _: _short(labels[int(v)]) if v == int(v) and 0 <= v < len(labels) else ""))
+    axis.set_tick_params(labelsize="small")
+    axis.axes.set_xlim(-0.5, len(labels) - 0.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from .config import ConfigError, TrainConfig, coerce, resolve
 from .dataset import DataSource, extra_repeats
 from .labelled import LabelledFolderError, LabelledImages
 from .mnist import find_dataset
+from .records import TrainState
 from .runfiles import RunError, RunFiles
-from .train import Trainer, TrainState
+from .train import Trainer
 
 RESUME_OVERRIDABLE = ("epochs", "patience")
 
@@ -71,11 +73,6 @@ class SavedRun:
         """What the run started from: its "init" checkpoint and "extra" folders."""
         return {"init": self.ckpt.meta.get("init"), "extra": self.ckpt.meta.get("extra", [])}
 
-    @property
-    def preset(self) -> str:
-        preset = self.ckpt.meta.get("preset")
-        return preset if isinstance(preset, str) else "flags"
-
     def trainer(self, n_train: int) -> Trainer:
         """The trainer of the saved run, its optimiser and weight average restored.
 
@@ -99,69 +96,111 @@ class SavedRun:
         return trainer
 
 
-def load_saved_run(files: RunFiles, overrides: dict[str, Any], source: DataSource
-                   ) -> SavedRun:
-    """Read and check the run saved in ``files.last``; only epochs and patience may change.
+@dataclass(frozen=True)
+class ResumedConfig:
+    """What a resumed run continues with, read from its last checkpoint: its config (epochs
+    and patience as given), its preset, and its source: the config's dataset, the run's own
+    --extra folders."""
 
-    ``overrides`` are the values given (file and flags); those equal to the saved ones are fine.
+    cfg: TrainConfig
+    preset: str
+    source: DataSource
+
+
+def resumed_config(files: RunFiles, given: Mapping[str, Any], source: DataSource
+                   ) -> ResumedConfig:
+    """The saved run's config, with epochs and patience as ``given`` (the values given, file
+    and flags; those equal to the saved ones are fine), its preset, and ``source`` made
+    its own.
 
     Raises:
-        checkpoint.CheckpointError: the last checkpoint is missing or unusable, or was
-            trained on other data than ``source`` holds.
-        ConfigError: an override of something fixed by the saved run.
+        checkpoint.CheckpointError: the last checkpoint missing, or its config unusable.
+        ConfigError: a value given of something fixed by the saved run; other --extra
+            folders than the run's own.
+    """
+    meta = checkpoint.load(files.last).meta
+    try:
+        cfg = saved_config(meta)
+        folders = _saved_folders(meta)
+    except (ConfigError, ValueError) as exc:
+        raise checkpoint.CheckpointError(
+            f"{files.last}: not a resumable checkpoint ({exc})") from None
+    saved = cfg.to_dict()
+    changed = sorted(k for k, v in given.items() if k not in RESUME_OVERRIDABLE
+                     and saved[k] != (list(v) if isinstance(v, tuple) else v))
+    if changed:
+        raise ConfigError(f"--resume continues the saved run with its own config; only "
+                          f"{', '.join(RESUME_OVERRIDABLE)} may change, not {', '.join(changed)}")
+    if source.extra and source.extra != folders:
+        raise ConfigError(f"--resume continues with the run's own --extra folders "
+                          f"({', '.join(map(str, folders)) or 'none'})")
+    cfg = resolve({}, {k: given[k] for k in RESUME_OVERRIDABLE if k in given}, cfg)
+    preset = meta.get("preset")
+    return ResumedConfig(cfg, preset if isinstance(preset, str) else "flags",
+                         dataclasses.replace(source.with_dataset(find_dataset(cfg.dataset)),
+                                             extra=folders))
+
+
+def load_saved_run(files: RunFiles, cfg: TrainConfig, source: DataSource) -> SavedRun:
+    """Read and check the run saved in ``files.last``, to continue as ``cfg`` on ``source``
+    (its own config but for epochs and patience, and its own source: ``resumed_config``).
+
+    Raises:
+        checkpoint.CheckpointError: the last checkpoint is missing or unusable, was
+            trained on other data than ``source`` holds, or is no longer the run ``cfg``
+            was read from.
     """
     ckpt = checkpoint.load(files.last, with_state=True)
-    given = source.extra
     try:
-        cfg = saved_config(ckpt.meta)
-        source, extras = _saved_extras(ckpt.meta, source.with_dataset(find_dataset(cfg.dataset)))
+        saved = saved_config(ckpt.meta)
+        extras = _saved_extras(ckpt.meta, source)
         n_extra = sum(len(e.labels) for e in extras)
-        n_train = source.n_train - cfg.val_size
-        n_train += n_extra * extra_repeats(n_train, n_extra, cfg.extra_share)
+        n_train = source.n_train - saved.val_size
+        n_train += n_extra * extra_repeats(n_train, n_extra, saved.extra_share)
         state = TrainState.from_meta(ckpt.meta.get("train_state"), ckpt.extra.get("order"),
-                                     n_train, cfg.batch_size)
+                                     n_train, saved.batch_size)
     except (ConfigError, ValueError) as exc:
         raise checkpoint.CheckpointError(
             f"{files.last}: not a resumable checkpoint ({exc})") from None
     except LabelledFolderError as exc:
         raise checkpoint.CheckpointError(f"{files.last}: its --extra images: {exc}") from None
-    if cfg.sizes != ckpt.net.sizes:
+    if saved.sizes != ckpt.net.sizes:
         raise checkpoint.CheckpointError(f"{files.last}: layer sizes {ckpt.net.sizes} do not "
-                                         f"match its config {cfg.sizes}")
-    if given and given != source.extra:
-        raise ConfigError(f"--resume continues with the run's own --extra folders "
-                          f"({', '.join(map(str, source.extra)) or 'none'})")
+                                         f"match its config {saved.sizes}")
     if ckpt.meta.get("data_sha256") != source.checksums():
         raise checkpoint.CheckpointError(f"{files.last}: its data checksums are not those of "
                                          f"the {source.dataset.title} files it would resume on")
-    saved = cfg.to_dict()
-    changed = sorted(k for k, v in overrides.items() if k not in RESUME_OVERRIDABLE
-                     and saved[k] != (list(v) if isinstance(v, tuple) else v))
-    if changed:
-        raise ConfigError(f"--resume continues the saved run with its own config; only "
-                          f"{', '.join(RESUME_OVERRIDABLE)} may change, not {', '.join(changed)}")
-    cfg = resolve({}, {k: overrides[k] for k in RESUME_OVERRIDABLE if k in overrides}, cfg)
+    kept = {k: getattr(cfg, k) for k in RESUME_OVERRIDABLE}
+    if resolve({}, kept, saved) != cfg or _saved_folders(ckpt.meta) != source.extra:
+        raise checkpoint.CheckpointError(f"{files.last}: replaced by another run meanwhile")
     return SavedRun(cfg, ckpt, state, source, extras)
 
 
-def _saved_extras(meta: dict[str, Any], source: DataSource
-                  ) -> tuple[DataSource, list[LabelledImages]]:
-    """``source`` with the run's own --extra folders, and their images, which must be those
-    the run started with.
+def _saved_folders(meta: dict[str, Any]) -> tuple[Path, ...]:
+    """The run's --extra folders, as its checkpoint records them.
 
     Raises:
-        ValueError: changed images.
-        LabelledFolderError: a folder that can no longer be read.
+        ValueError: not a list of records.
     """
     records = meta.get("extra", [])
     if not (isinstance(records, list) and all(
             isinstance(r, dict) and isinstance(r.get("folder"), str) for r in records)):
         raise ValueError("its extra folders are not a list of records")
-    source = dataclasses.replace(source, extra=tuple(Path(r["folder"]) for r in records))
+    return tuple(Path(r["folder"]) for r in records)
+
+
+def _saved_extras(meta: dict[str, Any], source: DataSource) -> list[LabelledImages]:
+    """The images of ``source.extra`` (the run's own folders), which must be those the run
+    started with.
+
+    Raises:
+        ValueError: changed images.
+        LabelledFolderError: a folder that can no longer be read.
+    """
     extras = source.load_extra()
-    for found, record in zip(extras, records):
+    for found, record in zip(extras, meta.get("extra", [])):
         if found.record() != record:
             raise ValueError(f"the images in {found.folder} changed since the run started "
                              f"({record.get('count')} then, {len(found.labels)} now); put "
                              "them back, or start a new run")
-    return source, extras
+    return extras

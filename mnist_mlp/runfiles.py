@@ -2,7 +2,7 @@
 
 For ``--out checkpoints/mnist-mlp.npz``:
 
-- ``checkpoints/mnist-mlp.npz``: the kept epoch's model (see ``train.kept_epoch``),
+- ``checkpoints/mnist-mlp.npz``: the kept epoch's model (see ``records.kept_epoch``),
   for eval, predict, serve and export;
 - ``checkpoints/mnist-mlp.last.npz``: the latest state with optimiser and RNG (for resume);
 - ``checkpoints/mnist-mlp.metrics.jsonl``: one JSON object per finished epoch;
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import read_bounded, write_bytes_atomic
-from .train import is_history_row
+from .records import is_history_row
 
 MAX_LOG_BYTES = 64 << 20   # a metrics log is a few hundred bytes an epoch
 
@@ -80,7 +80,7 @@ def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The rows of a run's ``.metrics.jsonl``, checked: one object per epoch, in order,
-    every number finite and of a sane size (``train.is_history_row``).
+    every number finite and of a sane size (``records.is_history_row``).
 
     Raises:
         RunError: missing, not a regular file, empty, truncated or not JSON lines.

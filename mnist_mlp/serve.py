@@ -52,10 +52,10 @@ from .dataset import DataSource
 from .explain import saliency
 from .imaging import ImageError
 from .mnist import dataset_of
+from .records import val_score
 from .runfiles import RunError, RunFiles, read_metrics
 from .teach import TEACH_LIMIT_S, Samples, SamplesFull, Teacher
 from .threads import cores
-from .train import val_score
 
 MAX_BODY = 8 << 20          # bytes of an uploaded image; a phone photo is 2-5 MB
 MAX_HISTORY_ROWS = 1000     # rows of the metrics history the page gets
@@ -106,10 +106,10 @@ def read_history(path: Path, note: Note) -> list[dict] | None:
     return None
 
 
-def model_info(model: checkpoint.Checkpoint, paths: list[Path],
+def model_info(ckpt: checkpoint.Checkpoint, paths: list[Path],
                note: Note = log.warning) -> dict[str, Any]:
     """What the page's model panel shows, from the (first) checkpoint and its run's log."""
-    meta = model.meta
+    meta = ckpt.meta
     metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     history = read_history(paths[0], note)
@@ -117,7 +117,7 @@ def model_info(model: checkpoint.Checkpoint, paths: list[Path],
             "sizes": meta["sizes"], "class_names": list(dataset_of(meta).class_names),
             "preset": meta.get("preset"),
             "epoch": meta.get("epoch"), "epochs": config.get("epochs"),
-            "val_accuracy": val_score(metrics),
+            "kept_val_accuracy": val_score(metrics),
             "history": None if history is None else thin_history(history, meta.get("epoch"))}
 
 
@@ -193,7 +193,7 @@ class DigitApp:
     """The page and its API as a WSGI application (PEP 3333): routes, limits, JSON errors.
 
     Args:
-        model: the checkpoint (or committee) that reads the digits.
+        ckpt: the checkpoint (or committee) that reads the digits.
         info: what ``GET /api/model`` answers, serialised once here.
         classify_fn: ``classify.classify`` or a stand-in with its signature.
         slots: images prepared at once in each of two lanes (default: the cores),
@@ -208,11 +208,11 @@ class DigitApp:
         teacher: teaches the corrections (None: no teaching, as for a committee).
     """
 
-    def __init__(self, model: checkpoint.Checkpoint, info: dict[str, Any], *,
+    def __init__(self, ckpt: checkpoint.Checkpoint, info: dict[str, Any], *,
                  classify_fn: Callable = classify, slots: int | None = None,
                  note: Note = log.error, samples: Samples | None = None,
                  teacher: Teacher | None = None):
-        self.model = model
+        self.ckpt = ckpt
         self.model_json = json.dumps(info).encode()
         self.files = static_files()
         self.classify = classify_fn
@@ -276,9 +276,9 @@ class DigitApp:
             checkpoint.CheckpointError: a missing or bad model.
         """
         paths = [Path(p) for p in model_paths]
-        model = checkpoint.load_committee(paths)
-        kept = Samples(samples or default_samples(paths[0]), dataset_of(model.meta))
-        app = cls(model, model_info(model, paths, note), note=note, samples=kept, **kwargs)
+        ckpt = checkpoint.load_committee(paths)
+        kept = Samples(samples or default_samples(paths[0]), dataset_of(ckpt.meta))
+        app = cls(ckpt, model_info(ckpt, paths, note), note=note, samples=kept, **kwargs)
         if len(paths) == 1:
             app.teacher = Teacher(paths[0], kept, source or DataSource.from_env(),
                                   app.serve_taught, limit_s=teach_limit_s, flags=teach_flags)
@@ -290,9 +290,9 @@ class DigitApp:
         Raises:
             checkpoint.CheckpointError: it cannot be loaded.
         """
-        model = checkpoint.load(path)
-        self.model_json = json.dumps(model_info(model, [path], self.note)).encode()
-        self.model = model
+        ckpt = checkpoint.load(path)
+        self.model_json = json.dumps(model_info(ckpt, [path], self.note)).encode()
+        self.ckpt = ckpt
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -354,11 +354,11 @@ class DigitApp:
 
     def _predict(self, body: bytes) -> Response:
         """``POST /api/predict``: the reading of one image, and why."""
-        model = self.model                    # the same one throughout, taught or not
-        result = self.classify(model, [body])[0]
+        ckpt = self.ckpt                      # the same one throughout, taught or not
+        result = self.classify(ckpt, [body])[0]
         if isinstance(result, ImageError):
             return json_error(400, str(result))
-        _, maps = saliency(model.net, result.pixels[None], np.array([result.digit]))
+        _, maps = saliency(ckpt.net, result.pixels[None], np.array([result.digit]))
         return json_answer(prediction_json(result, maps[0]))
 
     def correct(self, environ: dict[str, Any]) -> Response:
@@ -373,7 +373,7 @@ class DigitApp:
         label = int(labels[0])
 
         def keep(body: bytes) -> Response:
-            result = self.classify(self.model, [body])[0]
+            result = self.classify(self.ckpt, [body])[0]
             if isinstance(result, ImageError):
                 return json_error(400, str(result))
             try:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint
+from .config import ConfigError
 from .dataset import DataSource
 from .files import write_bytes_atomic
 from .imaging import IMAGE_SUFFIXES
@@ -131,21 +132,25 @@ def teach_job(model: Path, samples: Path, out: Path, source: DataSource, *,
               flags: dict[str, Any] | None = None, callbacks: Sequence[Callback] = (),
               should_stop: Callable[[], bool] = lambda: False):
     """Fine-tune a copy of checkpoint ``model`` on the labelled folder ``samples`` with
-    MNIST replay (the ``tune`` preset; ``flags`` override it), saved at ``out``.
+    MNIST replay (the ``tune`` preset; ``flags`` override it) on one BLAS thread, saved at
+    ``out`` (a run there is replaced).
 
     Returns:
         run.RunResult: its ``ending`` is "finished" or "stopped" (by ``should_stop``).
 
     Raises:
-        RunError, checkpoint.CheckpointError, mnist.DataError, TrainingDiverged.
+        ConfigError, RunError, checkpoint.CheckpointError, mnist.DataError,
+        TrainingDiverged.
     """
     from . import run
 
     dataset = checkpoint.load(model).meta.get("dataset", "mnist")
-    return run.train(out, config=TEACH_PRESET, flags={"dataset": dataset, **(flags or {})},
-                     init=model, source=dataclasses.replace(source, extra=(samples,)),
-                     overwrite=True, progress=False, plots=False, callbacks=callbacks,
-                     should_stop=should_stop)
+    spec = run.build_spec(out, TEACH_PRESET, {"dataset": dataset, **(flags or {})},
+                          data=dataclasses.replace(source, extra=(samples,)),
+                          start=run.Start("overwrite", model))
+    hooks = run.Hooks(progress=False, plots=False, callbacks=callbacks,
+                      should_stop=should_stop)
+    return run.train(dataclasses.replace(spec, threads=1), hooks)
 
 
 class Progress(Callback):
@@ -223,23 +228,19 @@ class Teacher:
             return True, self._snapshot()
 
     def _run(self, out: Path, started: float) -> None:
-        from .threads import limit_threads
-
         deadline = started + self.limit_s
         try:
-            with limit_threads(1):
-                result = teach_job(self.model, self.samples.folder, out, self.source,
-                                   flags=self.flags,
-                                   callbacks=[Progress(self._status, self._lock)],
-                                   should_stop=lambda: self._stop.is_set()
-                                   or time.monotonic() > deadline)
+            result = teach_job(self.model, self.samples.folder, out, self.source,
+                               flags=self.flags, callbacks=[Progress(self._status, self._lock)],
+                               should_stop=lambda: self._stop.is_set()
+                               or time.monotonic() > deadline)
             if not out.exists():
                 raise RunError(f"stopped after {time.monotonic() - started:.0f} s, before "
                                "an epoch ended: nothing taught")
             self.on_taught(out)
             ending = {"state": "done", "ending": result.ending}
-        except (RunError, checkpoint.CheckpointError, DataError, TrainingDiverged,
-                OSError) as exc:
+        except (ConfigError, RunError, checkpoint.CheckpointError, DataError,
+                TrainingDiverged, OSError) as exc:
             ending = {"state": "failed", "error": " ".join(str(exc).split())[:300]}
         except Exception as exc:               # noqa: BLE001 (the page must hear of it)
             ending = {"state": "failed", "error": f"{type(exc).__name__}: "

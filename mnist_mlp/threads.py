@@ -58,21 +58,16 @@ def registered_worker(folder: Path) -> Iterator[None]:
     Raises:
         OSError: the folder cannot be created or written.
     """
-    import fcntl
-
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"  # never reused, unlike a pid
-    fd = os.open(folder / f"{name}.new", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                 0o644)
-    path = folder / f"{name}.lock"
+    new, path = folder / f"{name}.new", folder / f"{name}.lock"
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.rename(folder / f"{name}.new", path)  # counted only once locked
-        yield
+        with exclusive_lock(new):
+            os.rename(new, path)  # counted only once locked
+            yield
     finally:
         path.unlink(missing_ok=True)
-        (folder / f"{name}.new").unlink(missing_ok=True)
-        os.close(fd)
+        new.unlink(missing_ok=True)
 
 
 def live_workers(folder: Path) -> int:

@@ -45,7 +45,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
     source = tiny_source(tmp_path_factory.mktemp("tiny-data"))
     out = tmp_path_factory.mktemp("tiny-run") / "m.npz"
-    run.train(out, flags=TINY, source=source, progress=False, plots=True)
+    run.train(run.build_spec(out, flags=TINY, data=source), run.Hooks(progress=False))
     return out
 
 
@@ -68,8 +68,8 @@ def real_model(tmp_path_factory) -> Path:
     from mnist_mlp import run
 
     out = tmp_path_factory.mktemp("real-model") / "quick.npz"
-    run.train(out, config="quick", source=DataSource(_real_mnist(), mirrors=()),
-              progress=False, plots=False)
+    spec = run.build_spec(out, "quick", data=DataSource(_real_mnist(), mirrors=()))
+    run.train(spec, run.Hooks(progress=False, plots=False))
     return out
 
 
@@ -95,7 +95,7 @@ def real_fashion_model(tmp_path_factory, real_fashion) -> Path:
     from mnist_mlp.mnist import FASHION_MNIST
 
     out = tmp_path_factory.mktemp("real-fashion-model") / "quick.npz"
-    run.train(out, config="quick", flags={"dataset": "fashion-mnist"},
-              source=DataSource(real_fashion, (), dataset=FASHION_MNIST), progress=False,
-              plots=False)
+    spec = run.build_spec(out, "quick", {"dataset": "fashion-mnist"},
+                          data=DataSource(real_fashion, (), dataset=FASHION_MNIST))
+    run.train(spec, run.Hooks(progress=False, plots=False))
     return out

@@ -26,7 +26,7 @@ def test_bench_profiles_a_few_steps_of_real_mnist(real_mnist):
                 "--profile-steps", "3", "--best-steps", "2")
     assert done.returncode == 0, done.stderr
     assert "| phase of a step, 784-128-10" in done.stdout
-    assert "| optimiser update |" in done.stdout
+    assert "| network.backward |" in done.stdout and "| optimiser step |" in done.stdout
     assert "| augment elastic |" in done.stdout and "| augment none |" in done.stdout
     assert "float32 GEMM 2048³" in done.stdout and "Machine:" in done.stdout
 
@@ -36,6 +36,25 @@ def test_the_other_scripts_start(script):
     done = _run(script, "--help")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage:") and "--data-dir" in done.stdout
+
+
+def test_teach_exports_other_writers_scans_as_labelled_folders(tmp_path):
+    from mnist_mlp.labelled import read_labelled
+    from mnist_mlp.mnist import MNIST
+
+    done = _run("teach.py", "export", str(tmp_path), "--per-digit", "2")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"corrections": 20, "validation": 300, "held-out": 1477}
+    corrections = read_labelled(tmp_path / "corrections", MNIST)
+    assert corrections.labels.tolist() == [d for d in range(10) for _ in range(2)]
+    assert corrections.skipped == () and corrections.pixels.shape == (20, 28, 28)
+    again = _run("teach.py", "export", str(tmp_path / "again"), "--per-digit", "2")
+    assert again.returncode == 0
+    assert read_labelled(tmp_path / "again" / "corrections", MNIST).sha256 == corrections.sha256
+    done = _run("teach.py", "measure", "--model", str(tmp_path / "missing.npz"), "--work",
+                str(tmp_path / "work"), "--per-digit", "1")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("teach.py: mlp eval: ") and "missing.npz" in done.stderr
 
 
 @pytest.mark.parametrize("script, args", [
@@ -57,8 +76,8 @@ def test_committee_agrees_with_mlp_eval_on_the_committee_and_its_members(real_mn
 
     source = DataSource(real_mnist, mirrors=())
     other = tmp_path / "quick-seed1.npz"
-    run.train(other, config="quick", flags={"seed": 1}, source=source, progress=False,
-              plots=False)
+    spec = run.build_spec(other, "quick", {"seed": 1}, data=source)
+    run.train(spec, run.Hooks(progress=False, plots=False))
     done = _run("committee.py", "--model", str(real_model), "--model", str(other),
                 "--data-dir", str(real_mnist), "--json")
     assert done.returncode == 0, done.stderr

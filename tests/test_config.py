@@ -59,6 +59,17 @@ def test_bad_files_name_the_key_and_file(tmp_path, text, message):
     assert str(path) in str(info.value)
 
 
+def test_a_learning_rate_of_zero_is_refused(tmp_path):
+    """lr 0 would train nothing and fail later in the schedule: the bound is open."""
+    with pytest.raises(ConfigError, match=r"lr must be in \(0, 1e\+06\], not 0.0"):
+        resolve({}, {"lr": 0.0})
+    path = tmp_path / "zero.toml"
+    path.write_text("lr = 0\n")
+    with pytest.raises(ConfigError, match="lr must be in"):
+        load_config_file(path)
+    assert resolve({}, {"lr": 1e-12}).lr == 1e-12
+
+
 def test_values_are_checked():
     with pytest.raises(ConfigError, match=r"lr must be in \(0, 1e\+06\], not -1.0"):
         resolve({}, {"lr": -1.0})

@@ -3,6 +3,7 @@ the metadata, the input scale, atomic saving and its refusals."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -104,13 +105,15 @@ def test_contract_opset_ir_and_metadata_round_trip(quick, perturbed, real_model,
                 "N", 10]
         props = {p.key: p.value for p in model.metadata_props}
         assert props == export.metadata(models)
+        assert props["dataset"] == "mnist" and json.loads(props["class_names"]) == list(
+            "0123456789")
         assert export.session(path).get_modelmeta().custom_metadata_map == props
         described = json.loads(props["members"])
         assert [m.get("name") for m in described] == ([None] if n == 1 else ["q.npz", "p.npz"])
         assert [m["sizes"] for m in described] == [[784, 128, 10]] * n
         assert [m["input_scale"] for m in described] == [255] * n
         assert described[0]["preset"] == "quick"
-        assert described[0]["kept_epoch"] == quick.meta["epoch"]
+        assert described[0]["epoch"] == quick.meta["epoch"]
         assert described[0]["kept_val_accuracy"] == kept_score
         assert json.loads(props["input"])["shape"] == ["N", 784]
         assert props["model"] == ("network" if n == 1 else "committee")
@@ -267,3 +270,14 @@ def test_imports_without_onnx_and_says_what_to_install():
                            "    print(exc)\n")
     assert result.returncode == 0, result.stderr
     assert "pip install 'mnist-mlp[onnx]'" in result.stdout
+
+
+def test_a_fashion_models_classes_and_a_mixed_committee(quick):
+    fashion = dataclasses.replace(quick, meta={**quick.meta, "dataset": "fashion-mnist"})
+    props = export.metadata(fashion)
+    assert props["dataset"] == "fashion-mnist"
+    assert json.loads(props["class_names"])[9] == "Ankle boot"
+    with pytest.raises(export.ExportError, match="different datasets"):
+        export.metadata({"a.npz": quick, "b.npz": fashion})
+    with pytest.raises(export.ExportError, match="no dataset 'emnist'"):
+        export.metadata(dataclasses.replace(quick, meta={"dataset": "emnist"}))

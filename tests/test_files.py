@@ -8,6 +8,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -123,6 +124,21 @@ def test_the_lock_is_exclusive_and_names_its_holder(tmp_path):
         holder.wait()
     with files.exclusive_lock(lock):  # a killed holder's lock is gone with it
         assert lock.read_text().strip() == str(os.getpid())
+
+
+def test_a_lock_can_be_waited_for(tmp_path):
+    lock, took = tmp_path / "sweep.lock", threading.Event()
+
+    def waiter():
+        with files.exclusive_lock(lock, wait=True):
+            took.set()
+
+    with files.exclusive_lock(lock):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        assert not took.wait(0.3)             # blocked while it is held
+    thread.join(10)
+    assert took.is_set()                      # and taken once it is let go
 
 
 def test_standard_output_is_refused_by_name(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """The package's import graph, read from the source (imports inside functions included):
 no cycle; the engine imports only itself, MNIST's constants, numpy and the standard
-library; nothing below the command line imports click."""
+library; nothing below the command line imports click; readers of a run's records never
+reach the training loop; neither the package nor the benchmarks import the tests."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "mnist_mlp"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "mnist_mlp"
+BENCHMARKS = ROOT / "benchmarks"
 ENGINE = {"mnist_mlp.network", "mnist_mlp.optim", "mnist_mlp.metrics"}
 
 
@@ -28,10 +31,11 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _imports(name: str) -> tuple[set[str], set[str]]:
-    """The package's modules that ``name`` imports, and the top-level names of the other
-    packages it imports, anywhere in its source."""
-    path = MODULES[name]
+def _imports(name: str, path: Path | None = None) -> tuple[set[str], set[str]]:
+    """The package's modules that ``name`` (at ``path``; default: the package's module)
+    imports, and the top-level names of the other packages it imports, anywhere in its
+    source."""
+    path = path or MODULES[name]
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     internal, external = set(), set()
 
@@ -70,7 +74,7 @@ def test_the_graph_is_read_whole():
     assert len(MODULES) > 20 and "mnist_mlp.cli.train" in MODULES
     internal = {name: edges for name, (edges, _) in GRAPH.items()}
     assert {"mnist_mlp.train", "mnist_mlp.dataset", "mnist_mlp"} <= internal["mnist_mlp.run"]
-    assert "mnist_mlp.plots" in internal["mnist_mlp.run"]          # inside _train
+    assert "mnist_mlp.plots" in internal["mnist_mlp.run"]          # inside CurvesCallback
     assert {"mnist_mlp.metrics", "mnist_mlp.resume"} <= internal["mnist_mlp.cli.eval"]
     assert "mnist_mlp.cli.common" in internal["mnist_mlp.cli"]
     assert "click" in GRAPH["mnist_mlp.cli.common"][1]
@@ -110,3 +114,45 @@ def test_nothing_below_the_command_line_imports_click(name):
     internal, external = GRAPH[name]
     assert "click" not in external
     assert not any(target.startswith("mnist_mlp.cli") for target in internal), internal
+
+
+def _reached(name: str) -> set[str]:
+    """The package's modules that importing ``name`` may import, directly or through
+    others."""
+    seen, todo = set(), [name]
+    while todo:
+        for target in GRAPH[todo.pop()][0] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+# Modules that only read a run's records (its log, its checkpoints): the format is theirs,
+# the training loop is not.
+READERS = ("mnist_mlp.records", "mnist_mlp.runfiles", "mnist_mlp.checkpoint",
+           "mnist_mlp.plots", "mnist_mlp.export", "mnist_mlp.sweep.results")
+
+
+@pytest.mark.parametrize("name", READERS)
+def test_readers_of_records_never_reach_the_training_loop(name):
+    assert "mnist_mlp.train" not in _reached(name), sorted(_reached(name))
+
+
+def test_the_page_reads_records_without_importing_the_loop():
+    assert "mnist_mlp.train" not in GRAPH["mnist_mlp.serve"][0]
+    assert "mnist_mlp.records" in GRAPH["mnist_mlp.serve"][0]
+
+
+def test_the_loop_is_reached_from_a_run():
+    assert "mnist_mlp.train" in _reached("mnist_mlp.run")      # the check can fail
+
+
+SCRIPTS = sorted(BENCHMARKS.glob("*.py"))
+
+
+@pytest.mark.parametrize("path", [*MODULES.values(), *SCRIPTS],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_neither_the_package_nor_the_benchmarks_import_the_tests(path):
+    name = next((n for n, p in MODULES.items() if p == path), f"benchmarks.{path.stem}")
+    _, external = _imports(name, path)
+    assert "tests" not in external and "conftest" not in external, external

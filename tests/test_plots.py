@@ -152,13 +152,42 @@ def test_unwritable_pictures_are_plot_errors(tiny_run, tmp_path):
     assert not list(tmp_path.glob("*.part")) and not list(tiny_run.parent.glob("*.part"))
 
 
-def test_the_curves_are_redrawn_after_each_epoch(tiny_run, tmp_path):
-    history = read_metrics(RunFiles(tiny_run).metrics)
-    callback = plots.CurvesCallback(tmp_path / "c.png", "title")
-    for epoch in (1, 2, 3):
-        trainer = SimpleNamespace(state=SimpleNamespace(history=history[:epoch]))
-        callback.on_epoch_end(trainer, history[epoch - 1], kept=True)
-        loss = _lines(callback.figure.fig.axes[0])["training"]
-        assert list(loss.get_xdata()) == list(range(1, epoch + 1))
-        assert Image.open(tmp_path / "c.png").size == (900, 600)
-    assert list(loss.get_ydata()) == [r["train_loss"] for r in history]
+def _sweep_row(number, seed, score, state="complete"):
+    return SimpleNamespace(number=number, state=state, score=score, params={"seed": seed})
+
+
+def test_a_sweep_setting_of_many_choices_is_ticked_by_position(tmp_path):
+    """1,000 seeds: the trials sit at their seed's place in the list, under at most 20
+    ticks labelled with the seeds there (a tick per choice took minutes and gigabytes)."""
+    from mnist_mlp.sweep.space import Dimension
+
+    seeds = tuple(range(5000, 6000))
+    search = {"seed": Dimension("seed", choices=seeds)}
+    rows = [_sweep_row(0, 5007, 0.91), _sweep_row(1, 5990, 0.93),
+            _sweep_row(2, 5500, 0.80, state="pruned")]
+    fig = plots.sweep_figure(rows, search, {})
+    _, seed_ax = fig.axes
+    assert [list(line.get_xdata()) for line in seed_ax.get_lines()] == [[7, 990], [500]]
+    fig.canvas.draw()
+    low, high = seed_ax.get_xlim()
+    shown = [(t.get_position()[0], t.get_text()) for t in seed_ax.get_xticklabels()
+             if low <= t.get_position()[0] <= high]
+    assert 2 <= len(shown) <= 20
+    assert (low, high) == (-0.5, 999.5)
+    assert all(label == str(seeds[int(loc)]) for loc, label in shown)
+    assert seed_ax.get_xlabel() == "seed (choice number, of 1,000)"
+    plots.save_figure(fig, tmp_path / "sweep.png")
+
+
+def test_a_few_choices_get_a_tick_each_with_long_labels_cut():
+    from mnist_mlp.sweep.space import Dimension
+
+    choices = ((16,), (8, 8), tuple([1024] * 6))
+    search = {"hidden": Dimension("hidden", choices=choices)}
+    rows = [SimpleNamespace(number=0, state="complete", score=0.9,
+                            params={"hidden": "1024,1024,1024,1024,1024,1024"})]
+    fig = plots.sweep_figure(rows, search, {})
+    hidden_ax = fig.axes[1]
+    assert [t.get_text() for t in hidden_ax.get_xticklabels()] == [
+        "16", "8,8", "1024,1024,1024,…"]
+    assert list(hidden_ax.get_lines()[0].get_xdata()) == [2]

@@ -11,7 +11,7 @@ import pytest
 from mnist_mlp import checkpoint
 from mnist_mlp.config import ConfigError, resolve
 from mnist_mlp.dataset import DataSource
-from mnist_mlp.resume import evaluation_split, load_saved_run, saved_config
+from mnist_mlp.resume import evaluation_split, load_saved_run, resumed_config, saved_config
 from mnist_mlp.runfiles import RunError, RunFiles
 
 from .tiny_data import TINY, copy_run, tiny_source, train_tiny
@@ -43,11 +43,18 @@ def _rewrite(path, meta=None, state=None, optimizer=None, extra=None, drop_extra
     checkpoint.save(path, ckpt.net, ckpt.meta, ckpt.optimizer_state, ckpt.extra)
 
 
+def _load(files, given, source):
+    """The saved run, read as ``mlp train --resume`` reads it: its config (with ``given``)
+    when the spec is built, its state under the lock."""
+    resumed = resumed_config(files, given, source)
+    return load_saved_run(files, resumed.cfg, resumed.source)
+
+
 def _refused(files, source, *fragments, overrides=None, build=True):
     """The error loading (and building the trainer of) the saved run: one line naming the
     file, never calling the state good."""
     with pytest.raises(checkpoint.CheckpointError) as info:
-        saved = load_saved_run(files, overrides or {}, source)
+        saved = _load(files, overrides or {}, source)
         if build:
             saved.trainer(source.n_train - saved.cfg.val_size)
     message = str(info.value)
@@ -97,8 +104,8 @@ def test_splits_a_run_cannot_be_scored_on(tiny_run, tiny_mnist):
 # ---------------------------------------------------------------- the saved run
 
 def test_a_saved_run_is_read_back_with_its_state(run_copy, tiny_mnist):
-    saved = load_saved_run(run_copy, {}, tiny_mnist)
-    assert saved.cfg == resolve(TINY) and saved.preset == "flags"
+    saved = _load(run_copy, {}, tiny_mnist)
+    assert saved.cfg == resolve(TINY) and resumed_config(run_copy, {}, tiny_mnist).preset == "flags"
     assert saved.state.epoch == 3 and len(saved.state.history) == 3
     trainer = saved.trainer(500)
     ckpt = checkpoint.load(run_copy.last, with_state=True)
@@ -108,7 +115,7 @@ def test_a_saved_run_is_read_back_with_its_state(run_copy, tiny_mnist):
 
 
 def test_the_average_and_adams_moments_are_restored(adam_run, tiny_mnist):
-    saved = load_saved_run(RunFiles(adam_run), {}, tiny_mnist)
+    saved = _load(RunFiles(adam_run), {}, tiny_mnist)
     trainer = saved.trainer(500)
     ckpt = checkpoint.load(RunFiles(adam_run).last, with_state=True)
     assert sorted(trainer.optimizer.state_dict()) == sorted(ckpt.optimizer_state)
@@ -120,16 +127,23 @@ def test_the_average_and_adams_moments_are_restored(adam_run, tiny_mnist):
 
 
 def test_only_epochs_and_patience_may_change(run_copy, tiny_mnist):
-    saved = load_saved_run(run_copy, {"epochs": 5, "patience": 2, "hidden": (16,),
-                                      "lr": 0.1}, tiny_mnist)   # equal values are fine
+    saved = _load(run_copy, {"epochs": 5, "patience": 2, "hidden": (16,), "lr": 0.1},
+                  tiny_mnist)                                   # equal values are fine
     assert (saved.cfg.epochs, saved.cfg.patience) == (5, 2)
     with pytest.raises(ConfigError, match="only epochs, patience may change, not hidden, lr"):
-        load_saved_run(run_copy, {"lr": 0.3, "hidden": (8,), "epochs": 5}, tiny_mnist)
+        resumed_config(run_copy, {"lr": 0.3, "hidden": (8,), "epochs": 5}, tiny_mnist)
+
+
+def test_a_run_replaced_since_its_config_was_read_is_refused(run_copy, tiny_mnist):
+    cfg = resumed_config(run_copy, {"epochs": 5}, tiny_mnist).cfg
+    assert load_saved_run(run_copy, cfg, tiny_mnist).cfg == cfg
+    with pytest.raises(checkpoint.CheckpointError, match="replaced by another run meanwhile"):
+        load_saved_run(run_copy, resolve({**TINY, "lr": 0.3}), tiny_mnist)
 
 
 def test_nothing_to_resume(tmp_path, tiny_mnist):
     with pytest.raises(checkpoint.CheckpointError, match="m.last.npz: no such checkpoint"):
-        load_saved_run(RunFiles(tmp_path / "m.npz"), {}, tiny_mnist)
+        resumed_config(RunFiles(tmp_path / "m.npz"), {}, tiny_mnist)
 
 
 @pytest.mark.parametrize("state, message", [
@@ -160,14 +174,14 @@ def test_a_config_that_does_not_fit_the_network(run_copy, tiny_mnist):
 
 
 def test_hostile_optimiser_state_is_one_line(run_copy, tiny_mnist):
-    step = checkpoint.load(run_copy.last, with_state=True).optimizer_state["step.0"]
-    step[0, 0] = np.inf
-    _rewrite(run_copy.last, optimizer={"step.0": step})
-    _refused(run_copy, tiny_mnist, "saved optimiser state: optimiser state step.0 holds NaN "
-                                   "or infinity")
-    step[0, 0] = 0
-    _rewrite(run_copy.last, optimizer={"step.0": step, "lr_prev": np.array(-1.0)})
-    _refused(run_copy, tiny_mnist, "optimiser state lr_prev -1.0 is negative")
+    velocity = checkpoint.load(run_copy.last, with_state=True).optimizer_state["velocity.0"]
+    velocity[0, 0] = np.inf
+    _rewrite(run_copy.last, optimizer={"velocity.0": velocity})
+    _refused(run_copy, tiny_mnist, "saved optimiser state: optimiser state velocity.0 holds "
+                                   "NaN or infinity")
+    velocity[0, 0] = 0
+    _rewrite(run_copy.last, optimizer={"velocity.0": velocity, "lr_prev": np.array(0.1)})
+    _refused(run_copy, tiny_mnist, "unexpected saved state ['opt.lr_prev']")
 
 
 def test_negative_second_moments_are_refused(adam_run, tmp_path, tiny_mnist):

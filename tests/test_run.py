@@ -13,9 +13,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from mnist_mlp import checkpoint, metrics, run
 from mnist_mlp.config import ConfigError, resolve
@@ -26,7 +28,7 @@ from mnist_mlp.runfiles import RunError, RunFiles, read_metrics, write_metrics
 from mnist_mlp.train import Callback, TrainingDiverged
 
 from .mirrors import Mirror
-from .tiny_data import TINY, copy_run, train_tiny
+from .tiny_data import TINY, copy_run, train_run, train_tiny
 
 TINY_DATA = Path(__file__).with_name("tiny_data.py")
 
@@ -48,11 +50,64 @@ class Ends(Callback):
         self.events.append(ending)
 
 
+# ---------------------------------------------------------------- the spec
+
+def test_a_spec_is_built_from_defaults_a_config_file_and_flags(tmp_path, tiny_mnist):
+    preset = tmp_path / "small.toml"
+    preset.write_text("epochs = 2\nlr = 0.5\nhidden = [8]\n")
+    spec = run.build_spec(tmp_path / "m.npz", preset, {"lr": 0.02}, data=tiny_mnist)
+    assert spec.cfg == resolve({"epochs": 2, "lr": 0.02, "hidden": (8,)})
+    assert (spec.preset, spec.start, spec.init, spec.threads) == ("small", "new", None, None)
+    assert spec.data is tiny_mnist and spec.files == RunFiles(tmp_path / "m.npz")
+    whole = run.build_spec(tmp_path / "m.npz", spec.cfg, {"epochs": 3}, data=tiny_mnist)
+    assert whole.cfg == dataclasses.replace(spec.cfg, epochs=3) and whole.preset == "flags"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.out = tmp_path  # type: ignore[misc]
+
+
+def test_a_resumed_spec_is_the_saved_runs(tiny_run, tmp_path, tiny_mnist):
+    out = copy_run(tiny_run, tmp_path)
+    spec = run.build_spec(out, None, {"epochs": 5, "lr": 0.1}, data=tiny_mnist,
+                          start=run.Start("resume"))        # lr as saved: fine
+    assert spec.cfg == resolve({**TINY, "epochs": 5}) and spec.start == "resume"
+    assert spec.preset == "flags" and spec.init is None
+
+
+def test_a_signal_while_a_run_trains_stops_it_saved(tmp_path, tiny_mnist):
+    class Kill(Callback):
+        def on_batch_end(self, trainer, n, loss):
+            if trainer.state.step == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    spec = run.build_spec(tmp_path / "m.npz", None, TINY, data=tiny_mnist)
+    with run.Run(spec, run.Hooks(plots=False, callbacks=[Kill()])) as job:
+        assert signal.getsignal(signal.SIGTERM) not in before.values()
+        result = job.fit()
+    assert (result.ending, result.signum) == ("stopped", signal.SIGTERM)
+    assert result.trainer.state.step == 5
+    assert checkpoint.load(RunFiles(tmp_path / "m.npz").last).meta["train_state"]["step"] == 5
+    assert all(signal.getsignal(s) is handler for s, handler in before.items())
+
+
+def test_a_run_trains_with_the_threads_it_is_given(tmp_path, tiny_mnist):
+    from threadpoolctl import threadpool_info
+
+    class Threads(Callback):
+        def on_train_begin(self, trainer):
+            self.seen = {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+    seen = Threads()
+    spec = run.build_spec(tmp_path / "m.npz", None, {**TINY, "epochs": 1}, data=tiny_mnist)
+    run.train(dataclasses.replace(spec, threads=2), run.Hooks(plots=False, callbacks=[seen]))
+    assert seen.seen == {2}
+
+
 def test_a_run_is_not_silently_replaced(tiny_run, tmp_path, tiny_mnist):
     out = copy_run(tiny_run, tmp_path)
     first = out.read_bytes()
     with pytest.raises(RunError) as info:
-        run.train(out, flags={**TINY, "seed": 1}, source=tiny_mnist, plots=False)
+        train_run(out, tiny_mnist, flags={**TINY, "seed": 1})
     assert str(info.value).startswith(
         f"{out} already holds a run of 784-16-10, epoch 3 of 3; continue it with --resume, "
         "replace it with --overwrite")
@@ -64,8 +119,7 @@ def test_a_run_is_not_silently_replaced(tiny_run, tmp_path, tiny_mnist):
 
 def test_a_finished_run_is_returned_with_its_files(tmp_path, tiny_mnist):
     ends = Ends(RunFiles(tmp_path / "m.npz"))
-    result = run.train(tmp_path / "m.npz", flags=TINY, source=tiny_mnist, plots=False,
-                       callbacks=[ends])
+    result = train_run(tmp_path / "m.npz", tiny_mnist, flags=TINY, callbacks=[ends])
     assert (result.ending, result.signum, result.files) == ("finished", None,
                                                             RunFiles(tmp_path / "m.npz"))
     assert result.trainer.state.epoch == 3 and result.trainer.cfg == resolve(TINY)
@@ -83,8 +137,7 @@ def test_a_finished_run_is_returned_with_its_files(tmp_path, tiny_mnist):
 def test_a_config_file_is_the_base_of_the_flags(tmp_path, tiny_mnist):
     preset = tmp_path / "small.toml"
     preset.write_text("epochs = 2\nlr = 0.5\nhidden = [8]\nval_size = 100\n")
-    result = run.train(tmp_path / "m.npz", config=preset, flags={"lr": 0.02},
-                       source=tiny_mnist, plots=False)
+    result = train_run(tmp_path / "m.npz", tiny_mnist, preset, {"lr": 0.02})
     cfg = result.trainer.cfg
     assert (cfg.epochs, cfg.lr, cfg.hidden) == (2, 0.02, (8,))
     assert checkpoint.load(tmp_path / "m.npz").meta["preset"] == "small"
@@ -96,8 +149,8 @@ def test_files_downloaded_are_reported_to_the_log(tmp_path, tiny_mnist):
     lines = []
     try:
         for _ in range(2):
-            run.train(tmp_path / "m.npz", flags={**TINY, "epochs": 1}, overwrite=True,
-                      source=source, progress=False, plots=False, log=lines.append)
+            train_run(tmp_path / "m.npz", source, flags={**TINY, "epochs": 1},
+                      start="overwrite", note=lines.append)
     finally:
         mirror.close()
     assert lines == [f"downloaded and verified {', '.join(r.gz_name for r in source.resources)}"
@@ -155,7 +208,7 @@ def test_one_process_per_run(tmp_path, tiny_mnist):
 def test_memory_is_estimated_before_anything_is_read(tmp_path):
     nowhere = DataSource(tmp_path / "none", mirrors=())
     with pytest.raises(RunError) as info:
-        run.train(tmp_path / "m.npz", flags={"hidden": (65536, 65536)}, source=nowhere)
+        train_run(tmp_path / "m.npz", nowhere, flags={"hidden": (65536, 65536)})
     assert "784-65536-65536-10 network with batch 128 needs about" in str(info.value)
     assert "GiB of memory available; choose smaller layers" in str(info.value)
     assert not (tmp_path / "none").exists()
@@ -232,9 +285,8 @@ def test_a_stopped_run_resumes_bit_for_bit(tmp_path, tiny_mnist, stop_after):  #
     train_tiny(tmp_path / "a" / "m.npz", tiny_mnist, **EVERYTHING)
     calls = iter(range(1000))          # 16 steps an epoch, polled after each and each epoch
     ends = Ends()
-    result = run.train(tmp_path / "b" / "m.npz", flags={**TINY, **EVERYTHING},
-                       source=tiny_mnist, plots=False, callbacks=[ends],
-                       should_stop=lambda: next(calls) + 1 >= stop_after)
+    result = train_run(tmp_path / "b" / "m.npz", tiny_mnist, flags={**TINY, **EVERYTHING},
+                       callbacks=[ends], should_stop=lambda: next(calls) + 1 >= stop_after)
     assert (result.ending, result.signum) == ("stopped", None)
     assert ends.events[0] == "begin" and ends.events[-1] == "stopped"
     st = result.trainer.state
@@ -251,14 +303,14 @@ def test_a_stopped_run_resumes_bit_for_bit(tmp_path, tiny_mnist, stop_after):  #
 def test_resume_refuses_changed_hyperparameters(tiny_run, tmp_path, tiny_mnist):
     out = copy_run(tiny_run, tmp_path)
     with pytest.raises(ConfigError, match="only epochs, patience may change, not lr"):
-        run.train(out, flags={"lr": 0.3}, resume=True, source=tiny_mnist)
+        train_run(out, tiny_mnist, flags={"lr": 0.3}, start="resume")
     preset = tmp_path / "p.toml"
     preset.write_text("epochs = 5\nlr = 0.7\n")
     with pytest.raises(ConfigError, match="not lr"):
-        run.train(out, config=preset, resume=True, source=tiny_mnist)
+        train_run(out, tiny_mnist, preset, start="resume")
     with pytest.raises(checkpoint.CheckpointError, match="none.last.npz: no such checkpoint"):
-        run.train(tmp_path / "none.npz", resume=True, source=tiny_mnist)
-    result = run.train(out, flags={"epochs": 4}, resume=True, source=tiny_mnist, plots=False)
+        train_run(tmp_path / "none.npz", tiny_mnist, start="resume")
+    result = train_run(out, tiny_mnist, flags={"epochs": 4}, start="resume")
     assert [r["epoch"] for r in result.trainer.state.history] == [1, 2, 3, 4]
     assert result.trainer.cfg == resolve({**TINY, "epochs": 4})
 
@@ -285,8 +337,7 @@ def test_a_run_that_diverges_names_its_last_good_checkpoint(tmp_path, tiny_mnist
 
     ends = Ends()
     with pytest.raises(TrainingDiverged) as info:
-        run.train(tmp_path / "m.npz", flags=TINY, source=tiny_mnist, plots=False,
-                  callbacks=[Explode(), ends])
+        train_run(tmp_path / "m.npz", tiny_mnist, flags=TINY, callbacks=[Explode(), ends])
     last = RunFiles(tmp_path / "m.npz").last
     assert str(info.value).endswith(f"; the last good checkpoint is {last}")
     assert "at epoch 2, batch 1" in str(info.value)
@@ -296,12 +347,12 @@ def test_a_run_that_diverges_names_its_last_good_checkpoint(tmp_path, tiny_mnist
 
 
 def test_signals_stop_only_once_armed():
-    stop = run.StopSignals()
     before = signal.getsignal(signal.SIGTERM)
-    with stop:
+    with run.StopSignals():                         # not armed: interrupts as usual
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-        stop.armed = True
+    assert signal.getsignal(signal.SIGTERM) is before
+    with run.held_signals() as stop:                # armed: noted
         assert not stop()
         os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGINT)
@@ -315,8 +366,8 @@ def test_signals_leave_then_once_armed_else_the_previous_handlers():
         pass
     assert all(signal.getsignal(s) is handler for s, handler in before.items())
     try:
-        with run.StopSignals(then=signal.SIG_IGN) as stop:
-            stop.armed = True
+        with run.held_signals(then=signal.SIG_IGN):
+            pass
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
         os.kill(os.getpid(), signal.SIGINT)           # ignored: the test goes on
@@ -385,9 +436,11 @@ def test_a_run_starts_from_a_trained_networks_weights_and_shape(tiny_run, tmp_pa
                                                                  tiny_mnist):
     start = checkpoint.load(tiny_run).net
     flags = {k: v for k, v in TINY.items() if k != "hidden"}      # its hidden sizes come along
-    result = run.train(tmp_path / "m.npz", flags={**flags, "epochs": 1, "lr": 1e-9,
-                                                 "augment": "none"},
-                       init=tiny_run, source=tiny_mnist, plots=False)
+    spec = run.build_spec(tmp_path / "m.npz", None, {**flags, "epochs": 1, "lr": 1e-9,
+                                                     "augment": "none"},
+                          data=tiny_mnist, start=run.Start(init=tiny_run))
+    assert spec.init == tiny_run
+    result = run.train(spec, run.Hooks(plots=False))
     assert result.trainer.cfg.hidden == (16,)
     for W, W0 in zip(result.trainer.net.W, start.W):
         assert np.abs(W - W0).max() < 1e-5                         # a step of 1e-9 from it
@@ -395,11 +448,11 @@ def test_a_run_starts_from_a_trained_networks_weights_and_shape(tiny_run, tmp_pa
     assert meta["init"] == {"model": str(tiny_run), "sha256": run.weights_sha256(start)}
     assert meta["extra"] == []
     with pytest.raises(RunError, match="a 784-16-10 network, but the run's is 784-8-10"):
-        run.train(tmp_path / "n.npz", flags={**TINY, "hidden": (8,)}, init=tiny_run,
-                  source=tiny_mnist)
+        run.build_spec(tmp_path / "n.npz", None, {**TINY, "hidden": (8,)}, data=tiny_mnist,
+                       start=run.Start(init=tiny_run))
     with pytest.raises(checkpoint.CheckpointError, match="nothing.npz"):
-        run.train(tmp_path / "n.npz", flags=TINY, init=tmp_path / "nothing.npz",
-                  source=tiny_mnist)
+        run.build_spec(tmp_path / "n.npz", None, TINY, data=tiny_mnist,
+                       start=run.Start(init=tmp_path / "nothing.npz"))
 
 
 def _labelled_folder(folder: Path) -> Path:
@@ -419,14 +472,12 @@ def _labelled_folder(folder: Path) -> Path:
 def test_users_images_are_a_share_of_every_epoch(tmp_path, tiny_mnist):
     extra = _labelled_folder(tmp_path / "mine")
     source = dataclasses.replace(tiny_mnist, extra=(extra,))
-    result = run.train(tmp_path / "m.npz", flags={**TINY, "extra_share": 0.25}, source=source,
-                       plots=False)
+    result = train_run(tmp_path / "m.npz", source, flags={**TINY, "extra_share": 0.25})
     repeats = -(-0.25 * 500 // (0.75 * 6))                          # ceil(share n / (1-share) m)
     assert result.trainer.n_train == 500 + 6 * repeats
     (record,) = checkpoint.load(tmp_path / "m.npz").meta["extra"]
     assert record["folder"] == str(extra) and record["count"] == 6
-    result = run.train(tmp_path / "none.npz", flags={**TINY, "extra_share": 0.0},
-                       source=source, plots=False)
+    result = train_run(tmp_path / "none.npz", source, flags={**TINY, "extra_share": 0.0})
     assert result.trainer.n_train == 500
 
 
@@ -434,17 +485,31 @@ def test_a_run_with_users_images_resumes_bit_for_bit_and_only_on_them(tmp_path, 
     extra = _labelled_folder(tmp_path / "mine")
     source = dataclasses.replace(tiny_mnist, extra=(extra,))
     flags = {**TINY, **EVERYTHING}
-    run.train(tmp_path / "a" / "m.npz", flags=flags, source=source, plots=False)
+    train_run(tmp_path / "a" / "m.npz", source, flags=flags)
     calls = iter(range(1000))
-    result = run.train(tmp_path / "b" / "m.npz", flags=flags, source=source, plots=False,
+    result = train_run(tmp_path / "b" / "m.npz", source, flags=flags,
                        should_stop=lambda: next(calls) >= 9)
     assert result.ending == "stopped"
-    result = run.train(tmp_path / "b" / "m.npz", resume=True, source=tiny_mnist, plots=False)
+    result = train_run(tmp_path / "b" / "m.npz", tiny_mnist, start="resume")
     assert result.ending == "finished"                               # the folder from the run
     _same_run(tmp_path / "a" / "m.npz", tmp_path / "b" / "m.npz")
     with pytest.raises(ConfigError, match="the run's own --extra folders"):
-        run.train(tmp_path / "b" / "m.npz", resume=True, plots=False,
-                  source=dataclasses.replace(tiny_mnist, extra=(tmp_path,)))
+        train_run(tmp_path / "b" / "m.npz", dataclasses.replace(tiny_mnist, extra=(tmp_path,)),
+                  start="resume")
     (extra / "7" / "0.png").unlink()
     with pytest.raises(checkpoint.CheckpointError, match="changed since the run started"):
-        run.train(tmp_path / "b" / "m.npz", resume=True, source=tiny_mnist, plots=False)
+        train_run(tmp_path / "b" / "m.npz", tiny_mnist, start="resume")
+
+
+# ---------------------------------------------------------------- the run's callbacks
+
+def test_the_curves_are_redrawn_after_each_epoch(tiny_run, tmp_path):
+    history = read_metrics(RunFiles(tiny_run).metrics)
+    callback = run.CurvesCallback(tmp_path / "c.png", "title")
+    for epoch in (1, 2, 3):
+        trainer = SimpleNamespace(state=SimpleNamespace(history=history[:epoch]))
+        callback.on_epoch_end(trainer, history[epoch - 1], kept=True)
+        loss = {ln.get_label(): ln for ln in callback.figure.fig.axes[0].get_lines()}["training"]
+        assert list(loss.get_xdata()) == list(range(1, epoch + 1))
+        assert Image.open(tmp_path / "c.png").size == (900, 600)
+    assert list(loss.get_ydata()) == [r["train_loss"] for r in history]

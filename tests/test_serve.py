@@ -63,7 +63,7 @@ def test_model_info(server):
     assert info["sizes"] == [784, 128, 10] and info["preset"] == "quick"
     assert info["epoch"] == 3 and info["epochs"] == 3
     assert len(info["history"]) == 3 and info["history"][-1]["epoch"] == 3
-    assert info["val_accuracy"] == max(r["val_accuracy"] for r in info["history"])
+    assert info["kept_val_accuracy"] == max(r["val_accuracy"] for r in info["history"])
 
 
 def test_static_page_and_no_file_system(server):

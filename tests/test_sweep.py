@@ -60,8 +60,10 @@ args = json.loads(sys.argv[1])
 source = DataSource(Path(args.pop("folder")), mirrors=(),
                     resources=tuple(Resource(*r) for r in args.pop("resources")))
 time.sleep(max(0.0, args.pop("start_at") - time.time()))
-result = sweep.run_sweep(source=source, plots=False, heartbeat_s=1,
-                         threads=args.pop("threads", 1), **args)
+space = sweep.load_space(Path(args.pop("space_path")))
+result = sweep.run_sweep(sweep.SweepSpec(space, Path(args.pop("out_dir")), args.pop("trials"),
+                                         data=source, plots=False, heartbeat_s=1,
+                                         threads=args.pop("threads", 1), **args))
 print(json.dumps(result.report.to_dict()))
 sys.exit(128 + result.signum if result.signum else 0)
 """
@@ -73,9 +75,11 @@ def _space(tmp_path, epochs=2, batch=100, text=SPACE) -> Path:
     return path
 
 
-def _run(tiny_mnist, space, out, trials, **kwargs) -> sweep.SweepResult:
+def _run(tiny_mnist, space, out, trials, note=lambda line: None, **kwargs
+         ) -> sweep.SweepResult:
     kwargs = {"plots": False, "heartbeat_s": 1, **kwargs}
-    return sweep.run_sweep(space, out, trials, source=tiny_mnist, **kwargs)
+    spec = sweep.SweepSpec(sweep.load_space(space), out, trials, data=tiny_mnist, **kwargs)
+    return sweep.run_sweep(spec, note)
 
 
 def _study(out, storage=None):
@@ -134,7 +138,7 @@ def test_a_sweep_trains_selects_on_validation_and_continues(tiny_mnist, tmp_path
         (tiny_mnist.folder / name).write_bytes(b"not the test set")  # reading it would fail
     out, space = tmp_path / "sw", _space(tmp_path)
     lines = []
-    result = _run(tiny_mnist, space, out, 3, log=lines.append, plots=True)
+    result = _run(tiny_mnist, space, out, 3, note=lines.append, plots=True)
     rows = result.report.rows
     assert result.signum is None and len(rows) == 3 and len(lines) == 3
     assert sorted(r.number for r in rows) == [0, 1, 2]

@@ -4,9 +4,13 @@ naming the file and the key, before any trial."""
 from __future__ import annotations
 
 import os
+import signal
+import time
 
 import pytest
+from click.testing import CliRunner
 
+from mnist_mlp import plots
 from mnist_mlp.sweep.space import MAX_SPACE_BYTES, SpaceError, load_space
 
 
@@ -92,3 +96,32 @@ def test_space_files_that_are_not_files_or_too_big_are_refused(tmp_path):
     deep.write_text("x = " + "[" * 100_000 + "]" * 100_000)
     with pytest.raises(SpaceError):
         load_space(deep)
+
+
+@pytest.mark.parametrize("signum, code, line", [
+    (signal.SIGTERM, 143, ""),
+    (signal.SIGINT, 130, "SIGINT: stopped outside a trial; nothing to save\n")])
+def test_a_signal_while_the_results_are_drawn_stops_the_sweep_at_once(
+        tmp_path, monkeypatch, signum, code, line):
+    """A signal while `--trials 0` draws the results (of a space of 20,000 seeds) stops the
+    sweep within a second, leaving no picture, rather than when the drawing ends."""
+    pytest.importorskip("optuna")
+    from mnist_mlp.cli.sweep import sweep as sweep_command
+
+    space = tmp_path / "space.toml"
+    space.write_text('config = "quick"\n[search]\nlr = { low = 0.05, high = 0.3 }\n'
+                     f'seed = {{ choices = [{", ".join(map(str, range(20_000)))}] }}\n')
+    sent = []
+
+    def slow_drawing(fig, path):
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signum)
+        time.sleep(10)                 # a drawing that would take 10 s more
+
+    monkeypatch.setattr(plots, "save_figure", slow_drawing)
+    result = CliRunner().invoke(sweep_command, [str(space), "--trials", "0", "--out",
+                                                str(tmp_path / "sw")])
+    assert result.exit_code == code, result.output
+    assert time.monotonic() - sent[0] < 1
+    assert result.stderr == line
+    assert not (tmp_path / "sw" / "sweep.png").exists()

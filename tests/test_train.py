@@ -1,6 +1,5 @@
 """The training loop: callbacks and their lifecycle, early stopping, training without
-validation, the kept epoch, the weight average, and a saved state checked before it is
-trusted."""
+validation, the kept epoch, the weight average, and the state at each epoch's end."""
 
 from __future__ import annotations
 
@@ -13,16 +12,8 @@ from mnist_mlp import batches
 from mnist_mlp.augment import AUGMENTATIONS, draw
 from mnist_mlp.config import resolve
 from mnist_mlp.network import MLP
-from mnist_mlp.train import (
-    Callback,
-    Trainer,
-    TrainingDiverged,
-    TrainState,
-    average_is_kept,
-    is_history_row,
-    kept_epoch,
-    val_score,
-)
+from mnist_mlp.records import TrainState, kept_epoch
+from mnist_mlp.train import Callback, Trainer, TrainingDiverged
 
 from .tiny_data import synthetic_digits
 
@@ -39,7 +30,7 @@ def _trainer(n_train=250, state=None, **settings) -> Trainer:
 
 def _fit(trainer, callbacks=(), should_stop=lambda: False):
     X, y = _data()
-    return trainer.fit(X[:250], y[:250], X[250:], y[250:], callbacks, should_stop)
+    return trainer.fit(X[:250], y[:250], (X[250:], y[250:]), callbacks, should_stop)
 
 
 class Recorder(Callback):
@@ -128,38 +119,12 @@ def test_without_validation_every_epoch_is_kept():
     X, y = _data()
     recorder = Recorder()
     trainer = _trainer(300, epochs=3, val_size=0)
-    assert trainer.fit(X, y, X[:0], y[:0], [recorder]) == "finished"
+    assert trainer.fit(X, y, None, [recorder]) == "finished"
     assert [e for e in recorder.events if e[0] == "end"] == [("end", 1, True), ("end", 2, True),
                                                            ("end", 3, True)]
     assert all(r["val_loss"] is None and r["val_accuracy"] is None
                for r in trainer.state.history)
     assert trainer.state.kept_epoch == 3 and trainer.state.kept_val_accuracy == -1
-
-
-def _rows(val, ema=None):
-    ema = ema or [None] * len(val)
-    return [{"epoch": i, "val_accuracy": v, "ema_val_accuracy": e}
-            for i, (v, e) in enumerate(zip(val, ema), 1)]
-
-
-def test_the_kept_epoch_rule():
-    val = [0.90, 0.950, 0.949, 0.950, 0.944, 0.9495]
-    assert kept_epoch(_rows(val)) == 2                      # the first best
-    assert kept_epoch(_rows(val), 0.001) == 6               # the latest within 0.1 points
-    assert kept_epoch(_rows(val), 0.0005) == 6              # 0.9495 is exactly 0.05 below
-    assert kept_epoch(_rows(val), 0.0004) == 4
-    # the average's score counts too: epoch 5's average is the best of all
-    assert kept_epoch(_rows(val, [0.91, 0.94, 0.94, 0.94, 0.96, 0.90]), 0.001) == 5
-    assert kept_epoch(_rows([None, None, None])) == 3     # no validation: the last
-
-
-def test_an_epochs_score_is_the_better_of_weights_and_average():
-    assert val_score({"val_accuracy": 0.9, "ema_val_accuracy": 0.95}) == 0.95
-    assert val_score({"val_accuracy": 0.9, "ema_val_accuracy": None}) == 0.9
-    assert val_score({"val_accuracy": None, "ema_val_accuracy": "x"}) is None
-    assert average_is_kept({"val_accuracy": 0.9, "ema_val_accuracy": 0.9})
-    assert not average_is_kept({"val_accuracy": 0.91, "ema_val_accuracy": 0.9})
-    assert average_is_kept({"val_accuracy": None, "ema_val_accuracy": None})
 
 
 def test_the_average_is_scored_each_epoch_and_kept_when_better():
@@ -260,88 +225,3 @@ def test_the_state_at_each_epochs_end_resumes_bit_for_bit():
         assert a.tobytes() == b.tobytes()
     assert [{**r, "train_seconds": 0} for r in whole.state.history] == [
         {**r, "train_seconds": 0} for r in again.state.history]
-
-
-def _saved_state():
-    trainer = _trainer(epochs=2, val_size=50, batch_size=50)
-    calls = iter(range(100))
-    _fit(trainer, should_stop=lambda: next(calls) == 7)   # 5 steps, epoch 1's end, 2 steps
-    return trainer.state.to_meta(), trainer.state.order
-
-
-def test_a_saved_state_is_read_back():
-    meta, order = _saved_state()
-    state = TrainState.from_meta(meta, order, 250, 50)
-    assert state.batch == 2 and state.epoch == 1 and np.array_equal(state.order, order)
-    assert state.rng_state == meta["rng_state"]
-
-
-def test_a_state_saved_under_the_former_names_is_read():
-    meta, order = _saved_state()
-    former = {("best_" + k[5:] if k.startswith("kept_") else k): v for k, v in meta.items()}
-    assert {"best_epoch", "best_val_accuracy"} <= set(former) and "kept_epoch" not in former
-    state = TrainState.from_meta(former, order, 250, 50)
-    assert (state.kept_epoch, state.kept_val_accuracy) == (meta["kept_epoch"],
-                                                          meta["kept_val_accuracy"])
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"epoch": -1}, "epoch -1 is not a count"),
-    ({"epoch": 1.5}, "epoch 1.5 is not a count"),
-    ({"epoch": True}, "epoch True is not a count"),
-    ({"batch": 99}, r"batch 99 is not a count in \[0, 5\]"),
-    ({"seen": "many"}, "seen 'many' is not a count"),
-    ({"kept_epoch": 7}, "kept_epoch 7 is not a count"),
-    ({"kept_val_accuracy": 7.0}, r"kept_val_accuracy 7.0 is not in \[0, 1\]"),
-    ({"kept_val_accuracy": -0.5}, r"kept_val_accuracy -0.5 is not in \[0, 1\]"),
-    ({"loss_sum": float("nan")}, "loss_sum nan is not a finite number"),
-    ({"seconds": None}, "seconds None is not a finite number"),
-    ({"history": {}}, "history is not one row per finished epoch"),
-    ({"history": [{"epoch": 1, "lr": "fast"}]}, "history is not one row per finished epoch"),
-    ({"rng_state": {"bit_generator": "PCG64"}}, "rng_state is not a generator state"),
-    ({"rng_state": {"bit_generator": "PCG64", "state": {"state": 2**200, "inc": 1},
-                    "has_uint32": 0, "uinteger": 0}}, "rng_state is not a generator state"),
-    ({"rng_state": "seed"}, "rng_state is not a generator state"),
-    ({"extra": 1}, "must have exactly the keys"),
-])
-def test_hostile_states_are_refused(change, message):
-    meta, order = _saved_state()
-    with pytest.raises(ValueError, match=message):
-        TrainState.from_meta({**meta, **change}, order, 250, 50)
-
-
-@pytest.mark.parametrize("order", [None, np.arange(249), np.zeros(250, np.int64),
-                                   np.arange(250, dtype=np.float64), np.arange(1, 251)])
-def test_a_sample_order_must_be_a_permutation(order):
-    meta, _ = _saved_state()
-    with pytest.raises(ValueError, match="not a permutation of 250"):
-        TrainState.from_meta(meta, order, 250, 50)
-
-
-# ---------------------------------------------------------------- history rows
-
-ROW = {"epoch": 2, "lr": 0.1, "train_loss": 0.5, "train_accuracy": 0.9, "val_loss": 0.4,
-       "val_accuracy": 0.91, "ema_val_loss": None, "ema_val_accuracy": None,
-       "train_seconds": 1.5, "kept_epoch": 1}
-
-
-@pytest.mark.parametrize("change", [
-    {"lr": 1}, {"train_seconds": 0}, {"val_loss": None, "val_accuracy": None},
-    {"ema_val_loss": 0.3, "ema_val_accuracy": 1}, {"kept_epoch": 2},
-])
-def test_history_rows_that_are_fine(change):
-    row = {**ROW, **change}
-    assert is_history_row(row, 2)
-    assert not is_history_row(row, 3)
-
-
-@pytest.mark.parametrize("change", [
-    {"epoch": True}, {"epoch": 2.0}, {"lr": True}, {"lr": 10**400}, {"lr": 1e308},
-    {"lr": -0.1}, {"lr": float("nan")}, {"lr": float("inf")}, {"lr": None},
-    {"train_loss": "0.5"}, {"val_accuracy": 7.0}, {"train_accuracy": -0.1},
-    {"ema_val_accuracy": 1.5}, {"kept_epoch": 3}, {"kept_epoch": 0}, {"kept_epoch": True},
-    {"train_seconds": None},
-])
-def test_history_rows_that_are_refused(change):
-    assert not is_history_row({**ROW, **change}, 2)
-    assert not is_history_row([ROW], 2) and not is_history_row(None, 2)

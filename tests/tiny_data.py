@@ -78,14 +78,24 @@ def tiny_source(folder: Path, write: bool = True) -> DataSource:
     return DataSource(folder, mirrors=(), resources=trusting(payloads))
 
 
-def train_tiny(out: Path, source: DataSource, *, resume: bool = False, **flags: Any):
-    """``run.train`` on ``source``, no plots: a new run of the TINY config (``flags``
-    override it; an earlier run at ``out`` is replaced), or the run at ``out`` resumed
-    (``flags`` are the epochs or patience given)."""
+def train_run(out: Path, source: DataSource, config: str | Path | None = None,
+              flags: dict[str, Any] | None = None, start: str = "new", **hooks: Any):
+    """A run at ``out`` on ``source`` built as ``mlp train`` builds it (``run.build_spec``)
+    and run whole, with ``hooks`` (``run.Hooks``' fields; no progress, no plots unless
+    given)."""
     from mnist_mlp import run
 
-    return run.train(out, flags=flags if resume else {**TINY, **flags}, resume=resume,
-                     overwrite=not resume, source=source, progress=False, plots=False)
+    spec = run.build_spec(out, config, flags, data=source, start=run.Start(start))
+    return run.train(spec, run.Hooks(**{"progress": False, "plots": False, **hooks}))
+
+
+def train_tiny(out: Path, source: DataSource, *, resume: bool = False, **flags: Any):
+    """A new run of the TINY config on ``source`` (``flags`` override it; an earlier run
+    at ``out`` is replaced), or the run at ``out`` resumed (``flags`` are the epochs or
+    patience given); no plots."""
+    if resume:
+        return train_run(out, source, flags=flags, start="resume")
+    return train_run(out, source, flags={**TINY, **flags}, start="overwrite")
 
 
 def copy_run(out: Path, folder: Path) -> Path:
@@ -98,13 +108,11 @@ def copy_run(out: Path, folder: Path) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    from mnist_mlp import run
-
     folder, out, flags = Path(argv[0]), Path(argv[1]), json.loads(argv[2])
     resume = "--resume" in argv[3:]
     flags = {k: tuple(v) if isinstance(v, list) else v for k, v in flags.items()}
-    run.train(out, flags={} if resume else flags, resume=resume,
-              source=tiny_source(folder, write=False), progress=False, plots=False)
+    train_run(out, tiny_source(folder, write=False), flags={} if resume else flags,
+              start="resume" if resume else "new")
 
 
 if __name__ == "__main__":

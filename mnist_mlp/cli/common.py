@@ -135,6 +135,12 @@ def model_option(f: Callable) -> Callable:
                         )(with_models)
 
 
+threads_flag = click.option(
+    "--threads", type=click.IntRange(1, 1024), metavar="N",
+    help="BLAS threads (default: the BLAS's own, one per core: the fastest alone). "
+         "Give 1 when another heavy job shares the cores.")
+
+
 def threads_option(f: Callable) -> Callable:
     """--threads N: the BLAS threads of the command's work, applied around it."""
     @functools.wraps(f)
@@ -146,7 +152,4 @@ def threads_option(f: Callable) -> Callable:
         with limit_threads(threads):
             return f(*args, **kwargs)
 
-    return click.option(
-        "--threads", type=click.IntRange(1, 1024), metavar="N",
-        help="BLAS threads (default: the BLAS's own, one per core: the fastest alone). "
-             "Give 1 when another heavy job shares the cores.")(with_threads)
+    return threads_flag(with_threads)

@@ -58,17 +58,20 @@ def sweep(ctx: click.Context, space: Path, trials: int, out_dir: Path, storage: 
     from ..config import ConfigError
     from ..mnist import DataError
     from ..runfiles import RunError
-    from ..sweep import SpaceError, SweepError, format_table, run_sweep
+    from ..sweep import SpaceError, SweepError, SweepSpec, format_table, load_space, run_sweep
 
-    # A signal between trials stops the sweep there too; once it has ended, all is saved and
+    # Signals stop a trial resumably while it trains and the sweep at once elsewhere (reading
+    # the space, writing the results: nothing to save); once it has ended, all is saved and
     # only exiting is left: signals are ignored.
-    with run.StopSignals(then=signal.SIG_IGN) as signals:
-        signals.armed = True
+    with run.held_signals(then=signal.SIG_IGN) as signals:
         try:
-            result = run_sweep(space, out_dir, trials, storage=storage, study=study,
-                               pruner=pruner, threads=threads, source=source,
-                               plots=not no_plots, heartbeat_s=heartbeat, signals=signals,
-                               log=lambda line: quiet or click.echo(line, err=True))
+            spec = SweepSpec(load_space(space), out_dir, trials, storage=storage, study=study,
+                             pruner=pruner, threads=threads, data=source, plots=not no_plots,
+                             heartbeat_s=heartbeat)
+            result = run_sweep(spec, lambda line: quiet or click.echo(line, err=True), signals)
+        except KeyboardInterrupt:
+            click.echo("SIGINT: stopped outside a trial; nothing to save", err=True)
+            ctx.exit(128 + signal.SIGINT)
         except SpaceError as exc:
             raise click.UsageError(str(exc)) from None
         except (SweepError, RunError, CheckpointError, DataError, ConfigError) as exc:

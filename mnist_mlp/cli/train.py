@@ -17,7 +17,7 @@ from click.core import ParameterSource
 from ..config import DEFAULT_OUT, FIELDS, ConfigError, check_value, is_list, item_type
 from ..dataset import DataSource
 from ..train import Callback
-from .common import CONTEXT, data_options, fail, threads_option
+from .common import CONTEXT, data_options, fail, threads_flag
 
 
 def _setting_option(name: str) -> Callable:
@@ -127,16 +127,14 @@ def resume_command(out: Path, source: DataSource) -> str:
               help="Continue the run saved in --out's .last.npz, bit for bit.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already saved at --out.")
 @click.option("--no-plots", is_flag=True, help="Do not redraw NAME.curves.png each epoch.")
-@threads_option
+@threads_flag
 @data_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the run's summary as JSON (\"best_epoch\": an alias of "
-                   "\"kept_epoch\", kept for one release).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
 @click.pass_context
 def train(ctx: click.Context, config_name: str | None, out: Path, init: Path | None,
           extra: tuple[Path, ...], resume: bool, overwrite: bool, no_plots: bool,
-          source: DataSource, quiet: bool, as_json: bool,
+          threads: int | None, source: DataSource, quiet: bool, as_json: bool,
           **settings: Any) -> None:
     """Train an MLP on MNIST and save checkpoints.
 
@@ -144,55 +142,76 @@ def train(ctx: click.Context, config_name: str | None, out: Path, init: Path | N
     --config file, then the flags given. --resume takes the saved run's
     settings; only --epochs and --patience may change.
     """
-    flags = {k: v for k, v in settings.items()
-             if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     from .. import run
 
-    # Until training starts a signal interrupts (nothing to save yet); then run.train stops
-    # the run and saves it, and a later signal (a second Ctrl-C as it ends) is ignored.
+    flags = {k: v for k, v in settings.items()
+             if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    start = run.Start("resume" if resume else "overwrite" if overwrite else "new", init)
+    hooks = run.Hooks(progress=not quiet, plots=not no_plots,
+                      callbacks=[ProgressDisplay(quiet)],
+                      note=lambda line: quiet or click.echo(line, err=True))
+    # Until training starts a signal interrupts (nothing to save yet); then the run stops
+    # and saves, and a later signal (a second Ctrl-C as it ends) is ignored.
     try:
-        with run.StopSignals(then=signal.SIG_IGN) as signals:
-            result = _run(out, config_name, flags, resume, overwrite,
-                          dataclasses.replace(source, extra=extra), quiet, no_plots, signals,
-                          init)
+        spec = _spec(out, config_name, flags, dataclasses.replace(source, extra=extra), start)
+        result = _run(dataclasses.replace(spec, threads=threads), hooks)
     except KeyboardInterrupt:
         click.echo("SIGINT: stopped before training started; nothing to save", err=True)
         ctx.exit(128 + signal.SIGINT)
-    st, files = result.trainer.state, result.files
+    state, files = result.trainer.state, result.files
     if result.ending == "stopped":
-        click.echo(f"{signal.Signals(result.signum).name}: stopped at epoch {st.epoch + 1}, "
-                   f"batch {st.batch}; saved {files.last}. Resume with: "
+        click.echo(f"{signal.Signals(result.signum).name}: stopped at epoch {state.epoch + 1}, "
+                   f"batch {state.batch}; saved {files.last}. Resume with: "
                    f"{resume_command(out, source)}", err=True)
         ctx.exit(128 + result.signum)
     if as_json:
-        click.echo(json.dumps({"config": result.trainer.cfg.to_dict(), "epochs": st.history,
-                               "kept_epoch": st.kept_epoch, "best_epoch": st.kept_epoch,
+        click.echo(json.dumps({"config": result.trainer.cfg.to_dict(), "epochs": state.history,
+                               "kept_epoch": state.kept_epoch,
+                               "kept_val_accuracy": _score(state.kept_val_accuracy),
                                "checkpoint": str(out),
                                "curves": None if no_plots else str(files.curves)}))
         return
-    kept = (f"kept epoch {st.kept_epoch}: val accuracy {100 * st.kept_val_accuracy:.2f}%"
-            if result.trainer.cfg.val_size else f"no validation split; kept epoch {st.epoch}")
+    kept = (f"kept epoch {state.kept_epoch}: val accuracy {100 * state.kept_val_accuracy:.2f}%"
+            if result.trainer.cfg.val_size else f"no validation split; kept epoch {state.epoch}")
     click.echo(f"{kept}; saved {out}")
     if not no_plots:
         click.echo(f"curves: {files.curves}")
 
 
-def _run(out, config_name, flags, resume, overwrite, source, quiet, no_plots, signals, init):
-    """``run.train`` with its errors as one line each (exit 2 for a bad value, else 1)."""
+def _score(kept_val_accuracy: float) -> float | None:
+    """The kept epoch's validation score for JSON: null without a validation split."""
+    return None if kept_val_accuracy < 0 else kept_val_accuracy
+
+
+def _failing(exc: Exception) -> click.ClickException:
+    """A library error as one line: exit 2 for a bad value, else 1."""
+    from ..config import ConfigFileError
+
+    if isinstance(exc, ConfigError) and not isinstance(exc, ConfigFileError):
+        return click.UsageError(str(exc))
+    return fail(exc)
+
+
+def _spec(out, config_name, flags, source, start):
+    """``run.build_spec`` with its errors as one line each."""
     from .. import run
     from ..checkpoint import CheckpointError
-    from ..config import ConfigFileError
+
+    try:
+        return run.build_spec(out, config_name, flags, data=source, start=start)
+    except (ConfigError, CheckpointError, run.RunError) as exc:
+        raise _failing(exc) from None
+
+
+def _run(spec, hooks):
+    """The run of ``spec`` with its errors as one line each."""
+    from .. import run
+    from ..checkpoint import CheckpointError
     from ..mnist import DataError
     from ..train import TrainingDiverged
 
     try:
-        return run.train(out, config=config_name, flags=flags, resume=resume,
-                         overwrite=overwrite, source=source, progress=not quiet,
-                         plots=not no_plots, callbacks=[ProgressDisplay(quiet)], signals=signals,
-                         log=lambda line: quiet or click.echo(line, err=True), init=init)
-    except ConfigFileError as exc:
-        raise fail(exc) from None
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-    except (run.RunError, CheckpointError, DataError, TrainingDiverged) as exc:
-        raise fail(exc) from None
+        with run.Run(spec, hooks, then=signal.SIG_IGN) as job:
+            return job.fit()
+    except (ConfigError, run.RunError, CheckpointError, DataError, TrainingDiverged) as exc:
+        raise _failing(exc) from None

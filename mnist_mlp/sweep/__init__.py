@@ -26,11 +26,11 @@ best.toml, sweep.png); here, a sweep run and a finished study read back.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..dataset import DataSource
 from ..files import write_target
 from ..threads import registered_worker
 from .results import BEST_TOML, SWEEP_PNG, Report, format_table, make_report, write_outputs
@@ -41,25 +41,27 @@ from .storage import (
     PRUNERS,
     SWEEP_JSON,
     SweepError,
-    _bind_folder,
-    _load_study,
-    _locks,
-    _open_storage,
-    _optuna,
-    _postgres,
-    _quiet_optuna,
+    bind_folder,
+    locks,
+    open_storage,
+    open_study,
+    optuna_module,
+    postgres_url,
+    quiet_optuna,
     read_binding,
     reason,
+    record_binding,
     redact,
+    storage_failure,
     storage_url,
 )
-from .trial import WORKERS, _Worker
+from .trial import WORKERS, SweepSpec, Worker
 
 if TYPE_CHECKING:  # run: imported when a sweep runs, not with the CLI
     from ..run import StopSignals
 
-__all__ = ["HEARTBEAT_S", "PRUNERS", "SpaceError", "SweepError", "SweepResult", "format_table",
-           "load_study", "run_sweep", "top_checkpoints"]
+__all__ = ["HEARTBEAT_S", "PRUNERS", "SpaceError", "SweepError", "SweepResult", "SweepSpec",
+           "format_table", "load_space", "load_study", "run_sweep", "top_checkpoints"]
 
 
 @dataclass
@@ -72,81 +74,68 @@ class SweepResult:
     interrupted: int | None
 
 
-def run_sweep(space_path: Path, out_dir: Path, trials: int, *, storage: str | None = None,
-              study: str | None = None, pruner: str = "median", threads: int | None = None,
-              source: DataSource | None = None, plots: bool = True,
-              seed: int | None = None,
-              heartbeat_s: int = HEARTBEAT_S, log: Callable[[str], None] = lambda line: None,
+def _silent(line: str) -> None:
+    pass
+
+
+def run_sweep(spec: SweepSpec, note: Callable[[str], None] = _silent,
               signals: StopSignals | None = None) -> SweepResult:
-    """Run trials of the study in DIR (``out_dir``) until it has ``trials`` of them, with
-    other workers started the same way; then write its results. The same call again
-    continues the study; ``trials`` 0 only reports.
+    """Run trials of the study in DIR (``spec.out_dir``) until it has ``spec.trials`` of
+    them, with other workers started the same way; then write its results. The same call
+    again continues the study; ``trials`` 0 only reports.
 
     Args:
-        space_path: the space file (see ``load_space``).
-        storage: ``postgresql://user:password@host/db`` for a study shared by machines;
-            default DIR/study.db, for the workers of one machine.
-        study: its name; default DIR's name.
-        pruner: median, hyperband or none.
-        threads: BLAS threads per trial; default this machine's cores shared among the
-            sweep's live workers in DIR, counted before every epoch.
-        source: where MNIST comes from, as for run.train.
-        plots: draw each trial's curves every epoch, and DIR/sweep.png at the end.
-        seed: the sampler's seed (reproducible with one worker).
-        heartbeat_s: how often a running trial says it is alive; a trial silent for
-            3 heartbeats counts as dead and is run again.
-        log: receives a line per trial and per wait.
-        signals: the caller's entered StopSignals; by default the sweep holds its own.
+        note: receives a line per trial and per wait.
+        signals: the caller's ``run.held_signals()``; by default the sweep holds its own.
             SIGINT or SIGTERM stop the running trial resumably and mark it interrupted
-            (queued to run again).
+            (queued to run again); outside a trial (reading the space, opening the
+            study, writing the results) they stop at once, as unarmed StopSignals do.
 
     Raises:
-        SpaceError: a bad space file.
         SweepError: Optuna missing, storage unreachable, DIR holding another study, or
             a study of another space.
         RunError, DataError, CheckpointError: a trial that cannot run.
     """
-    from ..run import stop_signals
+    from ..run import held_signals
 
-    optuna = _optuna()
-    space = load_space(space_path)
-    out_dir = Path(out_dir)
-    url = storage_url(storage, out_dir)
-    if storage is not None:
+    optuna = optuna_module()
+    out_dir = Path(spec.out_dir)
+    url = storage_url(spec.storage, out_dir)
+    if spec.storage is not None:
         try:
             import psycopg  # noqa: F401
         except ImportError:
             raise SweepError(f"a PostgreSQL storage needs psycopg: {INSTALL_HINT}") from None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        name = _bind_folder(out_dir, study, storage)
+        name = bind_folder(out_dir, spec.study, spec.storage)
         for output in (BEST_TOML, SWEEP_PNG):   # refused now, not after the first trial
             write_target(out_dir / output)
         with registered_worker(out_dir / WORKERS):  # and so are the workers' lock files
             pass
     except OSError as exc:
         raise SweepError(f"{exc.filename or out_dir}: {exc.strerror or exc}") from None
-    from sqlalchemy.exc import SQLAlchemyError
-
     try:
-        with (_quiet_optuna(optuna),
-              _locks(_postgres(storage), out_dir, name) as (schema, admit),
-              stop_signals(signals) as stop):
-            stop.armed = True
-            st = _load_study(optuna, _open_storage(optuna, url, heartbeat_s, schema), name,
-                             space, pruner, seed, admit)
-            worker = _Worker(optuna, st, space, out_dir, trials, admit, stop, threads, source,
-                             plots, heartbeat_s, log)
-            if trials > 0:
-                worker.run()
-            report = write_outputs(st, space.search, out_dir, storage, plots)
+        with (quiet_optuna(optuna),
+              locks(postgres_url(spec.storage), out_dir, name) as (schema, admission),
+              nullcontext(signals) if signals else held_signals() as stop):
+            study = open_study(optuna, open_storage(optuna, url, spec.heartbeat_s, schema),
+                               name, spec.space, spec.pruner, spec.seed, admission)
+            record_binding(out_dir, name, spec.storage)
+            worker = Worker(spec, study, admission, stop, note)
+            if spec.trials > 0:
+                with stop.holding():       # a trial stopped by a signal is saved, resumable
+                    worker.run()
+            report = write_outputs(study, spec.space.search, out_dir, spec.storage, spec.plots)
     except OSError as exc:  # DIR's own files: the lock, best.toml, sweep.png
         raise SweepError(f"{exc.filename or out_dir}: {exc.strerror or exc}") from None
-    except SQLAlchemyError as exc:
-        raise SweepError(f"the study storage {redact(storage or url)} failed: "
-                         f"{reason(exc)}") from None
+    except Exception as exc:  # the storage lost mid-trial reaches here as Optuna's own error
+        failure = storage_failure(exc)
+        if failure is None:
+            raise
+        raise SweepError(f"the study storage {redact(spec.storage or url)} failed: "
+                         f"{reason(failure)}") from None
     return SweepResult(report, stop.signum, worker.interrupted)
-
 
 
 def load_study(out_dir: Path) -> tuple[Any, str | None]:
@@ -156,7 +145,7 @@ def load_study(out_dir: Path) -> tuple[Any, str | None]:
     Raises:
         SweepError: not a sweep folder, Optuna missing, storage unreachable.
     """
-    optuna = _optuna()
+    optuna = optuna_module()
     out_dir = Path(out_dir)
     try:
         meta = read_binding(out_dir)
@@ -165,14 +154,14 @@ def load_study(out_dir: Path) -> tuple[Any, str | None]:
         raise SweepError(f"{out_dir}: not a sweep folder (no readable {SWEEP_JSON})") from None
     from sqlalchemy.exc import SQLAlchemyError
 
-    with _quiet_optuna(optuna):
+    with quiet_optuna(optuna):
         try:
-            st = optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(
+            study = optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(
                 storage_url(storage, out_dir), skip_table_creation=True))
         except (SQLAlchemyError, KeyError) as exc:
             raise SweepError(f"cannot read study {name!r} of {out_dir}: {reason(exc)}"
                              ) from None
-    return st, storage
+    return study, storage
 
 
 def top_checkpoints(out_dir: Path, k: int) -> list[Path]:
@@ -182,10 +171,10 @@ def top_checkpoints(out_dir: Path, k: int) -> list[Path]:
     Raises:
         SweepError: fewer than ``k`` completed trials, or a checkpoint not on this machine.
     """
-    st, _ = load_study(out_dir)
-    done = [r for r in make_report(st, None).rows if r.state == "complete"][:k]
+    study, _ = load_study(out_dir)
+    done = [r for r in make_report(study, None).rows if r.state == "complete"][:k]
     if len(done) < k:
-        raise SweepError(f"{out_dir}: study {st.study_name!r} has {len(done)} completed "
+        raise SweepError(f"{out_dir}: study {study.study_name!r} has {len(done)} completed "
                          f"trials, fewer than {k}")
     paths = []
     for r in done:

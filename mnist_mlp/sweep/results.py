@@ -13,7 +13,7 @@ from typing import Any
 
 from ..files import write_bytes_atomic
 from .space import Dimension
-from .storage import _optuna, redact
+from .storage import optuna_module, redact
 
 BEST_TOML, SWEEP_PNG = "best.toml", "sweep.png"
 
@@ -85,7 +85,7 @@ def make_report(study: Any, storage: str | None) -> Report:
     return Report(study.study_name, redact(storage) if storage else None, rows)
 
 
-def _params_text(params: Mapping[str, Any]) -> str:
+def params_text(params: Mapping[str, Any]) -> str:
     def show(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -109,7 +109,7 @@ def format_table(report: Report) -> str:
         lines.append(f"{rank if r.state == 'complete' else '-':>4}  {r.number:>5}  "
                      f"{r.state:<11}  {score:>8}  {r.epochs or '':>6}  "
                      f"{'' if r.seconds is None else f'{r.seconds:.0f}':>7}  "
-                     f"{_params_text(r.params)}{retry}")
+                     f"{params_text(r.params)}{retry}")
     return "\n".join(lines)
 
 
@@ -121,7 +121,7 @@ def _toml(values: Mapping[str, Any]) -> str:
 def importances(study: Any) -> dict[str, float]:
     """Each searched setting's share of what decided the score (Optuna's PED-ANOVA over the
     completed trials); empty while there are too few to tell."""
-    optuna = _optuna()
+    optuna = optuna_module()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -3,22 +3,23 @@ SQLite file, or a PostgreSQL server through psycopg), the locks that let one wor
 time create the tables and admit a trial, the storage opened with heartbeats, the pruners,
 and DIR bound to its study in DIR/sweep.json.
 
-Optuna (the ``sweep`` extra) is imported only inside functions that need it (``_optuna``).
+Optuna (the ``sweep`` extra) is imported only inside functions that need it (``optuna_module``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import re
+import threading
 import urllib.parse
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..files import read_bounded, write_bytes_atomic
+from ..files import exclusive_lock, read_bounded, write_bytes_atomic
 from .space import Space
 
 INSTALL_HINT = "pip install 'mnist-mlp[sweep]'"
@@ -29,6 +30,10 @@ MAX_RETRIES = 3                 # runs of a trial whose worker keeps dying
 STUDY_DB, SWEEP_JSON = "study.db", "sweep.json"
 SQLITE_TIMEOUT_S = 60           # a worker waits this long for another's write to the study.db
 MAX_BINDING_BYTES = 1 << 16     # sweep.json holds two short strings
+SECRET_PARAMETERS = ("password", "sslpassword")   # a storage URL's query parameters never shown
+
+
+_SECRETS = re.compile(r"(//[^\s\"'/?#@:]*):[^\s\"']*@|(?i:\b((?:ssl)?password))=[^&\s\"']*")
 
 
 class SweepError(Exception):
@@ -36,9 +41,41 @@ class SweepError(Exception):
 
 
 def reason(exc: BaseException) -> str:
-    """The first line of what a storage error says (SQLAlchemy's: of the driver's error)."""
+    """The first line of what a storage error says (SQLAlchemy's: of the driver's error),
+    passwords hidden (libpq quotes a URL it cannot parse whole)."""
     text = str(getattr(exc, "orig", None) or exc).strip()
-    return next(iter(text.splitlines()), text)
+    return hide_passwords(next(iter(text.splitlines()), text))
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` with every password of a URL in it (even a broken one) as ``***``: in a
+    user part (``//user:password@``) and in ``password`` or ``sslpassword`` parameters."""
+    return _SECRETS.sub(lambda m: f"{m[1]}:***@" if m[1] else f"{m[2]}=***", text)
+
+
+def storage_failure(exc: BaseException) -> BaseException | None:
+    """The storage error behind ``exc``, or None: the outermost SQLAlchemy or psycopg error
+    (else Optuna's StorageInternalError) among ``exc`` and the exceptions it was raised from
+    or while handling (not those it hides, ``raise ... from None``). A storage lost
+    mid-trial reaches the caller as Optuna's own UnboundLocalError, raised while it
+    handled the StorageInternalError."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    optuna = optuna_module()
+    try:
+        import psycopg
+        driver: tuple[type[BaseException], ...] = (SQLAlchemyError, psycopg.Error)
+    except ImportError:
+        driver = (SQLAlchemyError,)
+    seen, internal = set(), None
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, driver):
+            return exc
+        if internal is None and isinstance(exc, optuna.exceptions.StorageInternalError):
+            internal = exc
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return internal
 
 
 def read_binding(out_dir: Path) -> Any:
@@ -50,7 +87,7 @@ def read_binding(out_dir: Path) -> Any:
     return json.loads(read_bounded(out_dir / SWEEP_JSON, MAX_BINDING_BYTES))
 
 
-def _optuna():
+def optuna_module():
     """The optuna module, or a SweepError saying how to install it."""
     try:
         import optuna
@@ -76,38 +113,46 @@ def storage_url(storage: str | None, out_dir: Path) -> str:
 
 
 def redact(url: str) -> str:
-    """``url`` without its password, for messages and DIR/sweep.json (libpq takes the
-    password from PGPASSWORD or ~/.pgpass when the URL has none)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
+    """``url`` without its passwords, for messages and DIR/sweep.json: the one in its user
+    part (``user:password@``) and the ``password`` and ``sslpassword`` query parameters, in
+    any case (libpq takes the password from PGPASSWORD or ~/.pgpass when the URL has none).
+    A URL too broken to take apart has them as ``***`` (``hide_passwords``)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return hide_passwords(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}@{host}"
+    kept = [(k, v) for k, v in query if k.lower() not in SECRET_PARAMETERS]
+    if netloc == parts.netloc and len(kept) == len(query):
         return url
-    user, _, host = parts.netloc.rpartition("@")
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}@{host}"))
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc,
+                                                  query=urllib.parse.urlencode(kept)))
 
 
-def _postgres(storage: str | None) -> str | None:
+def postgres_url(storage: str | None) -> str | None:
     """The libpq URL of a PostgreSQL storage (psycopg takes what users write), or None."""
     return None if storage is None else "postgresql://" + storage.partition("://")[2]
 
 
 class _FileLock:
-    """An exclusive flock on a file, taken and released as often as needed."""
+    """An exclusive flock on a file (``files.exclusive_lock``), taken and released as often
+    as needed."""
 
     def __init__(self, path: Path):
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        self.path, self.held = path, ExitStack()
 
     def acquire(self) -> None:
-        import fcntl
-
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.held.enter_context(exclusive_lock(self.path, wait=True))
 
     def release(self) -> None:
-        import fcntl
-
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self.held.close()
 
     def close(self) -> None:
-        os.close(self.fd)
+        self.held.close()
 
 
 class _AdvisoryLock:
@@ -127,7 +172,7 @@ class _AdvisoryLock:
 
 
 @contextmanager
-def _locks(postgres: str | None, out_dir: Path, study: str) -> Iterator[tuple[Any, Any]]:
+def locks(postgres: str | None, out_dir: Path, study: str) -> Iterator[tuple[Any, Any]]:
     """(schema lock, admission lock): one worker at a time creates the tables, and one at a
     time decides whether to start a trial and asks Optuna for it (so --trials is exact).
 
@@ -164,7 +209,7 @@ def _held(lock: Any) -> Iterator[None]:
         lock.release()
 
 
-def _open_storage(optuna: Any, url: str, heartbeat_s: int, schema_lock: Any) -> Any:
+def open_storage(optuna: Any, url: str, heartbeat_s: int, schema_lock: Any) -> Any:
     from sqlalchemy.exc import SQLAlchemyError
 
     sqlite = url.startswith("sqlite")
@@ -182,16 +227,25 @@ def _open_storage(optuna: Any, url: str, heartbeat_s: int, schema_lock: Any) -> 
 
 
 @contextmanager
-def _quiet_optuna(optuna: Any) -> Iterator[None]:
-    """Optuna's own log lines and experimental-feature warnings off: the sweep says what
+def quiet_optuna(optuna: Any) -> Iterator[None]:
+    """Optuna's own log lines and experimental-feature warnings off, and the traceback of a
+    storage error that ends its heartbeat thread (the storage is lost: the trial's next
+    write to it fails too, and the sweep says so in one line): the sweep says what
     happened in its own words."""
-    verbosity = optuna.logging.get_verbosity()
+    verbosity, excepthook = optuna.logging.get_verbosity(), threading.excepthook
+
+    def hook(args: Any) -> None:
+        if storage_failure(args.exc_value) is None:
+            excepthook(args)
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    threading.excepthook = hook
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             yield
     finally:
+        threading.excepthook = excepthook
         optuna.logging.set_verbosity(verbosity)
 
 
@@ -207,35 +261,42 @@ def _make_pruner(optuna: Any, name: str) -> Any:
     raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}, not {name!r}")
 
 
-def _bind_folder(out_dir: Path, study: str | None, storage: str | None) -> str:
-    """The study DIR belongs to, recorded in DIR/sweep.json on first use.
+def bind_folder(out_dir: Path, study: str | None, storage: str | None) -> str:
+    """The study DIR belongs to, as DIR/sweep.json records it (``record_binding``), or the
+    one this sweep starts: ``study``, by default DIR's name. Storages are compared without
+    their passwords (``redact``), which sweep.json never holds.
 
     Raises:
         SweepError: DIR belongs to another study or storage.
     """
     path = out_dir / SWEEP_JSON
-    shown = redact(storage) if storage else None
     try:
         have = read_binding(out_dir)
     except FileNotFoundError:
-        have = None
+        return study or out_dir.resolve().name
     except (OSError, ValueError) as exc:
         raise SweepError(f"{path}: unreadable ({exc}); not a sweep folder") from None
-    if have is not None:
-        if not isinstance(have, dict) or have.get("storage") != shown or (
-                study is not None and have.get("study") != study):
-            where = have.get("storage") if isinstance(have, dict) else None
-            raise SweepError(f"{out_dir} holds study {str(have.get('study'))[:60]!r} in "
-                             f"{where or 'its own ' + STUDY_DB}; give the same --study and "
-                             "--storage to continue it, or choose another --out")
-        return have["study"]
-    name = study or out_dir.resolve().name
-    write_bytes_atomic(path, json.dumps({"study": name, "storage": shown}).encode())
-    return name
+    if not isinstance(have, dict) or not isinstance(have.get("study"), str):
+        raise SweepError(f"{path}: holds no study name; not a sweep folder")
+    stored = have.get("storage")   # redacted again: as an earlier version may have kept it
+    stored = redact(stored) if isinstance(stored, str) else stored
+    if stored != (redact(storage) if storage else None) or (
+            study is not None and have["study"] != study):
+        raise SweepError(f"{out_dir} holds study {have['study'][:60]!r} in "
+                         f"{str(stored or 'its own ' + STUDY_DB)[:200]}; give the same "
+                         "--study and --storage to continue it, or choose another --out")
+    return have["study"]
 
 
+def record_binding(out_dir: Path, study: str, storage: str | None) -> None:
+    """Bind DIR to ``study`` in ``storage`` (without its password) in DIR/sweep.json, once
+    the study is open: a storage that could not be reached binds nothing."""
+    if not (out_dir / SWEEP_JSON).exists():
+        write_bytes_atomic(out_dir / SWEEP_JSON, json.dumps(
+            {"study": study, "storage": redact(storage) if storage else None}).encode())
 
-def _load_study(optuna: Any, storage: Any, name: str, space: Space, pruner: str,
+
+def open_study(optuna: Any, storage: Any, name: str, space: Space, pruner: str,
                 seed: int | None, admission: Any) -> Any:
     """The study, created on first use and checked to be of this space.
 

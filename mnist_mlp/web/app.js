@@ -291,8 +291,8 @@ async function loadModel() {
   fact(facts, "layers", info.sizes.join("-"));
   if (info.preset) fact(facts, "preset", info.preset);
   if (info.epoch !== null) fact(facts, "epoch kept", `${info.epoch} of ${info.epochs}`);
-  if (info.val_accuracy !== null && info.val_accuracy !== undefined)
-    fact(facts, "validation accuracy", (100 * info.val_accuracy).toFixed(2) + "%");
+  if (info.kept_val_accuracy !== null && info.kept_val_accuracy !== undefined)
+    fact(facts, "validation accuracy", (100 * info.kept_val_accuracy).toFixed(2) + "%");
   const note = document.getElementById("curves-note");
   if (info.history) {
     drawCurves(info.history);

@@ -56,7 +56,8 @@ def test_the_json_summary(cli_run):
                 "train_seconds"):
         assert all(isinstance(row[key], float) for row in summary["epochs"])
     best = max(summary["epochs"], key=lambda r: r["val_accuracy"])
-    assert summary["kept_epoch"] == summary["best_epoch"] == best["epoch"]
+    assert summary["kept_epoch"] == best["epoch"] and "best_epoch" not in summary
+    assert summary["kept_val_accuracy"] == best["val_accuracy"]
     assert read_metrics(RunFiles(out).metrics) == summary["epochs"]
     assert sorted(p.name for p in out.parent.iterdir()) == [
         "m.curves.png", "m.last.npz", "m.lock", "m.metrics.jsonl", "m.npz"]
@@ -294,7 +295,7 @@ def _fit(display, should_stop=lambda: False, explode=False):
     if explode:
         for W in trainer.net.W:
             W *= np.float32(1e20)
-    return trainer.fit(X[:250], y[:250], X[250:], y[250:], [display], should_stop)
+    return trainer.fit(X[:250], y[:250], (X[250:], y[250:]), [display], should_stop)
 
 
 @pytest.mark.parametrize("ending", ["finished", "stopped", "diverged"])
