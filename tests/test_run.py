@@ -346,28 +346,32 @@ def test_a_run_that_diverges_names_its_last_good_checkpoint(tmp_path, tiny_mnist
     assert ckpt.meta["epoch"] == 1 and all(np.abs(W).max() < 100 for W in ckpt.net.W)
 
 
-def test_signals_stop_only_once_armed():
+def test_signals_stop_only_while_held():
     before = signal.getsignal(signal.SIGTERM)
     with run.StopSignals():                         # not armed: interrupts as usual
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGTERM) is before
-    with run.held_signals() as stop:                # armed: noted
-        assert not stop()
-        os.kill(os.getpid(), signal.SIGTERM)
-        os.kill(os.getpid(), signal.SIGINT)
-        assert stop() and stop.signum == signal.SIGTERM      # the first one
+    with run.held_signals() as stop:
+        with stop.holding():                        # armed: noted
+            assert not stop()
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop() and stop.signum == signal.SIGTERM  # the first one
+        with pytest.raises(SystemExit, match="143"):  # between runs (a sweep): at once
+            os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_signals_leave_then_once_armed_else_the_previous_handlers():
+def test_signals_leave_then_once_held_else_the_previous_handlers():
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    with run.StopSignals(then=signal.SIG_IGN):       # never armed: nothing was started
+    with run.held_signals(then=signal.SIG_IGN):       # never held: nothing was started
         pass
     assert all(signal.getsignal(s) is handler for s, handler in before.items())
     try:
-        with run.held_signals(then=signal.SIG_IGN):
-            pass
+        with run.held_signals(then=signal.SIG_IGN) as stop:
+            with stop.holding():
+                pass
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
         os.kill(os.getpid(), signal.SIGINT)           # ignored: the test goes on

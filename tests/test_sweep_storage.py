@@ -123,8 +123,10 @@ from mnist_mlp.mnist import Resource
 args = json.loads(sys.argv[1])
 source = DataSource(Path(args.pop("folder")), mirrors=(),
                     resources=tuple(Resource(*r) for r in args.pop("resources")))
+space = sweep.load_space(Path(args.pop("space_path")))
 try:
-    sweep.run_sweep(source=source, plots=False, heartbeat_s=1, threads=1, **args)
+    sweep.run_sweep(sweep.SweepSpec(space, Path(args.pop("out_dir")), args.pop("trials"),
+                                    data=source, plots=False, heartbeat_s=1, threads=1, **args))
 except sweep.SweepError as exc:
     sys.exit(f"Error: {exc}")
 """
