@@ -4,20 +4,29 @@ A WSGI application (``DigitApp``), served by ``server.DigitServer``. Routes:
 
 - ``GET /`` and the page's other static files (``web/`` in the package, read once).
 - ``POST /api/predict``: the body is an image file's bytes (a canvas PNG, a
-  photo); the answer is the digit, its confidence, all ten probabilities best
-  first and the 28x28 input the network saw, as a PNG data URL. The image goes
-  through ``classify.classify``, the very function ``mlp predict`` uses, in one of
-  ``slots`` threads (the cores) for small images and as many for large ones: at
-  most that many images are prepared at once, and a drawing never waits behind
-  photos.
-- ``GET /api/model``: layer sizes, the checkpoint's epoch and validation
-  accuracy, and the run's metrics history (at most ``MAX_HISTORY_ROWS`` rows),
-  made once at start: the model does not change while it is served.
+  photo); the answer is the class read, its confidence, all ten probabilities best
+  first, the 28x28 input the network saw as a PNG data URL, and why: the saliency
+  map of the class read (``explain.saliency``) as shares of its largest magnitude.
+  The image goes through ``classify.classify``, the very function ``mlp predict``
+  uses, in one of ``slots`` threads (the cores) for small images and as many for
+  large ones: at most that many images are prepared at once, and a drawing never
+  waits behind photos.
+- ``GET /api/model``: layer sizes, class names, the checkpoint's epoch and validation
+  accuracy, and the run's metrics history (at most ``MAX_HISTORY_ROWS`` rows), made
+  when a model starts being served.
+- ``POST /api/correct?label=N``: the body is an image file, as for predict; it is saved
+  with its 28x28 input in the samples folder as class N (``teach.Samples``).
+- ``GET /api/samples``: the corrections held, per class.
+- ``POST /api/teach``: fine-tune a copy of the served model on the corrections in the
+  background (``teach.Teacher``; a teach under way is joined); ``GET /api/teach``: how
+  far it is. Once done, the taught model reads.
 
 ``HEAD`` is answered for every ``GET``. Errors are JSON ``{"error": ...}``: 400 not
-an image or no ink, 404 unknown route, 405 other methods, 411 no length, 413 a body
-over ``MAX_BODY``, 500 an unexpected failure (logged as one line), 503 an image still
-waiting for a thread when the server stops. No URL reaches the file system.
+an image, no ink or a bad label, 404 unknown route, 405 other methods, 409 no
+corrections kept or to teach, the samples folder full, or a committee to teach, 411 no
+length, 413 a body over ``MAX_BODY``, 500 an unexpected failure (logged as one line),
+503 an image still waiting for a thread when the server stops. No URL reaches the file
+system: the samples' names are made here.
 """
 
 from __future__ import annotations
@@ -33,12 +42,19 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import parse_qs
+
+import numpy as np
 
 from . import checkpoint
 from .classify import Prediction, classify
+from .dataset import DataSource
+from .explain import saliency
 from .imaging import ImageError
+from .mnist import dataset_of
 from .records import val_score
 from .runfiles import RunError, RunFiles, read_metrics
+from .teach import TEACH_LIMIT_S, Samples, SamplesFull, Teacher
 from .threads import cores
 
 MAX_BODY = 8 << 20          # bytes of an uploaded image; a phone photo is 2-5 MB
@@ -46,7 +62,9 @@ MAX_HISTORY_ROWS = 1000     # rows of the metrics history the page gets
 SMALL_IMAGE = 2_000_000     # pixels declared: an upload up to this takes the small lane
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8"}
-ALLOWED = {"/api/predict": "POST", "/api/model": "GET, HEAD"}   # static files: GET, HEAD
+ALLOWED = {"/api/predict": "POST", "/api/model": "GET, HEAD", "/api/correct": "POST",
+           "/api/samples": "GET, HEAD", "/api/teach": "GET, HEAD, POST"}   # static: GET, HEAD
+SALIENCY_DIGITS = 3         # decimals of each pixel's share of the map's largest magnitude
 
 Note = Callable[[str], None]
 log = logging.getLogger(__name__)
@@ -96,20 +114,32 @@ def model_info(ckpt: checkpoint.Checkpoint, paths: list[Path],
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     history = read_history(paths[0], note)
     return {"model": ", ".join(p.name for p in paths), "members": len(paths),
-            "sizes": meta["sizes"], "preset": meta.get("preset"),
+            "sizes": meta["sizes"], "class_names": list(dataset_of(meta).class_names),
+            "preset": meta.get("preset"),
             "epoch": meta.get("epoch"), "epochs": config.get("epochs"),
             "kept_val_accuracy": val_score(metrics),
             "history": None if history is None else thin_history(history, meta.get("epoch"))}
 
 
-def prediction_json(p: Prediction) -> dict[str, Any]:
-    """The API's answer for one image."""
+def saliency_json(gradient: np.ndarray) -> dict[str, Any]:
+    """A saliency map (28, 28) as the page draws it: each pixel's share of the map's
+    largest magnitude, rounded (28 rows of 28), and that magnitude."""
+    scale = float(np.abs(gradient).max())
+    shares = np.round(gradient / max(scale, 1e-30), SALIENCY_DIGITS) + 0.0   # no -0.0
+    return {"map": shares.tolist(), "scale": scale}
+
+
+def prediction_json(p: Prediction, gradient: np.ndarray | None = None) -> dict[str, Any]:
+    """The API's answer for one image, with its saliency map (28, 28) if given."""
     from PIL import Image
 
     png = io.BytesIO()
     Image.fromarray(p.pixels, "L").save(png, format="PNG")
-    return {"digit": p.digit, "confidence": p.confidence, "top": p.top(),
-            "input": "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()}
+    answer = {"digit": p.digit, "label": p.label, "confidence": p.confidence, "top": p.top(),
+              "input": "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()}
+    if gradient is not None:
+        answer["saliency"] = saliency_json(gradient)
+    return answer
 
 
 def trim_heap() -> None:
@@ -139,14 +169,24 @@ def one_line(text: str, limit: int = 300) -> str:
 
 
 Response = tuple[int, bytes, str, dict[str, str]]   # status, body, content type, headers
-STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-               411: "Length Required", 413: "Content Too Large", 500: "Internal Server Error",
+STATUS_TEXT = {200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found",
+               405: "Method Not Allowed", 409: "Conflict", 411: "Length Required",
+               413: "Content Too Large", 500: "Internal Server Error",
                503: "Service Unavailable"}
 STOPPING = "the server is stopping; try again when it is back"
 
 
 def json_error(status: int, message: str, **headers: str) -> Response:
     return status, json.dumps({"error": message}).encode(), "application/json", headers
+
+
+def json_answer(value: Any, status: int = 200) -> Response:
+    return status, json.dumps(value).encode(), "application/json", {}
+
+
+def default_samples(model: Path) -> Path:
+    """Where a model's corrections go unless told: ``NAME.samples/`` beside it."""
+    return model.with_name(f"{model.stem}.samples")
 
 
 class DigitApp:
@@ -164,16 +204,21 @@ class DigitApp:
             kept), because the memory allocator keeps an arena for each thread that
             prepared a large image (its free memory given back: ``trim_heap``).
         note: where an unexpected failure is reported, one line each.
+        samples: where corrections go (None: none are kept).
+        teacher: teaches the corrections (None: no teaching, as for a committee).
     """
 
     def __init__(self, ckpt: checkpoint.Checkpoint, info: dict[str, Any], *,
                  classify_fn: Callable = classify, slots: int | None = None,
-                 note: Note = log.error):
+                 note: Note = log.error, samples: Samples | None = None,
+                 teacher: Teacher | None = None):
         self.ckpt = ckpt
         self.model_json = json.dumps(info).encode()
         self.files = static_files()
         self.classify = classify_fn
         self.note = note
+        self.samples = samples
+        self.teacher = teacher
         self.slots = slots or cores()
         self.lanes = {name: ThreadPoolExecutor(self.slots, thread_name_prefix=f"classify-{name}")
                       for name in ("small", "large")}
@@ -196,30 +241,58 @@ class DigitApp:
 
     def close(self) -> None:
         """Stop preparing images: those still waiting are answered 503 at once, the ones
-        being prepared finish (a stopping server waits for a few images, not its queue)."""
+        being prepared finish (a stopping server waits for a few images, not its queue);
+        a teach under way stops, saving its resumable state (``wait`` for it)."""
         for pool in self.lanes.values():
             pool.shutdown(wait=False, cancel_futures=True)
+        if self.teacher is not None:
+            self.teacher.stop()
 
-    def _prepare(self, stream: BinaryIO, length: int, large: bool) -> Any:
-        """Read one upload's body (only now: a waiting request holds no copy) and classify
-        it; after a large image, give the memory its decoding freed back to the system."""
+    def wait(self) -> None:
+        """Wait for a teach that ``close`` stopped to have saved what it saves."""
+        if self.teacher is not None:
+            self.teacher.join()
+
+    def _prepare(self, stream: BinaryIO, length: int, large: bool,
+                 work: Callable[[bytes], Response]) -> Response:
+        """Read one upload's body (only now: a waiting request holds no copy) and do
+        ``work`` on it; after a large image, give the memory its decoding freed back."""
         try:
-            return self.classify(self.ckpt, [stream.read(length)])[0]
+            return work(stream.read(length))
         finally:
             if large:
                 trim_heap()
 
     @classmethod
-    def load(cls, model_paths: list[Path], note: Note = log.warning, **kwargs: Any
-             ) -> DigitApp:
-        """The app for checkpoints ``model_paths`` (several: a committee).
+    def load(cls, model_paths: list[Path], note: Note = log.warning, *,
+             samples: Path | None = None, source: DataSource | None = None,
+             teach_limit_s: float = TEACH_LIMIT_S, teach_flags: dict[str, Any] | None = None,
+             **kwargs: Any) -> DigitApp:
+        """The app for checkpoints ``model_paths`` (several: a committee, not taught),
+        keeping corrections in ``samples`` (default: ``NAME.samples/`` beside the first)
+        and teaching them with MNIST from ``source`` (default: ``DataSource.from_env()``).
 
         Raises:
             checkpoint.CheckpointError: a missing or bad model.
         """
         paths = [Path(p) for p in model_paths]
         ckpt = checkpoint.load_committee(paths)
-        return cls(ckpt, model_info(ckpt, paths, note), note=note, **kwargs)
+        kept = Samples(samples or default_samples(paths[0]), dataset_of(ckpt.meta))
+        app = cls(ckpt, model_info(ckpt, paths, note), note=note, samples=kept, **kwargs)
+        if len(paths) == 1:
+            app.teacher = Teacher(paths[0], kept, source or DataSource.from_env(),
+                                  app.serve_taught, limit_s=teach_limit_s, flags=teach_flags)
+        return app
+
+    def serve_taught(self, path: Path) -> None:
+        """Read with the checkpoint at ``path`` from now on.
+
+        Raises:
+            checkpoint.CheckpointError: it cannot be loaded.
+        """
+        ckpt = checkpoint.load(path)
+        self.model_json = json.dumps(model_info(ckpt, [path], self.note)).encode()
+        self.ckpt = ckpt
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -238,19 +311,26 @@ class DigitApp:
                               Allow=allowed or "GET, HEAD, POST")
         if allowed is None:
             return json_error(404, f"no such page: {path[:100]}")
+        if method not in allowed:
+            if method == "POST":
+                return json_error(405, "POST goes to /api/predict, /api/correct or "
+                                       f"/api/teach, not {path[:100]}", Allow=allowed)
+            return json_error(405, f"POST an image file to {path}", Allow=allowed)
         if path == "/api/predict":
-            if method != "POST":
-                return json_error(405, "POST an image file to /api/predict", Allow=allowed)
-            return self.predict(environ)
-        if method == "POST":
-            return json_error(405, f"POST goes to /api/predict, not {path[:100]}",
-                              Allow=allowed)
+            return self.upload(environ, path, self._predict)
+        if path == "/api/correct":
+            return self.correct(environ)
         if path == "/api/model":
             return 200, self.model_json, "application/json", {}
+        if path == "/api/samples":
+            return self.held()
+        if path == "/api/teach":
+            return self.teach(method)
         return 200, *self.files[path], {}
 
-    def predict(self, environ: dict[str, Any]) -> Response:
-        """``POST /api/predict``: classify the body, one image."""
+    def upload(self, environ: dict[str, Any], path: str,
+               work: Callable[[bytes], Response]) -> Response:
+        """A POSTed image file: its length checked, ``work`` done on its bytes in a lane."""
         length = environ.get("CONTENT_LENGTH", "")
         if not length.isdigit():
             return json_error(411, "send the image with a Content-Length")
@@ -259,17 +339,77 @@ class DigitApp:
         stream = environ["wsgi.input"]
         lane = self.lane(stream)
         try:
-            answer = self.lanes[lane].submit(self._prepare, stream, int(length), lane == "large")
+            answer = self.lanes[lane].submit(self._prepare, stream, int(length),
+                                             lane == "large", work)
         except RuntimeError:                  # the pools are shut down: see close()
             return json_error(503, STOPPING)
         try:
-            result = answer.result()
+            return answer.result()
         except CancelledError:                # still waiting when the server stopped
             return json_error(503, STOPPING)
         except Exception as exc:              # noqa: BLE001 (the server must answer)
-            self.note(f"POST /api/predict failed: {type(exc).__name__}: {one_line(str(exc))}")
+            self.note(f"POST {path} failed: {type(exc).__name__}: {one_line(str(exc))}")
             return json_error(500, f"the server failed on this image "
                                    f"({type(exc).__name__}); its log says more")
+
+    def _predict(self, body: bytes) -> Response:
+        """``POST /api/predict``: the reading of one image, and why."""
+        ckpt = self.ckpt                      # the same one throughout, taught or not
+        result = self.classify(ckpt, [body])[0]
         if isinstance(result, ImageError):
             return json_error(400, str(result))
-        return 200, json.dumps(prediction_json(result)).encode(), "application/json", {}
+        _, maps = saliency(ckpt.net, result.pixels[None], np.array([result.digit]))
+        return json_answer(prediction_json(result, maps[0]))
+
+    def correct(self, environ: dict[str, Any]) -> Response:
+        """``POST /api/correct?label=N``: keep an image as class N."""
+        if self.samples is None:
+            return json_error(409, "this server keeps no corrections")
+        names = self.samples.dataset.class_names
+        labels = parse_qs(environ.get("QUERY_STRING", "")).get("label", [])
+        if len(labels) != 1 or not (labels[0].isascii() and labels[0].isdigit()) \
+                or len(labels[0]) > 3 or int(labels[0]) >= len(names):
+            return json_error(400, f"give the class as ?label=N, N from 0 to {len(names) - 1}")
+        label = int(labels[0])
+
+        def keep(body: bytes) -> Response:
+            result = self.classify(self.ckpt, [body])[0]
+            if isinstance(result, ImageError):
+                return json_error(400, str(result))
+            try:
+                name = self.samples.add(body, result.pixels, label)
+            except SamplesFull as exc:
+                return json_error(409, str(exc))
+            except OSError as exc:
+                self.note(f"cannot save a correction in {self.samples.folder}: "
+                          f"{exc.strerror or exc}")
+                return json_error(500, f"the server cannot save corrections "
+                                       f"({exc.strerror or exc}); its log says more")
+            return json_answer({"saved": name, "label": label, "class_name": names[label],
+                                **self.samples_json()})
+
+        return self.upload(environ, "/api/correct", keep)
+
+    def samples_json(self) -> dict[str, Any]:
+        counts = self.samples.counts()
+        return {"counts": list(counts.values()), "total": sum(counts.values()),
+                "limit": self.samples.limit}
+
+    def held(self) -> Response:
+        """``GET /api/samples``: the corrections held per class (in class order)."""
+        if self.samples is None:
+            return json_error(409, "this server keeps no corrections")
+        return json_answer(self.samples_json())
+
+    def teach(self, method: str) -> Response:
+        """``POST /api/teach``: start a teach, or join the one under way (202);
+        ``GET /api/teach``: its status."""
+        if self.teacher is None:
+            return json_error(409, "only a single model can be taught, not a committee")
+        if method != "POST":
+            return json_answer(self.teacher.status())
+        try:
+            started, status = self.teacher.start()
+        except RunError as exc:
+            return json_error(409, str(exc))
+        return json_answer({"started": started, **status}, 202)

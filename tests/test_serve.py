@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import io
 import itertools
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,11 +22,15 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from mnist_mlp import imaging, serve
+from mnist_mlp import checkpoint, explain, gallery, imaging, labelled, serve, teach
 from mnist_mlp.cli import main
+from mnist_mlp.dataset import DataSource
+from mnist_mlp.mnist import MNIST
 from mnist_mlp.server import DigitServer, Limits
 
+from .digit_images import canvas_png
 from .serving import address, canvas_pngs, json_body, raw, real_server, request, running
+from .tiny_data import copy_run
 
 server = pytest.fixture(scope="module", name="server")(real_server)
 canvas_digits = pytest.fixture(scope="module", name="canvas_digits")(canvas_pngs)
@@ -274,6 +280,336 @@ def test_a_log_with_numbers_beyond_floats_means_no_curves(real_model, tmp_path):
         is None and len(lines) == 1
 
 
+# ---------------------------------------------------------------- corrections and teaching
+
+def _ink_png(folder, name: str = "one.png", column: int = 12) -> bytes:
+    """A canvas PNG of a vertical stroke (a 1)."""
+    ink = np.zeros((28, 28))
+    ink[5:23, column:column + 3] = 1.0
+    return canvas_png(ink, folder / name).read_bytes()
+
+
+LONG_TEACH = {"epochs": 400, "batch_size": 8}     # tiny data: long enough to watch and stop
+
+
+@pytest.fixture
+def teaching(tiny_run, tiny_mnist, tmp_path):
+    """Serve a copy of the tiny run, keeping corrections in tmp_path/samples and teaching
+    them with the tiny data; yields (server, app, model path, samples folder)."""
+    def start(teach_flags=None, limit_s=serve.TEACH_LIMIT_S, samples_limit=None, slots=None):
+        model = copy_run(tiny_run, tmp_path / "run")
+        samples = tmp_path / "samples"
+        app = serve.DigitApp.load([model], samples=samples, source=tiny_mnist, slots=slots,
+                                  teach_flags=teach_flags, teach_limit_s=limit_s)
+        if samples_limit is not None:
+            app.samples.limit = samples_limit
+        srv = DigitServer(app, "127.0.0.1", 0)
+        thread = threading.Thread(target=srv.serve_forever, kwargs={"on_stop": app.close},
+                                  daemon=True)                   # as mlp serve stops it
+        thread.start()
+        started.append((srv, thread, app))
+        return srv, app, model, samples
+
+    started = []
+    yield start
+    for srv, thread, app in started:
+        srv.stop()
+        thread.join(10)
+        app.wait()
+
+
+def _wait_for_teach(srv, until=lambda s: s["state"] != "running", timeout=60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, answer = request(srv, "GET", "/api/teach")
+        assert status == 200, answer
+        if until(answer):
+            return answer
+        time.sleep(0.05)
+    raise AssertionError(f"the teach did not get there in {timeout} s: {answer}")
+
+
+def _files_under(folder) -> list:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_correction_is_saved_in_the_labelled_layout(teaching, tmp_path):
+    srv, app, model, samples = teaching()
+    assert request(srv, "GET", "/api/samples") == (200, {"counts": [0] * 10, "total": 0,
+                                                         "limit": teach.MAX_SAMPLES})
+    png = _ink_png(tmp_path)
+    status, read = request(srv, "POST", "/api/predict", png)
+    assert status == 200
+    status, answer = request(srv, "POST", "/api/correct?label=7", png)
+    assert status == 200, answer
+    assert answer["label"] == 7 and answer["class_name"] == "7"
+    assert answer["counts"] == [0] * 7 + [1, 0, 0] and answer["total"] == 1
+    name = answer["saved"]
+    assert _files_under(samples) == [f"7/{name}.png", f"inputs/7/{name}.png"]
+    assert (samples / "7" / f"{name}.png").read_bytes() == png       # the upload, as sent
+    seen = np.asarray(Image.open(samples / "inputs" / "7" / f"{name}.png"))
+    sent = np.asarray(Image.open(io.BytesIO(base64.b64decode(read["input"].split(",")[1]))))
+    assert seen.shape == (28, 28) and np.array_equal(seen, sent)     # what the network saw
+    found = labelled.read_labelled(samples, MNIST)                   # inputs/ is no class
+    assert found.labels.tolist() == [7] and np.array_equal(found.pixels[0], seen)
+    assert request(srv, "GET", "/api/samples")[1]["counts"][7] == 1
+    status, again = request(srv, "POST", "/api/correct?label=7", png)
+    assert again["saved"] != name and again["counts"][7] == 2
+    # A new server counts what the folder holds.
+    assert serve.DigitApp.load([model], samples=samples).samples.counts()["7"] == 2
+
+
+def test_the_saliency_map_is_the_read_class_gradient_of_the_served_model(real_model,
+                                                                          canvas_digits):
+    app = serve.DigitApp.load([real_model])
+    model = checkpoint.load(real_model)
+    for path, _ in canvas_digits[:5]:
+        body = path.read_bytes()
+        started = []
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/api/predict",
+                   "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+        answer = json.loads(b"".join(app(environ, lambda status, headers: started.append(
+            status))))
+        assert started == ["200 OK"]
+        seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(
+            answer["input"].split(",")[1]))))
+        classes, maps = explain.saliency(model.net, seen[None])
+        assert classes[0] == answer["digit"]
+        np.testing.assert_allclose(answer["saliency"]["scale"], np.abs(maps[0]).max(),
+                                   rtol=1e-5)
+        shares = np.array(answer["saliency"]["map"])
+        assert shares.shape == (28, 28) and np.abs(shares).max() == 1.0
+        np.testing.assert_allclose(shares, maps[0] / np.abs(maps[0]).max(), atol=5e-4 + 1e-6)
+        assert (shares > 0).any() and (shares < 0).any()
+
+
+def test_hostile_corrections_are_refused_and_write_nothing(teaching, tmp_path):
+    srv, app, model, samples = teaching(samples_limit=3)
+    png = _ink_png(tmp_path)
+    blank = io.BytesIO()
+    Image.new("RGBA", (280, 280), (0, 0, 0, 0)).save(blank, format="PNG")
+    for query, body, expected, message in [
+            ("label=10", png, 400, "?label=N, N from 0 to 9"),
+            ("label=-1", png, 400, "?label=N"),
+            ("label=%2e%2e%2f7", png, 400, "?label=N"),
+            ("label=3%2F..%2F..%2Fx", png, 400, "?label=N"),
+            ("label=%D9%A3", png, 400, "?label=N"),        # an Arabic-Indic 3
+            ("label=1&label=2", png, 400, "?label=N"),
+            ("label=99999999999999999999", png, 400, "?label=N"),
+            ("", png, 400, "?label=N"),
+            ("label=3", b"not an image", 400, "not an image file"),
+            ("label=3", blank.getvalue(), 400, "looks blank")]:
+        status, answer = request(srv, "POST", f"/api/correct?{query}", body)
+        assert status == expected and message in answer["error"], (query, answer)
+    assert not samples.exists()
+    answer = raw(srv, b"POST /api/correct?label=3 HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                 + str(serve.MAX_BODY + 1).encode() + b"\r\n\r\n", png)
+    assert answer.split(b" ")[1] == b"413" and "over 8 MB" in json_body(answer)["error"]
+    for path, method in (("/api/correct", "GET"), ("/api/samples", "POST")):
+        assert request(srv, method, path)[0] == 405
+    # A name the client gives is not used; the count stops at the cap.
+    for i in range(3):
+        status, answer = request(srv, "POST", "/api/correct?label=3&name=../../evil", png)
+        assert status == 200 and "evil" not in answer["saved"]
+    status, answer = request(srv, "POST", "/api/correct?label=4", png)
+    assert status == 409 and "holds 3 corrections" in answer["error"]
+    assert len(_files_under(samples)) == 6 and not list(tmp_path.rglob("*evil*"))
+    assert request(srv, "GET", "/api/samples")[1]["total"] == 3
+
+
+def test_a_correction_that_cannot_be_written_is_a_json_500_and_one_log_line(tiny_run,
+                                                                           tmp_path):
+    blocker = tmp_path / "samples"
+    blocker.write_text("a file where the samples folder should be")
+    lines = []
+    app = serve.DigitApp.load([tiny_run], note=lines.append, samples=blocker)
+    srv = DigitServer(app, "127.0.0.1", 0)
+    thread = running(srv)
+    try:
+        status, answer = request(srv, "POST", "/api/correct?label=1", _ink_png(tmp_path))
+    finally:
+        srv.stop()
+        thread.join(10)
+    assert status == 500 and "cannot save corrections" in answer["error"], answer
+    assert len(lines) == 1 and str(blocker) in lines[0] and "\n" not in lines[0]
+    assert blocker.read_text().startswith("a file") and app.samples.total == 0
+
+
+def test_fashion_corrections_go_under_class_names(real_fashion_model, tmp_path):
+    from mnist_mlp.mnist import FASHION_MNIST
+
+    samples = tmp_path / "samples"
+    app = serve.DigitApp.load([real_fashion_model], samples=samples)
+    srv = DigitServer(app, "127.0.0.1", 0)
+    thread = running(srv)
+    try:
+        info = request(srv, "GET", "/api/model")[1]
+        assert info["class_names"] == list(FASHION_MNIST.class_names)
+        png = _ink_png(tmp_path)
+        status, read = request(srv, "POST", "/api/predict", png)
+        assert status == 200 and read["label"] == FASHION_MNIST.class_names[read["digit"]]
+        assert len(read["saliency"]["map"]) == 28
+        status, answer = request(srv, "POST", "/api/correct?label=0", png)
+        assert status == 200 and answer["class_name"] == "T-shirt/top"
+        assert request(srv, "POST", "/api/correct?label=10", png)[0] == 400
+    finally:
+        srv.stop()
+        thread.join(10)
+    assert _files_under(samples) == [f"T-shirt-top/{answer['saved']}.png",
+                                     f"inputs/T-shirt-top/{answer['saved']}.png"]
+    assert labelled.read_labelled(samples, FASHION_MNIST).labels.tolist() == [0]
+
+
+def test_concurrent_corrections_keep_the_cap(teaching, tmp_path):
+    srv, app, model, samples = teaching(samples_limit=10, slots=16)
+    png = _ink_png(tmp_path)
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: request(srv, "POST", f"/api/correct?label={i % 10}",
+                                                  png), range(19)))
+    assert sorted(status for status, _ in answers) == [200] * 10 + [409] * 9
+    assert len(labelled.read_labelled(samples, MNIST).labels) == 10
+
+
+def test_teach_starts_reports_progress_and_then_reads_with_the_taught_model(teaching,
+                                                                            tmp_path):
+    srv, app, model, samples = teaching(teach_flags={"epochs": 40, "batch_size": 8})
+    original = model.read_bytes()
+    status, answer = request(srv, "POST", "/api/teach")
+    assert status == 409 and "no corrections" in answer["error"]
+    png = _ink_png(tmp_path)
+    before = request(srv, "POST", "/api/predict", png)[1]
+    for label in (1, 1, 7):
+        assert request(srv, "POST", f"/api/correct?label={label}", png)[0] == 200
+    status, answer = request(srv, "POST", "/api/teach")
+    assert status == 202 and answer["started"] and answer["state"] == "running"
+    assert answer["model"] == "m.taught-1.npz" and answer["samples"] == 3
+    seen = _wait_for_teach(srv, lambda s: (s.get("batch") or 0) > 0 and s["epoch"] >= 2)
+    assert seen["state"] == "running" and seen["epochs"] == 40 and seen["batches"] > 0
+    assert request(srv, "GET", "/api/model")[1]["model"] == "m.npz"   # still the original
+    start = time.monotonic()                          # the page keeps reading meanwhile
+    assert request(srv, "POST", "/api/predict", png)[1]["top"] == before["top"]
+    assert time.monotonic() - start < 2 and app.teacher.status()["state"] == "running"
+    done = _wait_for_teach(srv)
+    assert done["state"] == "done" and done["ending"] == "finished", done
+    assert done["epoch"] == 40 and done["batch"] == done["batches"]
+    taught = model.with_name("m.taught-1.npz")
+    meta = checkpoint.load(taught).meta
+    assert meta["init"]["model"] == str(model) and meta["preset"] == "tune"
+    assert meta["extra"][0]["count"] == 3 and meta["extra"][0]["folder"] == str(samples)
+    assert model.read_bytes() == original
+    info = request(srv, "GET", "/api/model")[1]
+    assert info["model"] == "m.taught-1.npz" and info["preset"] == "tune"
+    after = request(srv, "POST", "/api/predict", png)[1]
+    assert after["top"] != before["top"]
+    # mlp predict loads the taught checkpoint and reads as the page now does.
+    (tmp_path / "one.png").write_bytes(png)
+    result = CliRunner().invoke(main, ["predict", "--model", str(taught), "--json",
+                                       "--top-k", "10", str(tmp_path / "one.png")])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose([p for _, p in json.loads(result.stdout)[0]["top"]],
+                               [p for _, p in after["top"]], rtol=1e-5, atol=1e-7)
+
+
+def test_two_teaches_at_once_and_a_correction_during_one(teaching, tmp_path):
+    srv, app, model, samples = teaching(teach_flags={"epochs": 60, "batch_size": 8})
+    png = _ink_png(tmp_path)
+    for label in range(4):
+        request(srv, "POST", f"/api/correct?label={label}", png)
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: request(srv, "POST", "/api/teach"), range(2)))
+    assert [status for status, _ in answers] == [202, 202]
+    assert sorted(a["started"] for _, a in answers) == [False, True]    # one joined the other
+    assert {a["model"] for _, a in answers} == {"m.taught-1.npz"}
+    _wait_for_teach(srv, lambda s: (s.get("batch") or 0) > 0)
+    status, kept = request(srv, "POST", "/api/correct?label=9", png)
+    assert status == 200 and kept["total"] == 5
+    done = _wait_for_teach(srv)
+    assert done["state"] == "done" and done["samples"] == 4
+    assert checkpoint.load(model.with_name("m.taught-1.npz")).meta["extra"][0]["count"] == 4
+    assert (samples / "9" / f"{kept['saved']}.png").is_file()          # kept for the next
+    status, answer = request(srv, "POST", "/api/teach")
+    assert answer["started"] and answer["model"] == "m.taught-2.npz" and answer["samples"] == 5
+    assert _wait_for_teach(srv)["state"] == "done"
+    assert checkpoint.load(model.with_name("m.taught-2.npz")).meta["extra"][0]["count"] == 5
+    assert checkpoint.load(model.with_name("m.taught-2.npz")).meta["init"]["model"] == str(model)
+
+
+def test_a_teach_is_stopped_after_its_time(teaching, tmp_path):
+    srv, app, model, samples = teaching(teach_flags=LONG_TEACH, limit_s=1.5)
+    request(srv, "POST", "/api/correct?label=5", _ink_png(tmp_path))
+    start = time.monotonic()
+    request(srv, "POST", "/api/teach")
+    done = _wait_for_teach(srv, timeout=30)
+    assert time.monotonic() - start < 10 and done["epoch"] < LONG_TEACH["epochs"]
+    if done["state"] == "done":                      # an epoch ended: its model is served
+        assert done["ending"] == "stopped"
+        assert request(srv, "GET", "/api/model")[1]["model"] == "m.taught-1.npz"
+    else:
+        assert done["state"] == "failed" and "nothing taught" in done["error"]
+    assert checkpoint.load(model.with_name("m.taught-1.last.npz")).meta["train_state"]
+
+
+def test_a_server_stopped_mid_teach_leaves_whole_files(teaching, tmp_path):
+    srv, app, model, samples = teaching(teach_flags=LONG_TEACH)
+    request(srv, "POST", "/api/correct?label=2", _ink_png(tmp_path))
+    request(srv, "POST", "/api/teach")
+    _wait_for_teach(srv, lambda s: (s.get("epoch") or 0) >= 2)
+    srv.stop()
+    app.wait()
+    assert app.teacher.status()["ending"] == "stopped"
+    folder = model.parent
+    assert not [p for p in folder.rglob("*") if p.name.endswith(".part")]
+    last = checkpoint.load(folder / "m.taught-1.last.npz")      # resumable, whole
+    assert last.meta["train_state"] and checkpoint.load(folder / "m.taught-1.npz").meta["epoch"]
+    assert len(labelled.read_labelled(samples, MNIST).labels) == 1
+
+
+def _http(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_mlp_serve_stopped_by_sigterm_mid_teach_leaves_whole_files(real_model, real_mnist,
+                                                                   tmp_path):
+    model = copy_run(real_model, tmp_path / "run")
+    samples = tmp_path / "samples"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_mlp", "serve", "--model", str(model), "--port", "0",
+         "--data-dir", str(real_mnist), "--samples", str(samples)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    try:
+        line = proc.stdout.readline()
+        assert " at http://127.0.0.1:" in line, line + proc.stderr.read()
+        port = int(line.split(" at http://127.0.0.1:")[1].split("/")[0])
+        png = _ink_png(tmp_path)
+        assert _http(port, "POST", "/api/correct?label=1", png)[0] == 200
+        assert _http(port, "POST", "/api/teach")[0] == 202
+        deadline = time.monotonic() + 60
+        while (status := _http(port, "GET", "/api/teach")[1])["batch"] < 20:
+            assert status["state"] == "running" and time.monotonic() < deadline, status
+            time.sleep(0.05)
+        assert status["epoch"] == 1
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, proc.stderr.read()
+        assert time.monotonic() - start < 10
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".part")]
+    assert not model.with_name("quick.taught-1.npz").exists()      # no epoch ended
+    last = checkpoint.load(model.with_name("quick.taught-1.last.npz"))  # whole, resumable
+    assert last.meta["train_state"]["step"] >= 20 and last.meta["epoch"] == 0
+    assert checkpoint.load(model).meta["preset"] == "quick"
+    assert len(labelled.read_labelled(samples, MNIST).labels) == 1
+
+
 # ---------------------------------------------------------------- the command
 
 def test_bad_model_and_port_in_use_are_one_line(real_model, tmp_path):
@@ -392,6 +728,86 @@ def test_drawing_in_a_real_browser(server, browser, tmp_path):
     assert browser.execute_script(
         "return getComputedStyle(document.getElementById('pad')).touchAction") == "none"
 
+
+
+def _page_pixels(driver, element_id: str) -> np.ndarray:
+    """A canvas's own pixels, RGB (height, width, 3), as the page drew them."""
+    width, height, data = driver.execute_script(
+        "const c = document.getElementById(arguments[0]);"
+        "const d = c.getContext('2d', {willReadFrequently: true})"
+        ".getImageData(0, 0, c.width, c.height);"
+        "return [c.width, c.height, Array.from(d.data)];", element_id)
+    return np.array(data, dtype=np.uint8).reshape(height, width, 4)[..., :3]
+
+
+def test_draw_see_why_correct_teach_and_read_again_in_a_real_browser(
+        browser, real_model, real_mnist, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    model = copy_run(real_model, tmp_path / "run")
+    samples = tmp_path / "samples"
+    app = serve.DigitApp.load([model], samples=samples, source=DataSource(real_mnist, ()))
+    srv = DigitServer(app, "127.0.0.1", 0)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"on_stop": app.close})
+    thread.start()
+    try:
+        browser.get(srv.url)
+        WebDriverWait(browser, 10).until(
+            lambda d: "quick.npz" in d.find_element(By.ID, "model-facts").text)
+        WebDriverWait(browser, 10).until(
+            lambda d: d.find_element(By.ID, "held-total").text == "0")
+        pad = browser.find_element(By.ID, "pad")
+        why = browser.find_element(By.ID, "why")
+        correct = browser.find_element(By.ID, "correct")
+        assert not correct.is_displayed()
+        _draw_with_mouse(browser, pad, DRAWINGS["7"])
+        WebDriverWait(browser, 10).until(lambda d: why.get_attribute("data-reading") == "7")
+        assert "orange pushes toward 7; blue away" in \
+            browser.find_element(By.ID, "why-legend").text
+        # The overlay is the one mlp predict --explain draws for the same image.
+        png = base64.b64decode(browser.execute_script(
+            "return document.getElementById('pad').toDataURL('image/png')").split(",")[1])
+        status, answer = request(srv, "POST", "/api/predict", png)
+        assert status == 200 and answer["digit"] == 7
+        seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(
+            answer["input"].split(",")[1]))))
+        expected = gallery.overlay(seen, np.array(answer["saliency"]["map"]))
+        drawn = _page_pixels(browser, "why")
+        assert drawn.shape == (28, 28, 3)
+        assert np.abs(drawn.astype(int) - expected).max() <= 2
+        orange = (drawn[..., 0] > 150) & (drawn[..., 2] < 100)
+        blue = (drawn[..., 2] > 150) & (drawn[..., 0] < 100)
+        assert orange.sum() >= 5 and blue.sum() >= 5
+        # Correct it (here: confirm it is a 7) and see the count.
+        assert correct.is_displayed()
+        correct.find_element(By.CSS_SELECTOR, "button[data-label='7']").click()
+        WebDriverWait(browser, 10).until(
+            lambda d: d.find_element(By.ID, "held-total").text == "1")
+        assert browser.find_element(By.CSS_SELECTOR, "#held li[data-label='7'] b").text == "1"
+        assert "kept as a 7" in browser.find_element(By.ID, "saved").text
+        assert len(labelled.read_labelled(samples, MNIST).labels) == 1
+        # Teach: progress while it runs, then the taught model reads the drawing again.
+        browser.execute_script("delete document.getElementById('why').dataset.reading")
+        browser.find_element(By.ID, "teach-button").click()
+        progress = browser.find_element(By.ID, "teach-progress")
+        WebDriverWait(browser, 60, poll_frequency=0.1).until(
+            lambda d: float(progress.get_attribute("value")) > 0 and progress.is_displayed())
+        assert "teaching 1 correction: epoch" in browser.find_element(By.ID, "teach-status").text
+        WebDriverWait(browser, 120).until(
+            lambda d: d.find_element(By.ID, "teach-status").get_attribute("data-state")
+            == "done", "the teach did not end")
+        assert "now reading with quick.taught-1.npz" in \
+            browser.find_element(By.ID, "teach-status").text
+        WebDriverWait(browser, 10).until(
+            lambda d: "quick.taught-1.npz" in d.find_element(By.ID, "model-facts").text)
+        WebDriverWait(browser, 10).until(lambda d: why.get_attribute("data-reading") == "7")
+        assert not progress.is_displayed()
+        assert checkpoint.load(model.with_name("quick.taught-1.npz")).meta["preset"] == "tune"
+    finally:
+        srv.stop()
+        thread.join(30)
+        app.wait()
 
 
 _KEPT_AFTER_LARGE_IMAGES = """

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import CONTEXT, fail, model_option, threads_option
+from .common import CONTEXT, data_options, fail, model_option, threads_option
 
 
 @click.command(context_settings=CONTEXT)
@@ -16,10 +16,16 @@ from .common import CONTEXT, fail, model_option, threads_option
                    "use it.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000,
               help="Port to listen on (0: any free port).")
+@click.option("--samples", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="Folder the page's corrections go to (DIR/<class>/), for "
+                                  "teaching. Default: NAME.samples/ beside the model.")
+@data_options
 @threads_option
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
-def serve(models: tuple[Path, ...], host: str, port: int, open_browser: bool) -> None:
-    """Serve a page to draw digits on and watch the network read them; Ctrl-C stops it."""
+def serve(models: tuple[Path, ...], host: str, port: int, samples: Path | None, source,
+          open_browser: bool) -> None:
+    """Serve a page to draw digits on, watch the network read them and see why, correct
+    it and teach it (MNIST from --data-dir is replayed while teaching); Ctrl-C stops it."""
     import signal
 
     from ..checkpoint import CheckpointError
@@ -27,10 +33,14 @@ def serve(models: tuple[Path, ...], host: str, port: int, open_browser: bool) ->
     from ..server import DigitServer, is_loopback
 
     try:
-        app = DigitApp.load(list(models), note=lambda line: click.echo(line, err=True))
-        server = DigitServer(app, host, port)
+        app = DigitApp.load(list(models), note=lambda line: click.echo(line, err=True),
+                            samples=samples, source=source)
     except CheckpointError as exc:
         raise fail(exc) from None
+    except OSError as exc:                    # the samples folder cannot be read
+        raise fail(f"{exc.filename}: {exc.strerror or exc}") from None
+    try:
+        server = DigitServer(app, host, port)
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     if not is_loopback(host):
@@ -42,3 +52,4 @@ def serve(models: tuple[Path, ...], host: str, port: int, open_browser: bool) ->
 
         webbrowser.open(server.url)
     server.serve_forever(stop_on=(signal.SIGINT, signal.SIGTERM), on_stop=app.close)
+    app.wait()

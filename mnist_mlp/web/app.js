@@ -1,4 +1,5 @@
-// The draw-a-digit page: strokes on a canvas, sent as PNG to POST /api/predict.
+// The draw-a-digit page: strokes on a canvas, sent as PNG to POST /api/predict; why it
+// reads what it reads; corrections (POST /api/correct) and teaching (/api/teach).
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -12,6 +13,13 @@ let whiteInk = true;       // white ink on black (as MNIST), or black on white
 let lastSent = 0;
 let pending = null;        // timer of a throttled prediction
 let sequence = 0;          // answers to older requests are ignored
+let lastImage = null;      // the image file (canvas PNG or upload) of the reading shown
+let classNames = [...Array(10).keys()].map(String);   // the model's, once it has said
+const TOWARD = [255, 140, 0];    // saliency: orange, pushes toward the class read
+const AWAY = [30, 144, 255];     // blue, pushes away from it
+const DIM = 0.35;                // the input under the map, dimmed to this share
+const why = document.getElementById("why");
+const whyCtx = why.getContext("2d", {willReadFrequently: true});
 const seen = document.getElementById("seen");
 const NOTHING_SEEN = seen.src;   // a black pixel, until the network has seen something
 
@@ -98,10 +106,10 @@ async function send(blob, mine = ++sequence) {
   } catch (err) {
     answer = {error: "the server did not answer (" + err.message + ")"};
   }
-  if (mine === sequence) show(answer);
+  if (mine === sequence) show(answer, blob, mine);
 }
 
-function show(answer) {
+function show(answer, image, mine) {
   const error = document.getElementById("error");
   if (answer.error) {
     error.textContent = answer.error;
@@ -109,7 +117,10 @@ function show(answer) {
     return;
   }
   error.hidden = true;
-  document.getElementById("digit").textContent = answer.digit;
+  lastImage = image;
+  document.getElementById("digit").textContent = answer.label;
+  document.getElementById("correct").hidden = false;
+  drawWhy(answer, mine);
   document.getElementById("confidence").textContent =
     (100 * answer.confidence).toFixed(1) + "% sure";
   seen.src = answer.input;
@@ -126,6 +137,44 @@ function show(answer) {
   }));
 }
 
+// The saliency map over the input, as `mlp predict --explain` draws it: the input dimmed
+// to grey, each pixel coloured by its share of the map's largest magnitude.
+function drawWhy(answer, mine) {
+  const picture = new Image();
+  picture.onload = () => {
+    if (mine !== sequence) return;                   // a newer reading is on its way
+    whyCtx.drawImage(picture, 0, 0, why.width, why.height);
+    const image = whyCtx.getImageData(0, 0, why.width, why.height);
+    const px = image.data;
+    answer.saliency.map.forEach((row, y) => row.forEach((share, x) => {
+      const i = 4 * (28 * y + x);
+      const grey = DIM * px[i];
+      const colour = share > 0 ? TOWARD : AWAY;
+      for (let k = 0; k < 3; k++) px[i + k] = grey + Math.abs(share) * (colour[k] - grey);
+      px[i + 3] = 255;
+    }));
+    whyCtx.putImageData(image, 0, 0);
+    why.dataset.reading = answer.label;
+    const legend = document.getElementById("why-legend");
+    legend.replaceChildren("why: ", span("toward", "orange"), ` pushes toward ${answer.label}; `,
+                           span("away", "blue"), " away from it");
+  };
+  picture.src = answer.input;
+}
+
+function span(className, text) {
+  const s = document.createElement("span");
+  s.className = className;
+  s.textContent = text;
+  return s;
+}
+
+function clearWhy() {
+  whyCtx.clearRect(0, 0, why.width, why.height);
+  delete why.dataset.reading;
+  document.getElementById("why-legend").textContent = "why it reads it";
+}
+
 function clearAll() {
   strokes = [];
   current = null;
@@ -138,6 +187,9 @@ function clearAll() {
   seen.src = NOTHING_SEEN;
   document.getElementById("bars").replaceChildren();
   document.getElementById("error").hidden = true;
+  document.getElementById("correct").hidden = true;
+  lastImage = null;
+  clearWhy();
 }
 
 document.getElementById("clear").addEventListener("click", clearAll);
@@ -224,7 +276,17 @@ function drawCurves(history) {
 
 async function loadModel() {
   const info = await (await fetch("/api/model")).json();
+  classNames = info.class_names;
+  document.getElementById("classes").replaceChildren(...classNames.map((name, label) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = name;
+    button.dataset.label = label;
+    button.addEventListener("click", () => correct(label));
+    return button;
+  }));
   const facts = document.getElementById("model-facts");
+  facts.replaceChildren();
   fact(facts, info.members > 1 ? `committee of ${info.members}` : "file", info.model);
   fact(facts, "layers", info.sizes.join("-"));
   if (info.preset) fact(facts, "preset", info.preset);
@@ -240,5 +302,104 @@ async function loadModel() {
   }
 }
 
+// ---------------------------------------------------------------- corrections and teaching
+
+async function api(method, path, body) {
+  try {
+    const response = await fetch(path, {method, body});
+    const answer = await response.json();
+    return response.ok ? answer : {error: answer.error || response.statusText};
+  } catch (err) {
+    return {error: "the server did not answer (" + err.message + ")"};
+  }
+}
+
+async function correct(label) {
+  const saved = document.getElementById("saved");
+  if (!lastImage) return;
+  const answer = await api("POST", `/api/correct?label=${label}`, lastImage);
+  if (answer.error) {
+    saved.textContent = answer.error;
+    return;
+  }
+  saved.textContent = `kept as a ${classNames[label]}; Teach when you have a few`;
+  showHeld(answer);
+}
+
+function showHeld(held) {
+  document.getElementById("held-total").textContent = held.total;
+  document.getElementById("held").replaceChildren(...held.counts.map((n, label) => {
+    const item = document.createElement("li");
+    item.dataset.label = label;
+    item.innerHTML = `${classNames[label]}: <b>${n}</b>`;
+    return item;
+  }));
+}
+
+async function loadHeld() {
+  const held = await api("GET", "/api/samples");
+  if (!held.error) showHeld(held);
+}
+
+const teachButton = document.getElementById("teach-button");
+const teachStatus = document.getElementById("teach-status");
+const teachProgress = document.getElementById("teach-progress");
+const POLL_MS = 500;
+
+function corrections(n) {
+  return `${n} correction${n === 1 ? "" : "s"}`;
+}
+
+function showTeach(status) {
+  teachButton.disabled = status.state === "running";
+  teachProgress.hidden = status.state !== "running";
+  if (status.state === "running") {
+    const done = status.batches ? (status.epoch - 1) * status.batches + status.batch : 0;
+    teachProgress.value = status.batches ? done / (status.epochs * status.batches) : 0;
+    teachStatus.textContent = status.batches
+      ? `teaching ${corrections(status.samples)}: epoch ${status.epoch} of ${status.epochs}, ` +
+        `batch ${status.batch} of ${status.batches} (${status.elapsed_s} s)`
+      : `teaching ${corrections(status.samples)}: reading them and MNIST…`;
+  } else if (status.state === "done") {
+    teachStatus.textContent = `taught ${corrections(status.samples)} in ${status.elapsed_s} s` +
+      (status.ending === "stopped" ? ` (stopped at epoch ${status.epoch} of ${status.epochs})` : "") +
+      `: now reading with ${status.model}`;
+  } else if (status.state === "failed") {
+    teachStatus.textContent = "teaching failed: " + status.error;
+  }
+  teachStatus.dataset.state = status.state;
+}
+
+async function follow(status) {
+  while (status.state === "running") {
+    showTeach(status);
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    status = await api("GET", "/api/teach");
+    if (status.error) status = {state: "failed", error: status.error};
+  }
+  showTeach(status);
+  if (status.state === "done") {
+    await loadModel();                       // the taught model's facts
+    if (lastImage) send(lastImage);          // and its reading of the image shown
+  }
+}
+
+teachButton.addEventListener("click", async () => {
+  teachButton.disabled = true;
+  const status = await api("POST", "/api/teach");
+  if (status.error) {
+    teachStatus.textContent = status.error;
+    teachButton.disabled = false;
+    return;
+  }
+  follow(status);
+});
+
+async function loadTeach() {
+  const status = await api("GET", "/api/teach");
+  if (status.state === "running") follow(status);   // another tab's teach
+  else if (!status.error && status.state !== "idle") showTeach(status);
+}
+
 redraw();
-loadModel();
+loadModel().then(() => Promise.all([loadHeld(), loadTeach()]));
