@@ -115,6 +115,7 @@ def model_info(ckpt: checkpoint.Checkpoint, paths: list[Path],
     history = read_history(paths[0], note)
     return {"model": ", ".join(p.name for p in paths), "members": len(paths),
             "sizes": meta["sizes"], "class_names": list(dataset_of(meta).class_names),
+            "subject": dataset_of(meta).subject,
             "preset": meta.get("preset"),
             "epoch": meta.get("epoch"), "epochs": config.get("epochs"),
             "kept_val_accuracy": val_score(metrics),

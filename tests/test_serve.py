@@ -845,3 +845,31 @@ def test_memory_freed_after_large_images_goes_back_to_the_system(real_model):
                           env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) < 25, f"{done.stdout.strip()} MB kept after 4 large images"
+
+
+def test_a_garment_model_is_shown_photos_in_a_real_browser(real_fashion_model, browser,
+                                                           tmp_path):
+    from PIL import Image, ImageDraw
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photo = Image.new("RGB", (600, 800), (250, 250, 247))           # trousers on light paper
+    ImageDraw.Draw(photo).polygon([(200, 100), (400, 100), (430, 700), (330, 700), (300, 300),
+                                   (270, 700), (170, 700)], fill=(40, 50, 90))
+    photo.save(tmp_path / "trousers.png")
+    srv = DigitServer(serve.DigitApp.load([real_fashion_model]), "127.0.0.1", 0)
+    thread = running(srv)
+    try:
+        browser.get(srv.url)
+        WebDriverWait(browser, 10).until(
+            lambda d: d.find_element(By.ID, "title").text == "Show it a garment")
+        assert not browser.find_element(By.ID, "undo").is_displayed()
+        assert not browser.find_element(By.ID, "ink").is_displayed()
+        browser.find_element(By.ID, "file").send_keys(str(tmp_path / "trousers.png"))
+        WebDriverWait(browser, 20).until(
+            lambda d: d.find_element(By.ID, "digit").text == "Trouser")
+        buttons = browser.find_elements(By.CSS_SELECTOR, "#classes button")
+        assert [b.text for b in buttons][:2] == ["T-shirt/top", "Trouser"]
+    finally:
+        srv.stop()
+        thread.join(10)

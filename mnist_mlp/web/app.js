@@ -15,6 +15,7 @@ let pending = null;        // timer of a throttled prediction
 let sequence = 0;          // answers to older requests are ignored
 let lastImage = null;      // the image file (canvas PNG or upload) of the reading shown
 let classNames = [...Array(10).keys()].map(String);   // the model's, once it has said
+let photosOnly = false;    // a model of garments (Fashion-MNIST): photos, no drawing
 const TOWARD = [255, 140, 0];    // saliency: orange, pushes toward the class read
 const AWAY = [30, 144, 255];     // blue, pushes away from it
 const DIM = 0.35;                // the input under the map, dimmed to this share
@@ -57,6 +58,7 @@ function point(event) {
 }
 
 pad.addEventListener("pointerdown", (event) => {
+  if (photosOnly) return;                            // garments are shown, not drawn
   event.preventDefault();
   pad.setPointerCapture(event.pointerId);
   current = [point(event)];
@@ -210,7 +212,20 @@ function classifyFile(file) {
   if (!file) return;
   strokes = [];
   redraw();
+  if (photosOnly) showPhoto(file);
   send(file);
+}
+
+// The photo on the pad, fitted whole (a model of garments has no drawing to show).
+async function showPhoto(file) {
+  try {
+    const photo = await createImageBitmap(file);
+    const scale = Math.min(pad.width / photo.width, pad.height / photo.height);
+    const w = photo.width * scale, h = photo.height * scale;
+    ctx.drawImage(photo, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+  } catch {
+    // not an image the browser decodes: the server's answer says why
+  }
 }
 document.getElementById("file").addEventListener("change", (event) => {
   classifyFile(event.target.files[0]);
@@ -274,9 +289,30 @@ function drawCurves(history) {
   chart.hidden = false;
 }
 
+// A model of garments reads photos: the pad becomes a place to drop them, with no pen.
+function showPhotosOnly() {
+  photosOnly = true;
+  document.body.classList.add("photos");
+  document.title = "mnist-mlp: show a garment";
+  document.getElementById("title").textContent = "Show it a garment";
+  document.getElementById("intro").textContent = "Drop a photo of a garment (or choose " +
+    "one) and the network names it. Beside it is the 28×28 image it actually sees: the " +
+    "photo prepared as Fashion-MNIST's were (background trimmed, long side 28, centred, " +
+    "negated).";
+  document.getElementById("pad-hint").textContent = "Drop a photo on the box.";
+  document.getElementById("confidence").textContent = "show it a garment";
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  ctx.fillStyle = "#888";
+  ctx.font = "18px sans-serif";
+  ctx.textAlign = "center";
+  ctx.fillText("drop a photo here", pad.width / 2, pad.height / 2);
+}
+
 async function loadModel() {
   const info = await (await fetch("/api/model")).json();
   classNames = info.class_names;
+  if (info.subject === "garment" && !photosOnly) showPhotosOnly();
   document.getElementById("classes").replaceChildren(...classNames.map((name, label) => {
     const button = document.createElement("button");
     button.type = "button";
