@@ -1,5 +1,5 @@
 """Distortions: exact identity, shifts move the centre of mass, range, determinism, shapes,
-draws of both signs; garments' mirror images, shifts and erased boxes."""
+draws of both signs; garments' mirror images, shifts and erased boxes, and an exact resume."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 from mnist_mlp import augment
+from mnist_mlp.config import resolve
+from mnist_mlp.network import MLP
+from mnist_mlp.train import Trainer, TrainState
 
 from .tiny_data import synthetic_digits
 
@@ -273,3 +276,28 @@ def test_garment_distortions_at_a_strength():
     images = X.reshape(-1, 28, 28)
     expected = np.where(draws.flip[:, None, None], images[:, :, ::-1], images)
     np.testing.assert_array_equal(none.reshape(-1, 28, 28), expected)
+
+
+@pytest.mark.parametrize("stop_after", [3, 11])
+def test_a_garment_run_stopped_mid_epoch_resumes_bit_for_bit(stop_after):
+    """Mirror images and erased boxes come from the run's generator, whose state a run
+    saves: stopped after any step and resumed, the run ends as an uninterrupted one."""
+    images, labels = synthetic_digits(300, seed=1)
+    X, y = images.reshape(300, -1).astype(np.float32) / 255, labels.astype(np.int64)
+    cfg = resolve({"hidden": (16,), "epochs": 2, "val_size": 50, "batch_size": 32,
+                   "augment": "garment-erase", "augment_end": 0.2, "dropout": (0.3,)})
+
+    def fit(trainer, should_stop=lambda: False):
+        return trainer.fit(X[:250], y[:250], X[250:], y[250:], should_stop=should_stop)
+
+    fit(whole := Trainer(cfg, MLP(cfg.sizes, seed=0), 250))
+    calls = iter(range(1000))
+    stopped = Trainer(cfg, MLP(cfg.sizes, seed=0), 250)
+    assert fit(stopped, lambda: next(calls) == stop_after) == "stopped"
+    state = TrainState.from_meta(copy.deepcopy(stopped.state.to_meta()), stopped.state.order,
+                                 250, 32)
+    params = [p.copy() for p in stopped.net.params]
+    again = Trainer(cfg, MLP.from_params(params[:2], params[2:]), 250, state)
+    again.optimizer.load_state_dict(copy.deepcopy(stopped.optimizer.state_dict()))
+    fit(again)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(whole.net.params, again.net.params))
