@@ -288,7 +288,7 @@ def test_a_garment_run_stopped_mid_epoch_resumes_bit_for_bit(stop_after):
                    "augment": "garment-erase", "augment_end": 0.2, "dropout": (0.3,)})
 
     def fit(trainer, should_stop=lambda: False):
-        return trainer.fit(X[:250], y[:250], X[250:], y[250:], should_stop=should_stop)
+        return trainer.fit(X[:250], y[:250], (X[250:], y[250:]), should_stop=should_stop)
 
     fit(whole := Trainer(cfg, MLP(cfg.sizes, seed=0), 250))
     calls = iter(range(1000))
