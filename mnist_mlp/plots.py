@@ -20,7 +20,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocato
 
 from .files import atomic_writer, format_for
 from .mnist import IMAGE_SIDE
-from .records import kept_epoch, val_score
+from .records import kept_epoch, run_title, val_score
 from .runfiles import RunError, RunFiles, read_metrics
 
 # Log axes ticked at 1, 2 and 5 times powers of ten, with plain labels and no minor
@@ -275,8 +275,7 @@ def draw_runs(runs: Sequence[Path], curves: Path | None = None, weights: Path | 
                 ckpt = load(ckpt_path)
             except CheckpointError as exc:
                 raise PlotError(str(exc)) from None
-            sizes = "-".join(map(str, ckpt.meta["sizes"]))
-            title = f"{sizes} ({ckpt.meta.get('preset', stem)})"
+            title = run_title({"preset": stem, **ckpt.meta})
             figures.append(("weights", weights or files.weights,
                             weights_figure(ckpt.net.W[0], f"{stem}: first-layer weights of "
                                            f"the {WEIGHT_TILES} strongest of "

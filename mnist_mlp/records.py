@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -137,3 +138,21 @@ class TrainState:
         else:
             order = None
         return cls(**{**meta, "order": order})
+
+
+def run_title(meta: Mapping[str, Any]) -> str:
+    """A run's title for its pictures, from its checkpoint's metadata: the layer sizes and
+    preset, the dataset when it is not MNIST, and what the run started from: the model
+    (``init``) and the users' images (``extra``) mixed in."""
+    parts = [str(meta.get("preset") or "flags")]
+    if meta.get("dataset", "mnist") != "mnist":
+        parts.append(str(meta["dataset"]))
+    init = meta.get("init")
+    if isinstance(init, dict) and isinstance(init.get("model"), str):
+        parts.append(f"from {PurePath(init['model']).name}")
+    extra = meta.get("extra")
+    if isinstance(extra, list) and extra:
+        count = sum(r["count"] for r in extra if isinstance(r, dict)
+                    and type(r.get("count")) is int)
+        parts.append(f"+ {count:,} users' images")
+    return f"{'-'.join(map(str, meta.get('sizes', [])))} ({', '.join(parts)})"

@@ -27,6 +27,7 @@ from .labelled import LabelledFolderError, LabelledImages
 from .memory import available_memory, show_size
 from .mnist import PIXEL_SCALE, find_dataset
 from .network import MLP
+from .records import run_title
 from .resume import SavedRun, load_saved_run, resumed_config
 from .runfiles import RunError, RunFiles, write_metrics
 from .train import Callback, Ending, Trainer, TrainingDiverged
@@ -472,8 +473,8 @@ class Run:
         saving = CheckpointCallback(spec, origin)
         callbacks: list[Callback] = [saving]
         if hooks.plots:
-            callbacks.append(CurvesCallback(
-                self.files.curves, f"{'-'.join(map(str, cfg.sizes))} ({spec.preset})"))
+            callbacks.append(CurvesCallback(self.files.curves, run_title(
+                {"sizes": cfg.sizes, "preset": spec.preset, "dataset": cfg.dataset, **origin})))
         stop = self.signals
         try:
             with stop.holding(), ExitStack() as threads:   # a signal stops the run, saved

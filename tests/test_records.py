@@ -119,3 +119,16 @@ def test_history_rows_that_are_fine(change):
 def test_history_rows_that_are_refused(change):
     assert not is_history_row({**ROW, **change}, 2)
     assert not is_history_row([ROW], 2) and not is_history_row(None, 2)
+
+
+def test_a_runs_title_says_what_it_started_from():
+    from mnist_mlp.records import run_title
+
+    assert run_title({"sizes": [784, 800, 10], "preset": "default"}) == "784-800-10 (default)"
+    meta = {"sizes": [784, 16, 10], "preset": "tune", "dataset": "fashion-mnist",
+            "init": {"model": "/m/default.npz", "sha256": "ab"},
+            "extra": [{"folder": "/a", "count": 100, "sha256": "x"},
+                      {"folder": "/b", "count": 1200, "sha256": "y"}]}
+    assert run_title(meta) == ("784-16-10 (tune, fashion-mnist, from default.npz, + 1,300 "
+                               "users' images)")
+    assert run_title({"sizes": [784, 10], "init": None, "extra": []}) == "784-10 (flags)"

@@ -450,3 +450,24 @@ def test_a_killed_workers_trial_is_run_again_by_a_live_worker(tiny_mnist, tmp_pa
     log = RunFiles(Path(rerun.user_attrs["checkpoint"])).metrics
     assert [r["epoch"] for r in read_metrics(log)] == list(range(1, 21))
     assert sum(t.state.name == "COMPLETE" for t in trials) == 3
+
+
+def test_trials_start_from_the_spaces_model_with_its_users_images(tiny_mnist, tiny_run,
+                                                                  tmp_path):
+    from PIL import Image, ImageDraw
+
+    (tmp_path / "mine" / "1").mkdir(parents=True)
+    image = Image.new("L", (100, 100), 255)
+    ImageDraw.Draw(image).line([(50, 10), (50, 90)], fill=0, width=9)
+    image.save(tmp_path / "mine" / "1" / "a.png")
+    text = (SPACE.replace('config = "quick"', f'config = "quick"\ninit = "{tiny_run}"\n'
+                                              'extra = ["mine"]')
+            .replace("hidden = {{ choices = [[16], [8, 8]] }}\n", "")
+            .replace("[fixed]\n", "[fixed]\nhidden = [16]\n"))
+    result = _run(tiny_mnist, _space(tmp_path, text=text), tmp_path / "sw", 2)
+    assert len(result.report.rows) == 2
+    for row in result.report.rows:
+        meta = checkpoint.load(Path(row.checkpoint)).meta
+        assert meta["init"]["model"] == str(tiny_run)
+        assert meta["extra"] == [{"folder": str(tmp_path / "mine"), "count": 1,
+                                  "sha256": meta["extra"][0]["sha256"]}]

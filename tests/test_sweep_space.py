@@ -125,3 +125,23 @@ def test_a_signal_while_the_results_are_drawn_stops_the_sweep_at_once(
     assert time.monotonic() - sent[0] < 1
     assert result.stderr == line
     assert not (tmp_path / "sw" / "sweep.png").exists()
+
+
+def test_a_space_may_start_every_trial_from_a_model_with_users_images(tmp_path):
+    from mnist_mlp.sweep import SpaceError, load_space
+
+    (tmp_path / "m.npz").write_bytes(b"")
+    (tmp_path / "mine").mkdir()
+    search = '[search]\nlr = { low = 0.01, high = 0.1 }\n'
+    path = tmp_path / "s.toml"
+    path.write_text(f'init = "m.npz"\nextra = ["mine"]\n{search}')
+    space = load_space(path)
+    assert (space.init, space.extra) == (tmp_path / "m.npz", (tmp_path / "mine",))
+    path.write_text(search)
+    assert load_space(path).fingerprint() != space.fingerprint()
+    for text, message in (('init = "none.npz"\n', "none.npz: no such checkpoint"),
+                          ('extra = "mine"\n', "extra must be a list of folders"),
+                          ('extra = ["nowhere"]\n', "nowhere: not a folder")):
+        path.write_text(text + search)
+        with pytest.raises(SpaceError, match=message):
+            load_space(path)

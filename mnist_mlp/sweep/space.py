@@ -25,7 +25,7 @@ from ..config import (
 from ..files import read_bounded
 
 MAX_SPACE_BYTES = 1 << 20       # a space file is a few hundred bytes
-SPACE_KEYS = ("config", "fixed", "search")
+SPACE_KEYS = ("config", "init", "extra", "fixed", "search")
 DIMENSION_KEYS = ("low", "high", "log", "step", "choices")
 
 
@@ -80,10 +80,12 @@ class Space:
     """A validated space file: the base config (a preset or config file), the settings
     fixed for every trial, and the searched ones."""
 
-    config: str                          # the base config file, for run.train's config=
+    config: str                          # the base config file
     file_values: dict[str, Any]          # its values
     fixed: dict[str, Any]
     search: dict[str, Dimension]
+    init: Path | None = None             # every trial starts from this model's weights
+    extra: tuple[Path, ...] = ()         # users' labelled folders mixed into every trial
 
     def flags(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """A trial's settings over the base config: the fixed ones and its searched ones."""
@@ -95,7 +97,9 @@ class Space:
     def fingerprint(self) -> str:
         """What the study must agree on: the base settings and the searched ranges."""
         return json.dumps({"base": self.resolve({}).to_dict(),
-                           "search": {k: d.to_dict() for k, d in self.search.items()}},
+                           "search": {k: d.to_dict() for k, d in self.search.items()},
+                           **({"init": str(self.init)} if self.init else {}),
+                           **({"extra": list(map(str, self.extra))} if self.extra else {})},
                           sort_keys=True)
 
 
@@ -176,6 +180,8 @@ def load_space(path: Path) -> Space:
     """Read a space file and check it against TrainConfig before any trial runs::
 
         config = "default"      # the base: a preset name or a config file
+        init = "model.npz"      # optional: every trial starts from these weights
+        extra = ["my-digits"]   # optional: users' labelled folders in every trial
         [fixed]
         epochs = 12
         [search]
@@ -204,8 +210,8 @@ def load_space(path: Path) -> Space:
         raise fail("nested too deeply to be a space file") from None
     unknown = [k for k in raw if k not in SPACE_KEYS]
     if unknown:
-        raise fail(f"unknown key {show_value(unknown[0])}; a space file has config, [fixed] "
-                   "and [search]")
+        raise fail(f"unknown key {show_value(unknown[0])}; a space file has config, init, "
+                   "extra, [fixed] and [search]")
     fixed_raw, search_raw = raw.get("fixed", {}), raw.get("search")
     if not isinstance(fixed_raw, dict):
         raise fail("fixed must be a table: [fixed]")
@@ -228,13 +234,32 @@ def load_space(path: Path) -> Space:
         search = {k: _dimension(k, v) for k, v in search_raw.items()}
     except ConfigError as exc:
         raise fail(f"in [search], {exc}") from None
-    space = Space(str(config), file_values, fixed, search)
+    init, extra = _start(raw, path.parent, fail)
+    space = Space(str(config), file_values, fixed, search, init, extra)
     try:
         base = space.resolve({})
     except ConfigError as exc:
         raise fail(f"config and [fixed]: {exc}") from None
     _check_validation(space, base, fail)
     return space
+
+
+def _start(raw: dict[str, Any], folder: Path, fail: Callable[[str], SpaceError]
+           ) -> tuple[Path | None, tuple[Path, ...]]:
+    """The space's ``init`` model and ``extra`` folders, relative to its file's folder."""
+    init, extra = raw.get("init"), raw.get("extra", [])
+    if init is not None and not isinstance(init, str):
+        raise fail(f"init must be a checkpoint's path, not {show_value(init)}")
+    if not (isinstance(extra, list) and all(isinstance(e, str) for e in extra)):
+        raise fail(f"extra must be a list of folders, not {show_value(extra)}")
+    init_path = None if init is None else (folder / init).absolute()
+    if init_path is not None and not init_path.is_file():
+        raise fail(f"init: {init_path}: no such checkpoint")
+    folders = tuple((folder / e).absolute() for e in extra)
+    missing = [f for f in folders if not f.is_dir()]
+    if missing:
+        raise fail(f"extra: {missing[0]}: not a folder of labelled images")
+    return init_path, folders
 
 
 def _check_validation(space: Space, base: TrainConfig, fail: Callable[[str], SpaceError]

@@ -262,8 +262,10 @@ class Worker:
         """
         from .. import run
 
-        spec = run.build_spec(files.kept, cfg, data=self.spec.data,
-                              start=run.Start("resume" if resume else "overwrite"))
+        space = self.spec.space
+        spec = run.build_spec(files.kept, cfg,
+                              data=dataclasses.replace(self.spec.data, extra=space.extra),
+                              start=run.Start("resume" if resume else "overwrite", space.init))
         return dataclasses.replace(spec, preset=Path(self.spec.space.config).stem)
 
     def after_trial(self, study: Any, trial: Any) -> None:
