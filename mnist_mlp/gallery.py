@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,41 @@ GRID_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
                 ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
+def _save_sheet(path: Path, tiles: Sequence[Any], captions: Sequence[str], columns: int,
+                mode: str) -> None:
+    """PIL images of one size in a grid of ``columns``, each with its caption beneath,
+    saved atomically in the format the extension names.
+
+    Raises:
+        ValueError: not one caption per tile.
+        OSError: an unwritable path, or an extension not in ``GRID_FORMATS``.
+    """
+    from PIL import Image, ImageDraw
+
+    if len(captions) != len(tiles):
+        raise ValueError(f"{len(tiles)} images but {len(captions)} captions")
+    fmt = format_for(path, GRID_FORMATS)
+    width, height = tiles[0].size if tiles else (CELL, CELL)
+    cell_w, cell_h = width + 4, height + CAPTION_H + 4
+    cols = max(1, min(columns, len(tiles)))
+    rows = max(1, -(-len(tiles) // cols))
+    sheet = Image.new(mode, (cols * cell_w, rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (tile, caption) in enumerate(zip(tiles, captions)):
+        x, y = (i % cols) * cell_w + 2, (i // cols) * cell_h + 2
+        sheet.paste(tile, (x, y))
+        draw.text((x + 2, y + height + 1), caption, fill=0)
+    with atomic_writer(Path(path)) as f:
+        sheet.save(f, format=fmt)
+
+
+def _enlarged(pixels: np.ndarray, mode: str = "L") -> Any:
+    """A (28, 28) or (28, 28, 3) uint8 array as a CELL x CELL PIL image, pixels kept sharp."""
+    from PIL import Image
+
+    return Image.fromarray(pixels, mode).resize((CELL, CELL), Image.NEAREST)
+
+
 def save_grid(path: Path, images: np.ndarray, captions: Sequence[str]) -> None:
     """Save digits side by side, each enlarged, with its caption beneath.
 
@@ -33,25 +69,8 @@ def save_grid(path: Path, images: np.ndarray, captions: Sequence[str]) -> None:
         ValueError: not one caption per image.
         OSError: an unwritable path, or an extension not in ``GRID_FORMATS``.
     """
-    from PIL import Image, ImageDraw
-
-    if len(captions) != len(images):
-        raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    fmt = format_for(path, GRID_FORMATS)
-    n = len(images)
-    cell_w, cell_h = CELL + 4, CELL + CAPTION_H + 4
-    cols = max(1, min(COLUMNS, n))
-    rows = max(1, -(-n // cols))
-    sheet = Image.new("L", (cols * cell_w, rows * cell_h), color=255)
-    draw = ImageDraw.Draw(sheet)
-    for i, (img, caption) in enumerate(zip(images, captions)):
-        pixels = np.clip(np.asarray(img), 0, 255).astype(np.uint8)
-        digit = Image.fromarray(pixels, "L").resize((CELL, CELL), Image.NEAREST)
-        x, y = (i % cols) * cell_w + 2, (i // cols) * cell_h + 2
-        sheet.paste(digit, (x, y))
-        draw.text((x + 2, y + CELL + 1), caption, fill=0)
-    with atomic_writer(Path(path)) as f:
-        sheet.save(f, format=fmt)
+    tiles = [_enlarged(np.clip(np.asarray(img), 0, 255).astype(np.uint8)) for img in images]
+    _save_sheet(path, tiles, captions, COLUMNS, "L")
 
 
 def save_errors(path: Path, pixels: np.ndarray, true: np.ndarray, pred: np.ndarray,
@@ -89,23 +108,13 @@ def save_explanations(path: Path, pixels: np.ndarray, maps: np.ndarray,
         ValueError: not one caption per image.
         OSError: an unwritable path, or an extension not in ``GRID_FORMATS``.
     """
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
-    if len(captions) != len(pixels):
-        raise ValueError(f"{len(pixels)} images but {len(captions)} captions")
-    fmt = format_for(path, GRID_FORMATS)
-    n = len(pixels)
-    cell_w, cell_h = 2 * CELL + 6, CELL + CAPTION_H + 4
-    cols = max(1, min(COLUMNS // 2, n))
-    sheet = Image.new("RGB", (cols * cell_w, max(1, -(-n // cols)) * cell_h), "white")
-    draw = ImageDraw.Draw(sheet)
-    for i, (image, gradient, caption) in enumerate(zip(pixels, maps, captions)):
-        x, y = (i % cols) * cell_w + 2, (i // cols) * cell_h + 2
+    tiles = []
+    for image, gradient in zip(pixels, maps):
         grey = np.clip(np.asarray(image), 0, 255).astype(np.uint8)
-        sheet.paste(Image.fromarray(grey, "L").convert("RGB").resize((CELL, CELL),
-                                                                     Image.NEAREST), (x, y))
-        sheet.paste(Image.fromarray(overlay(grey, gradient), "RGB").resize(
-            (CELL, CELL), Image.NEAREST), (x + CELL + 2, y))
-        draw.text((x + 2, y + CELL + 1), caption, fill=0)
-    with atomic_writer(Path(path)) as f:
-        sheet.save(f, format=fmt)
+        pair = Image.new("RGB", (2 * CELL + 2, CELL), "white")      # the image, then its map
+        pair.paste(_enlarged(grey).convert("RGB"), (0, 0))
+        pair.paste(_enlarged(overlay(grey, gradient), "RGB"), (CELL + 2, 0))
+        tiles.append(pair)
+    _save_sheet(path, tiles, captions, COLUMNS // 2, "RGB")

@@ -413,19 +413,14 @@ def test_workers_started_together_on_a_fresh_database_all_work(tiny_mnist, tmp_p
         assert Path(t.user_attrs["checkpoint"]).is_file()
 
 
-def test_a_killed_workers_trial_is_run_again_by_a_live_worker(tiny_mnist, tmp_path, postgres):
-    space = _space(tmp_path, epochs=20, batch=20)
-    storage = storage_url(postgres, tmp_path)
-    out = tmp_path / "machine"   # both workers on one machine: the rerun resumes the files
-    args = {"storage": postgres, "study": "s", "pruner": "none"}
+def kill_a_worker_mid_trial(tiny_mnist, space, out, study_trials, **args) -> None:
+    """Two workers of three trials in ``out``, one SIGKILLed once its trial has logged two
+    epochs; the other must run that trial again, resuming its files. ``study_trials()``:
+    the study's trials, or None while there is no study yet."""
     victim, survivor = (_worker(tiny_mnist, space, out, 3, **args) for _ in range(2))
 
     def victims_trial():
-        try:
-            trials = optuna.load_study(study_name="s", storage=storage).get_trials()
-        except KeyError:    # no study yet
-            return None
-        for t in trials:
+        for t in study_trials() or ():
             if t.state.name == "RUNNING" and t.user_attrs.get("pid") == victim.pid and \
                     "checkpoint" in t.user_attrs:
                 log = RunFiles(Path(t.user_attrs["checkpoint"])).metrics
@@ -439,17 +434,30 @@ def test_a_killed_workers_trial_is_run_again_by_a_live_worker(tiny_mnist, tmp_pa
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
     _finish(survivor)
-    trials = optuna.load_study(study_name="s", storage=storage).get_trials()
+    trials = study_trials()
     assert trials[dead.number].state.name == "FAIL"
-    reruns = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
-    assert len(reruns) == 1 and reruns[0].state.name == "COMPLETE"
-    rerun = reruns[0]
-    assert rerun.user_attrs["pid"] == survivor.pid
+    (rerun,) = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert rerun.state.name == "COMPLETE" and rerun.user_attrs["pid"] == survivor.pid
     assert rerun.user_attrs["checkpoint"] == dead.user_attrs["checkpoint"]
     assert rerun.user_attrs["resumed_from_epoch"] >= 2                  # resumed, not redone
     log = RunFiles(Path(rerun.user_attrs["checkpoint"])).metrics
     assert [r["epoch"] for r in read_metrics(log)] == list(range(1, 21))
     assert sum(t.state.name == "COMPLETE" for t in trials) == 3
+
+
+def test_a_killed_workers_trial_is_run_again_by_a_live_worker(tiny_mnist, tmp_path, postgres):
+    storage = storage_url(postgres, tmp_path)
+
+    def study_trials():
+        try:
+            return optuna.load_study(study_name="s", storage=storage).get_trials()
+        except KeyError:    # no study yet
+            return None
+
+    # both workers on one machine: the rerun resumes the files
+    kill_a_worker_mid_trial(tiny_mnist, _space(tmp_path, epochs=20, batch=20),
+                            tmp_path / "machine", study_trials, storage=postgres, study="s",
+                            pruner="none")
 
 
 def test_trials_start_from_the_spaces_model_with_its_users_images(tiny_mnist, tiny_run,

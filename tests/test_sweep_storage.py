@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.parse
@@ -21,12 +20,10 @@ from mnist_mlp.sweep.storage import SweepError, bind_folder, reason, redact, sto
 
 from .test_sweep import (
     ROOT,
-    _finish,
     _run,
     _space,
-    _study,
     _wait,
-    _worker,
+    kill_a_worker_mid_trial,
     postgres,  # noqa: F401 -- the fixture
 )
 
@@ -173,34 +170,13 @@ def test_a_database_lost_mid_trial_is_one_line_and_the_sweep_continues(tiny_mnis
 def test_a_killed_workers_trial_is_run_again_on_the_embedded_store(tiny_mnist, tmp_path):
     """The heartbeat's rerun without PostgreSQL: two workers on DIR's study.db, one killed
     mid-trial; the other runs its trial again, resuming its files."""
-    space, out = _space(tmp_path, epochs=20, batch=20), tmp_path / "sw"
-    victim, survivor = (_worker(tiny_mnist, space, out, 3, pruner="none") for _ in range(2))
+    out = tmp_path / "sw"
 
-    def victims_trial():
+    def study_trials():
         try:
-            trials = sweep.load_study(out)[0].get_trials()
+            return sweep.load_study(out)[0].get_trials()
         except sweep.SweepError:    # no study yet
             return None
-        for t in trials:
-            if t.state.name == "RUNNING" and t.user_attrs.get("pid") == victim.pid and \
-                    "checkpoint" in t.user_attrs:
-                log = RunFiles(Path(t.user_attrs["checkpoint"])).metrics
-                if log.exists() and len(log.read_text().splitlines()) >= 2:
-                    return t
-        return None
 
-    found = []
-    _wait(lambda: found.append(victims_trial()) or found[-1] is not None, victim, survivor)
-    dead = found[-1]
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(10)
-    _finish(survivor)
-    trials = _study(out).get_trials()
-    assert trials[dead.number].state.name == "FAIL"
-    (rerun,) = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
-    assert rerun.state.name == "COMPLETE" and rerun.user_attrs["pid"] == survivor.pid
-    assert rerun.user_attrs["checkpoint"] == dead.user_attrs["checkpoint"]
-    assert rerun.user_attrs["resumed_from_epoch"] >= 2                  # resumed, not redone
-    log = RunFiles(Path(rerun.user_attrs["checkpoint"])).metrics
-    assert [r["epoch"] for r in read_metrics(log)] == list(range(1, 21))
-    assert sum(t.state.name == "COMPLETE" for t in trials) == 3
+    kill_a_worker_mid_trial(tiny_mnist, _space(tmp_path, epochs=20, batch=20), out,
+                            study_trials, pruner="none")
