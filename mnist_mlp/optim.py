@@ -4,7 +4,8 @@ Contract: an optimiser is built on the list of parameter arrays (and, for
 weight decay, which of them are decayed), holds its own state arrays shaped
 like them, and ``step(grads, lr)`` updates every parameter in place, one line
 of NumPy per line of its update rule (with ``out=`` so a step allocates
-nothing). ``grads`` must line up with the parameters and may be overwritten.
+nothing), a cache-sized piece of each array at a time (``BLOCK``). ``grads``
+must line up with the parameters and may be overwritten.
 ``state_dict()`` exports the state as arrays; ``load_state_dict`` restores it
 so a run continues exactly.
 """
@@ -16,6 +17,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+# Elements each rule updates at a time. A rule is several passes over its arrays; on a
+# 784-800-10 layer (627,200 weights: p, g, state and scratch 2.5 MB each) every pass
+# streams them from memory, while pieces of 131,072 (512 KB each) stay in the core's
+# cache from one pass to the next (benchmarks/bench.py --only profile: the optimiser
+# step of 784-800-10 0.53 → 0.37 ms, of 784-1024-1024-10 1.62 → 1.08 ms). Elementwise
+# rules give the same numbers whatever the pieces; arrays up to BLOCK go whole.
+BLOCK = 131_072
+
 
 class Optimizer:
     """Base class: parameter list, step counter, state export/restore."""
@@ -23,6 +32,8 @@ class Optimizer:
     def __init__(self, params: Sequence[np.ndarray], weight_decay: float = 0.0,
                  decayed: Sequence[bool] | None = None):
         self.params = list(params)
+        if not all(p.flags.c_contiguous for p in self.params):
+            raise ValueError("parameters must be C-contiguous (they are updated as flat views)")
         weight_decay = _check("weight_decay", weight_decay, 0.0, math.inf)
         decayed = [True] * len(self.params) if decayed is None else list(decayed)
         if len(decayed) != len(self.params):
@@ -45,10 +56,24 @@ class Optimizer:
             raise ValueError(f"{len(grads)} gradients for {len(self.params)} parameters")
         self.t += 1
         for i, (p, g) in enumerate(zip(self.params, grads)):
-            self._update(i, p, g, p.dtype.type(lr))
+            lr_ = p.dtype.type(lr)
+            if p.size <= BLOCK:
+                self._update(i, None, p, g, lr_)
+                continue
+            p, g = p.reshape(-1), g.reshape(-1)              # flat views
+            for start in range(0, p.size, BLOCK):
+                piece = slice(start, start + BLOCK)
+                self._update(i, piece, p[piece], g[piece], lr_)
 
-    def _update(self, i: int, p: np.ndarray, g: np.ndarray, lr) -> None:
+    def _update(self, i: int, piece: slice | None, p: np.ndarray, g: np.ndarray, lr) -> None:
+        """The rule on ``piece`` of parameter ``i``'s elements (None: all of them), ``p`` and
+        ``g`` being those elements; state arrays are read through ``self._at``."""
         raise NotImplementedError
+
+    @staticmethod
+    def _at(arrays: list[np.ndarray], i: int, piece: slice | None) -> np.ndarray:
+        """``piece`` of ``arrays[i]``'s elements as a flat view (None: the whole array)."""
+        return arrays[i] if piece is None else arrays[i].reshape(-1)[piece]
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """State as arrays: ``t`` and ``<slot>.<i>`` for each slot and parameter."""
@@ -122,15 +147,15 @@ class SGD(Optimizer):
         self.nesterov = nesterov
         self.velocity = self._slot("velocity") if self.momentum else None
 
-    def _update(self, i, p, g, lr):
-        dt, s = p.dtype.type, self.scratch[i]
+    def _update(self, i, piece, p, g, lr):
+        dt, s = p.dtype.type, self._at(self.scratch, i, piece)
         if self.decay[i]:
             g += np.multiply(p, dt(self.decay[i]), out=s)          # g ← g + λ p
         g *= -lr                                                   # g ← -lr g, the plain step
         if self.velocity is None:
             p += g                                                 # p ← p - lr g
             return
-        v = self.velocity[i]
+        v = self._at(self.velocity, i, piece)
         v *= dt(self.momentum)
         v += g                                                     # v ← μ v - lr g
         if self.nesterov:
@@ -166,14 +191,14 @@ class Adam(Optimizer):
         if any((v < 0).any() for v in self.v):
             raise ValueError("optimiser state holds negative second moments v")
 
-    def _update(self, i, p, g, lr):
-        dt, s = p.dtype.type, self.scratch[i]
+    def _update(self, i, piece, p, g, lr):
+        dt, s = p.dtype.type, self._at(self.scratch, i, piece)
         if self.decay[i]:
             if self.decoupled:
                 p *= dt(1 - lr * self.decay[i])       # AdamW: p ← p - lr λ p, apart from g
             else:
                 g += np.multiply(p, dt(self.decay[i]), out=s)
-        m, v = self.m[i], self.v[i]
+        m, v = self._at(self.m, i, piece), self._at(self.v, i, piece)
         m *= dt(self.beta1)
         m += np.multiply(g, dt(1 - self.beta1), out=s)        # m ← β1 m + (1-β1) g
         v *= dt(self.beta2)

@@ -225,3 +225,33 @@ def test_max_norm_clamps_only_long_rows():
     assert np.all(norms <= 1.5 + 1e-5)
     np.testing.assert_array_equal(W[0], short_row)
     assert np.any(np.isclose(norms, 1.5))
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_updates_in_pieces_equal_updates_of_whole_arrays(name, monkeypatch):
+    """A parameter of several pieces (and a ragged last one) ends bit for bit where the same
+    rule applied to the whole array at once would take it."""
+    import mnist_mlp.optim as optim
+    rng = np.random.default_rng(1)
+    start = [rng.normal(size=(37, 29)).astype(np.float32), rng.normal(size=5).astype(np.float32)]
+    grads = [[rng.normal(size=a.shape).astype(np.float32) for a in start] for _ in range(4)]
+    ends = []
+    for block in (optim.BLOCK, 100):                      # one piece each; 11 pieces of W
+        monkeypatch.setattr(optim, "BLOCK", block)
+        params = [a.copy() for a in start]
+        opt = make_optimizer(name, params, momentum=0.9, weight_decay=0.01)
+        for step, g in enumerate(grads):
+            opt.step([a.copy() for a in g], 0.05 / (step + 1))
+        ends.append((params, opt.state_dict()))
+    (whole, whole_state), (pieces, piece_state) = ends
+    for a, b in zip(whole, pieces):
+        np.testing.assert_array_equal(a, b)
+    assert whole_state.keys() == piece_state.keys()
+    for key in whole_state:
+        np.testing.assert_array_equal(whole_state[key], piece_state[key])
+
+
+def test_parameters_that_are_not_contiguous_are_refused():
+    W = np.ones((4, 6))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        SGD([W[:, ::2]])
