@@ -26,6 +26,18 @@ def output_error(path: Path, exc: OSError) -> click.ClickException:
     return fail(f"{path}: {exc.strerror or exc}")
 
 
+def picture_path(ctx: click.Context, param: click.Parameter, path: Path | None) -> Path | None:
+    """A picture option's file, refused when it is parsed (a stream, a FIFO, a folder)
+    rather than after the command's work is done and printed."""
+    if path is not None:
+        from ..files import write_target
+        try:
+            write_target(path)
+        except OSError as exc:
+            raise output_error(path, exc) from None
+    return path
+
+
 def data_options(f: Callable) -> Callable:
     """--data-dir, --mirror and --download-timeout, handed to the command as one
     ``source: DataSource``, for every command that reads MNIST."""

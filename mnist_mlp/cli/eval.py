@@ -21,6 +21,7 @@ from .common import (
     model_dataset,
     model_option,
     output_error,
+    picture_path,
     threads_option,
 )
 
@@ -57,9 +58,11 @@ def format_report(result: dict[str, Any]) -> str:
               help="Score on users' labelled images instead: DIR/<class>/*.png (class 0-9, "
                    "or a class name), each prepared as `mlp predict` prepares it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
-@click.option("--errors", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE.png",
+@click.option("--errors", type=click.Path(dir_okay=False, path_type=Path),
+              callback=picture_path, metavar="FILE.png",
               help="Also save a grid of up to 100 misclassified digits.")
 @click.option("--confusion", type=click.Path(dir_okay=False, path_type=Path),
+              callback=picture_path,
               metavar="FILE.png", help="Also save the confusion matrix as a heatmap.")
 @threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No download progress bar.")

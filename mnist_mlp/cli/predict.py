@@ -8,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from .common import CONTEXT, fail, load_models, model_option, output_error, threads_option
+from .common import (
+    CONTEXT,
+    fail,
+    load_models,
+    model_option,
+    output_error,
+    picture_path,
+    threads_option,
+)
 
 MAX_EXPLAINED = 100  # images drawn by --explain, as eval's --errors draws at most 100
 
@@ -21,8 +29,10 @@ MAX_EXPLAINED = 100  # images drawn by --explain, as eval's --errors draws at mo
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per image.")
 @threads_option
 @click.option("--show-input", type=click.Path(dir_okay=False, path_type=Path),
+              callback=picture_path,
               metavar="FILE.png", help="Save the 28x28 inputs the model saw, side by side.")
 @click.option("--explain", type=click.Path(dir_okay=False, path_type=Path),
+              callback=picture_path,
               metavar="FILE.png", help="Save each input (the first 100) beside why it was "
               "read so: the gradient of the read class's log-probability per pixel (orange "
               "toward it, blue away).")

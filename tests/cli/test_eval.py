@@ -166,7 +166,8 @@ def test_the_confusion_picture(tiny_run, real_mnist, tmp_path):
     for option, path, message in (("--confusion", tmp_path / "fifo.png", "is a FIFO"),
                                   ("--errors", tmp_path / "fifo.png", "is a FIFO"),
                                   ("--confusion", tmp_path / "c.txt", "cannot write a .txt"),
-                                  ("--errors", tiny_run / "e.png", "e.png: ")):
+                                  ("--errors", tiny_run / "e.png", "e.png: "),
+                                  ("--errors", "/dev/stdout", "a stream of this process")):
         one_line(_eval([tiny_run], real_mnist, option, path, expect=1), message)
     assert not list(tmp_path.glob("*.part"))
 

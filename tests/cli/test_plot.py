@@ -70,6 +70,7 @@ def test_unwritable_pictures_and_unknown_runs_are_one_line(tiny_run, tmp_path):
     for args, message in (([tiny_run, "--weights", tmp_path / "fifo.png"], "is a FIFO"),
                           ([log, "--curves", tiny_run / "under-a-file.png"], "under-a-file"),
                           ([log, "--curves", tmp_path / "c.txt"], "cannot write a .txt file"),
+                          ([log, "--curves", "/dev/stdout"], "a stream of this process"),
                           ([tmp_path / "notes.txt"], "a RUN is a checkpoint"),
                           ([tmp_path / "none.npz"], "no such checkpoint")):
         one_line(mlp("plot", *args, expect=1), message)

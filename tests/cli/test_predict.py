@@ -126,6 +126,16 @@ def test_pictures_never_replace_special_files(tmp_path):
     assert (tmp_path / "seen-real.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_picture_to_a_stream_is_refused_before_anything_is_read(tmp_path):
+    """``--show-input /dev/stdout`` would mix a PNG into the predictions: refused at once,
+    so the error is the only line (no prediction printed first)."""
+    model = toy_model(tmp_path)
+    good, _ = write_bad_images(tmp_path)
+    for option, stream in (("--show-input", "/dev/stdout"), ("--explain", "/dev/fd/1")):
+        result = mlp("predict", "--model", model, good, option, stream, expect=1)
+        one_line(result, stream, "stream")
+
+
 def test_a_fashion_model_reads_a_garment_photo_by_class_name(real_fashion_model, tmp_path):
     from PIL import Image, ImageDraw
 
