@@ -38,6 +38,7 @@ THRESHOLD = 1e-6    # the largest error that passes: correct gradients show 1e-7
 MARGIN = 10         # |a - n| within MARGIN resolutions passes (see the module docstring)
 TOP = 10            # coordinates checked per array: its largest analytic gradients ...
 RANDOM = 40         # ... and these many drawn at random among the others
+MAX_WORK = 10**12   # multiply-adds of finite differences a check may take: minutes
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,18 @@ def memory_needed(sizes: list[int], n: int) -> int:
     float64 (the copy and its gradients), and a forward pass's activations twice."""
     params = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
     return params * (4 + 8 + 8) + n * sum(sizes) * 8 * 4
+
+
+def work_needed(sizes: list[int], n: int, explain: bool) -> int:
+    """Multiply-adds of ``check_gradients``'s finite differences: two forward passes over
+    n inputs for each coordinate checked (up to TOP + RANDOM per array)."""
+    per_array = TOP + RANDOM
+    coordinates = sum(min(i * o, per_array) + min(o, per_array)
+                      for i, o in zip(sizes[:-1], sizes[1:]))
+    if explain:
+        coordinates += min(n * sizes[0], per_array)
+    forward = n * sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
+    return 2 * coordinates * forward
 
 
 def _coordinates(grad: np.ndarray, rng: np.random.Generator, top: int, random: int

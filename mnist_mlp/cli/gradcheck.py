@@ -147,6 +147,12 @@ def gradcheck(model: Path | None, hidden: tuple[int, ...] | None, samples: int, 
                                      "available", param_hint="--hidden")
         net = MLP(sizes, seed=seed)
         about = f"fresh, seed {seed}"
+    work = gc.work_needed(net.sizes, samples, explain)
+    if work > gc.MAX_WORK:
+        raise click.BadParameter(f"a {'-'.join(map(str, net.sizes))} network on {samples} "
+                                 f"samples takes about {work:.1e} multiply-adds of finite "
+                                 f"differences, more than the {gc.MAX_WORK:.0e} (minutes) a "
+                                 "check may take: give fewer", param_hint="--samples")
     source = DataSource.from_env(data_dir)
     try:
         pixels, labels = source.load("test", flat=False)            # (10000, 28, 28) uint8
