@@ -70,7 +70,9 @@ def write_target(path: Path) -> Path:
                       "(give a file name)", str(path))
     try:
         mode = os.stat(path).st_mode  # through symlinks, /proc's magic ones too
-    except (FileNotFoundError, NotADirectoryError):  # new; a bad folder fails when written
+    except NotADirectoryError:
+        raise OSError(errno.ENOTDIR, "a folder on its path is a file", str(path)) from None
+    except FileNotFoundError:  # new; folders missing on its path are made when written
         if os.path.islink(path):
             raise OSError(errno.ENOENT, f"is a symlink to {os.readlink(path)}, which does "
                           "not exist; refusing to write through it", str(path)) from None

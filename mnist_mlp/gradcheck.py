@@ -39,6 +39,7 @@ MARGIN = 10         # |a - n| within MARGIN resolutions passes (see the module d
 TOP = 10            # coordinates checked per array: its largest analytic gradients ...
 RANDOM = 40         # ... and these many drawn at random among the others
 MAX_WORK = 10**12   # multiply-adds of finite differences a check may take: minutes
+MIN_ROWS = 16       # a forward pass over fewer rows costs what one over this many does
 
 
 @dataclass(frozen=True)
@@ -183,13 +184,14 @@ def memory_needed(sizes: list[int], n: int) -> int:
 
 def work_needed(sizes: list[int], n: int, explain: bool) -> int:
     """Multiply-adds of ``check_gradients``'s finite differences: two forward passes over
-    n inputs for each coordinate checked (up to TOP + RANDOM per array)."""
+    the inputs for each coordinate checked (up to TOP + RANDOM per array), a pass counted
+    as at least MIN_ROWS rows (over fewer, reading the weights takes as long)."""
     per_array = TOP + RANDOM
     coordinates = sum(min(i * o, per_array) + min(o, per_array)
                       for i, o in zip(sizes[:-1], sizes[1:]))
     if explain:
         coordinates += min(n * sizes[0], per_array)
-    forward = n * sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
+    forward = max(n, MIN_ROWS) * sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
     return 2 * coordinates * forward
 
 

@@ -56,11 +56,13 @@ class Optimizer:
             raise ValueError(f"{len(grads)} gradients for {len(self.params)} parameters")
         self.t += 1
         for i, (p, g) in enumerate(zip(self.params, grads)):
+            if g.shape != p.shape:
+                raise ValueError(f"gradient {i} is shaped {g.shape}, its parameter {p.shape}")
             lr_ = p.dtype.type(lr)
             if p.size <= BLOCK:
                 self._update(i, None, p, g, lr_)
                 continue
-            p, g = p.reshape(-1), g.reshape(-1)              # flat views
+            p, g = p.reshape(-1), g.reshape(-1)   # flat views (a strided g: a flat copy)
             for start in range(0, p.size, BLOCK):
                 piece = slice(start, start + BLOCK)
                 self._update(i, piece, p[piece], g[piece], lr_)

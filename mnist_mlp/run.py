@@ -8,6 +8,7 @@ read back in ``resume``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import signal
 import tempfile
@@ -249,8 +250,8 @@ class StopSignals:
 
     Until armed (training has started) a signal interrupts at once, as usual:
     there is nothing to save yet. Once armed, signals are noted, not acted on, so
-    the resumable state is always written whole, however many arrive. ``signum``
-    is the first one. Outside the main thread it installs nothing and never fires.
+    the resumable state is always written whole, however many arrive (also after
+    training, while the stopped run finishes). ``signum`` is the first one. Outside the main thread it installs nothing and never fires.
 
     On exit the previous handlers come back, or, if it was ever armed, ``then`` if given: a
     command whose run has saved all there is passes SIG_IGN, since a signal while it
@@ -271,7 +272,7 @@ class StopSignals:
         self.previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame):
-        if not self.armed:
+        if not self.armed and self.signum is None:  # a stop already asked for: still noted
             raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
         self.signum = self.signum or signum
 
@@ -418,6 +419,9 @@ class Run:
             for path in files.outputs:
                 write_target(path)
         except OSError as exc:
+            if exc.errno == errno.ENOTDIR:
+                raise RunError(f"cannot write checkpoints to {files.kept.parent}: "
+                               f"{exc.strerror}") from None
             raise RunError(f"{exc.filename}: {exc.strerror}; refusing to replace it") from None
         try:
             stack.enter_context(_locked(files))

@@ -26,16 +26,24 @@ def output_error(path: Path, exc: OSError) -> click.ClickException:
     return fail(f"{path}: {exc.strerror or exc}")
 
 
-def picture_path(ctx: click.Context, param: click.Parameter, path: Path | None) -> Path | None:
-    """A picture option's file, refused when it is parsed (a stream, a FIFO, a folder)
-    rather than after the command's work is done and printed."""
-    if path is not None:
-        from ..files import write_target
-        try:
-            write_target(path)
-        except OSError as exc:
-            raise output_error(path, exc) from None
-    return path
+def picture_path(kind: str) -> Callable:
+    """The click callback of a picture option: its file is refused when the option is
+    parsed (a stream, FIFO or folder, a file on its path, an extension that is not a
+    ``kind`` format: "figure" for matplotlib's, "grid" for the digit grids) rather than
+    after the command's work is done and printed."""
+    def check(ctx: click.Context, param: click.Parameter, path: Path | None) -> Path | None:
+        if path is not None:
+            from ..files import format_for
+            if kind == "figure":
+                from ..plots import FIGURE_FORMATS as formats
+            else:
+                from ..gallery import GRID_FORMATS as formats
+            try:
+                format_for(path, formats)
+            except OSError as exc:
+                raise output_error(path, exc) from None
+        return path
+    return check
 
 
 def data_options(f: Callable) -> Callable:

@@ -59,10 +59,10 @@ def format_report(result: dict[str, Any]) -> str:
                    "or a class name), each prepared as `mlp predict` prepares it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 @click.option("--errors", type=click.Path(dir_okay=False, path_type=Path),
-              callback=picture_path, metavar="FILE.png",
+              callback=picture_path("grid"), metavar="FILE.png",
               help="Also save a grid of up to 100 misclassified digits.")
 @click.option("--confusion", type=click.Path(dir_okay=False, path_type=Path),
-              callback=picture_path,
+              callback=picture_path("figure"),
               metavar="FILE.png", help="Also save the confusion matrix as a heatmap.")
 @threads_option
 @click.option("-q", "--quiet", is_flag=True, help="No download progress bar.")

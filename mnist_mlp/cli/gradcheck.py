@@ -91,6 +91,28 @@ def _as_json(report: Report, source: str, inputs: str) -> dict[str, Any]:
                        for c in report.checks]}
 
 
+def _check_work(sizes: list[int], samples: int, explain: bool, network_option: str) -> None:
+    """Refuse a check whose finite differences would take more than ``MAX_WORK``, saying
+    how many samples would fit (or that the network is too large to check at all)."""
+    from .. import gradcheck as gc
+
+    work = gc.work_needed(sizes, samples, explain)
+    if work <= gc.MAX_WORK:
+        return
+    shape = "-".join(map(str, sizes))
+    fits = next((k for k in range(samples - 1, 0, -1)
+                 if gc.work_needed(sizes, k, explain) <= gc.MAX_WORK), 0)
+    limit = f"{gc.MAX_WORK:.0e} (minutes)"
+    if fits:
+        raise click.BadParameter(f"a {shape} network on {samples} samples takes about "
+                                 f"{work:.1e} multiply-adds of finite differences, more than "
+                                 f"the {limit} a check may take; {fits} samples fit",
+                                 param_hint="--samples")
+    raise click.BadParameter(f"a {shape} network takes about {work:.1e} multiply-adds of "
+                             f"finite differences even on one sample, more than the {limit} "
+                             "a check may take; check a smaller one", param_hint=network_option)
+
+
 @click.command(context_settings=CONTEXT)
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="A trained checkpoint to check. Default: a fresh network (--hidden).")
@@ -137,6 +159,7 @@ def gradcheck(model: Path | None, hidden: tuple[int, ...] | None, samples: int, 
             net = load(model).net
         except CheckpointError as exc:
             raise fail(exc) from None
+        _check_work(net.sizes, samples, explain, "--model")
         about = str(model)
     else:
         sizes = [N_PIXELS, *(hidden or DEFAULT_HIDDEN), N_CLASSES]
@@ -145,14 +168,9 @@ def gradcheck(model: Path | None, hidden: tuple[int, ...] | None, samples: int, 
             raise click.BadParameter(f"a {'-'.join(map(str, sizes))} network needs about "
                                      f"{show_size(need)}, more than the {show_size(have)} "
                                      "available", param_hint="--hidden")
+        _check_work(sizes, samples, explain, "--hidden")
         net = MLP(sizes, seed=seed)
         about = f"fresh, seed {seed}"
-    work = gc.work_needed(net.sizes, samples, explain)
-    if work > gc.MAX_WORK:
-        raise click.BadParameter(f"a {'-'.join(map(str, net.sizes))} network on {samples} "
-                                 f"samples takes about {work:.1e} multiply-adds of finite "
-                                 f"differences, more than the {gc.MAX_WORK:.0e} (minutes) a "
-                                 "check may take: give fewer", param_hint="--samples")
     source = DataSource.from_env(data_dir)
     try:
         pixels, labels = source.load("test", flat=False)            # (10000, 28, 28) uint8

@@ -12,11 +12,11 @@ from .common import CONTEXT, fail, picture_path
 @click.command(context_settings=CONTEXT)
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--curves", type=click.Path(dir_okay=False, path_type=Path),
-              callback=picture_path, metavar="FILE.png",
+              callback=picture_path("figure"), metavar="FILE.png",
               help="Where the curves go. Default: NAME.curves.png beside a single run; "
                    "runs.curves.png here for several.")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
-              callback=picture_path, metavar="FILE.png",
+              callback=picture_path("figure"), metavar="FILE.png",
               help="Where a single checkpoint's first-layer weights go. Default: "
                    "NAME.weights.png beside it.")
 def plot(runs: tuple[Path, ...], curves: Path | None, weights: Path | None) -> None:

@@ -29,10 +29,10 @@ MAX_EXPLAINED = 100  # images drawn by --explain, as eval's --errors draws at mo
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per image.")
 @threads_option
 @click.option("--show-input", type=click.Path(dir_okay=False, path_type=Path),
-              callback=picture_path,
+              callback=picture_path("grid"),
               metavar="FILE.png", help="Save the 28x28 inputs the model saw, side by side.")
 @click.option("--explain", type=click.Path(dir_okay=False, path_type=Path),
-              callback=picture_path,
+              callback=picture_path("grid"),
               metavar="FILE.png", help="Save each input (the first 100) beside why it was "
               "read so: the gradient of the read class's log-probability per pixel (orange "
               "toward it, blue away).")

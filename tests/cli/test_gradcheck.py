@@ -76,7 +76,9 @@ def test_bad_inputs_are_one_line(tmp_path):
     (["--hidden", "0"], "hidden must be in [1, 65536]"),
     (["--hidden", ",".join(["1"] * 32)], "at most 31 hidden layers"),
     (["--hidden", "65536,65536,65536"], "needs about"),
-    (["--hidden", "65536", "--samples", "1000"], "takes about 1.7e+13 multiply-adds"),
+    (["--hidden", "65536", "--samples", "1000"], "takes about 1.7e+13 multiply-adds of "
+     "finite differences, more than the 1e+12 (minutes) a check may take; 60 samples fit"),
+    (["--hidden", ",".join(["2400"] * 30), "--samples", "1"], "even on one sample"),
     (["--hidden", "8", "--model", "m.npz"], "give --model or --hidden, not both"),
 ])
 def test_bad_values_exit_2_naming_the_option(args, message):

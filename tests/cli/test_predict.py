@@ -126,14 +126,19 @@ def test_pictures_never_replace_special_files(tmp_path):
     assert (tmp_path / "seen-real.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_a_picture_to_a_stream_is_refused_before_anything_is_read(tmp_path):
+def test_a_picture_that_cannot_be_written_is_refused_before_anything_is_read(tmp_path):
     """``--show-input /dev/stdout`` would mix a PNG into the predictions: refused at once,
-    so the error is the only line (no prediction printed first)."""
+    so the error is the only line (no prediction printed first); so are a format the
+    picture cannot take and a path through a file."""
     model = toy_model(tmp_path)
     good, _ = write_bad_images(tmp_path)
-    for option, stream in (("--show-input", "/dev/stdout"), ("--explain", "/dev/fd/1")):
-        result = mlp("predict", "--model", model, good, option, stream, expect=1)
-        one_line(result, stream, "stream")
+    for option, path, message in (
+            ("--show-input", "/dev/stdout", "a stream of this process"),
+            ("--explain", "/dev/fd/1", "a stream of this process"),
+            ("--show-input", tmp_path / "seen.txt", "cannot write a .txt file"),
+            ("--explain", good / "why.png", "a folder on its path is a file")):
+        result = mlp("predict", "--model", model, good, option, path, expect=1)
+        one_line(result, str(path), message)
 
 
 def test_a_fashion_model_reads_a_garment_photo_by_class_name(real_fashion_model, tmp_path):
@@ -159,7 +164,7 @@ def test_explain_saves_each_input_beside_its_map(tmp_path):
     with Image.open(tmp_path / "why.png") as sheet:
         assert sheet.mode == "RGB" and sheet.size == (2 * 84 + 6, 84 + 14 + 4)
     failed = mlp("predict", "--model", model, good, "--explain", good / "w.png", expect=1)
-    assert failed.stderr == f"Error: {good / 'w.png'}: File exists\n"
+    assert failed.stderr == f"Error: {good / 'w.png'}: a folder on its path is a file\n"
 
 
 def test_explain_draws_at_most_a_hundred(tmp_path):
