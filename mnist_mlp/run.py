@@ -251,7 +251,8 @@ class StopSignals:
     Until armed (training has started) a signal interrupts at once, as usual:
     there is nothing to save yet. Once armed, signals are noted, not acted on, so
     the resumable state is always written whole, however many arrive (also after
-    training, while the stopped run finishes). ``signum`` is the first one. Outside the main thread it installs nothing and never fires.
+    training, while the stopped run finishes). ``signum`` is the first one. Outside the
+    main thread it installs nothing and never fires.
 
     On exit the previous handlers come back, or, if it was ever armed, ``then`` if given: a
     command whose run has saved all there is passes SIG_IGN, since a signal while it
