@@ -7,7 +7,8 @@ import os
 
 
 def available_memory() -> int:
-    """Bytes this process may still allocate: MemAvailable, or the address-space limit."""
+    """Bytes this process may still allocate: MemAvailable, or what the address-space limit
+    leaves beside the address space already in use, whichever is less."""
     import resource
 
     limit = math.inf
@@ -20,8 +21,21 @@ def available_memory() -> int:
         limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
-        limit = min(limit, soft)
+        limit = min(limit, max(soft - address_space_in_use(), 0))
     return int(limit)
+
+
+def address_space_in_use() -> int:
+    """Bytes of address space this process has mapped (VmSize), what RLIMIT_AS counts;
+    0 where /proc does not say."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def show_size(n: int) -> str:
