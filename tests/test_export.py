@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -249,12 +250,24 @@ def test_the_estimate_covers_what_writing_takes(tmp_path):
     assert 3 * 80_000 < estimate and peak <= estimate, (peak, estimate)
 
 
+_LIMITED = ("limit = status()['VmSize'] * 1024 + (150 << 20)   # less than the graph and "
+            "its bytes\nresource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))\n")
+
+
+def test_an_address_space_limit_is_counted_beside_what_is_in_use(tmp_path):
+    done = _in_child(_LIMITED + "try:\n    export.write(ckpt, 'wide.onnx')\n"
+                     "except export.ExportError as exc:\n    print(exc)\n", tmp_path)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.startswith("exporting 0.07 GiB of weights takes about "), done.stdout
+    have = re.search(r"more than the (\d+) MiB available", done.stdout)
+    assert have and int(have[1]) <= 150, done.stdout   # the limit less what is mapped already
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.npz"]
+
+
 def test_running_out_of_memory_while_writing_is_an_export_error(tmp_path):
-    done = _in_child(
-        "limit = status()['VmSize'] * 1024 + (150 << 20)   # less than the graph and its bytes\n"
-        "resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))\n"
-        "try:\n    export.write(ckpt, 'wide.onnx')\n"
-        "except export.ExportError as exc:\n    print(exc)\n", tmp_path)
+    """Told it fits (``available``), the export runs out of memory anyway: one error."""
+    done = _in_child(_LIMITED + "try:\n    export.write(ckpt, 'wide.onnx', available=1 << 40)\n"
+                     "except export.ExportError as exc:\n    print(exc)\n", tmp_path)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.startswith("not enough memory to build the ONNX model (")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.npz"]
