@@ -865,6 +865,7 @@ def test_a_garment_model_is_shown_photos_in_a_real_browser(real_fashion_model, b
             lambda d: d.find_element(By.ID, "title").text == "Show it a garment")
         assert not browser.find_element(By.ID, "undo").is_displayed()
         assert not browser.find_element(By.ID, "ink").is_displayed()
+        assert browser.find_element(By.ID, "teach-title").text == "Teach it your garments"
         browser.find_element(By.ID, "file").send_keys(str(tmp_path / "trousers.png"))
         WebDriverWait(browser, 20).until(
             lambda d: d.find_element(By.ID, "digit").text == "Trouser")

@@ -301,6 +301,8 @@ function showPhotosOnly() {
     "negated).";
   document.getElementById("pad-hint").textContent = "Drop a photo on the box.";
   document.getElementById("confidence").textContent = "show it a garment";
+  document.getElementById("teach-title").textContent = "Teach it your garments";
+  document.getElementById("teach-keeps").textContent = "Each correction keeps your photo.";
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, pad.width, pad.height);
   ctx.fillStyle = "#888";
