@@ -314,7 +314,7 @@ def profile_model(X: np.ndarray, y: np.ndarray, name: str, steps: int, peak: flo
     clock, phases = StepClock(), {p: [] for p in PHASES}
     order = np.random.default_rng(0).permutation(len(X))
     for k in range(steps):
-        trainer.fit(X, y, None, [clock], should_stop=lambda: True)   # one step
+        trainer.fit(X, y, callbacks=[clock], should_stop=lambda: True)   # one step
         times = dict.fromkeys(PHASES, 0.0)
         replay_step(trainer, X, y, order[(k % full) * BATCH:(k % full + 1) * BATCH], times)
         for p in PHASES:

@@ -33,7 +33,7 @@ import numpy as np
 
 from .files import atomic_writer, open_regular
 from .memory import available_memory, show_size
-from .mnist import N_CLASSES, N_PIXELS, dataset_of
+from .mnist import N_CLASSES, N_PIXELS, common_dataset
 from .network import MAX_LAYERS, MAX_WIDTH, MLP, Committee, Model
 
 FORMAT_VERSION = 1
@@ -223,13 +223,9 @@ def load_committee(paths: list[Path]) -> Checkpoint:
         return load(paths[0])
     members = {str(p): load(p) for p in paths}
     try:
-        datasets = {name: dataset_of(m.meta).name for name, m in members.items()}
+        common_dataset(m.meta for m in members.values())
     except ValueError as exc:
         raise CheckpointError(f"{', '.join(members)}: {exc}") from None
-    if len(set(datasets.values())) > 1:
-        raise CheckpointError(f"{', '.join(members)}: members trained on different datasets "
-                              f"({', '.join(sorted(set(datasets.values())))}) cannot vote "
-                              "together")
     meta = {**next(iter(members.values())).meta, "members": list(members)}
     return Checkpoint(Committee({name: m.net for name, m in members.items()}), meta)
 

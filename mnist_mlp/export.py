@@ -46,7 +46,7 @@ from .checkpoint import Checkpoint
 from .dataset import to_input
 from .files import atomic_path, write_target
 from .memory import available_memory, show_size
-from .mnist import N_CLASSES, N_PIXELS, Dataset, dataset_of
+from .mnist import N_CLASSES, N_PIXELS, Dataset, common_dataset
 from .network import MLP, PROBABILITY_FLOOR, Committee, Model
 from .records import val_score
 
@@ -121,13 +121,9 @@ def _dataset(members: dict[str | None, Checkpoint]) -> Dataset:
         ExportError: an unknown dataset, or members of different ones.
     """
     try:
-        datasets = {dataset_of(c.meta) for c in members.values()}
+        return common_dataset(c.meta for c in members.values())
     except ValueError as exc:
         raise ExportError(str(exc)) from None
-    if len(datasets) > 1:
-        raise ExportError(f"members trained on different datasets "
-                          f"({', '.join(sorted(d.name for d in datasets))}) cannot vote together")
-    return datasets.pop()
 
 
 def network(models: Models) -> Model:

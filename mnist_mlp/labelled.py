@@ -48,6 +48,11 @@ class LabelledImages:
                 "sha256": self.sha256}
 
 
+def is_image_file(path: Path) -> bool:
+    """A file a class sub-folder's images are read from: an image suffix, not hidden."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
 def folder_name(class_name: str) -> str:
     """A class's sub-folder name: its name with "/" (not allowed in a name) made "-"."""
     return class_name.replace("/", "-")
@@ -88,7 +93,7 @@ def _image_files(folder: Path, dataset: Dataset, skipped: list[str]
             skipped.append(f"{sub}: {exc.strerror or exc}")
             continue
         for path in names:
-            if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
+            if is_image_file(path):
                 files.append((label, path))
                 if len(files) > MAX_IMAGES:
                     raise LabelledFolderError(f"{folder}: more than {MAX_IMAGES:,} images; "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 
@@ -11,13 +10,8 @@ def available_memory() -> int:
     leaves beside the address space already in use, whichever is less."""
     import resource
 
-    limit = math.inf
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    limit = int(line.split()[1]) * 1024
-    except (OSError, ValueError):
+    limit = _proc_bytes("/proc/meminfo", "MemAvailable")
+    if limit is None:
         limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
@@ -28,14 +22,19 @@ def available_memory() -> int:
 def address_space_in_use() -> int:
     """Bytes of address space this process has mapped (VmSize), what RLIMIT_AS counts;
     0 where /proc does not say."""
+    return _proc_bytes("/proc/self/status", "VmSize") or 0
+
+
+def _proc_bytes(path: str, key: str) -> int | None:
+    """The ``key:  N kB`` line of a /proc file, in bytes; None when it cannot be read."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmSize:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass
-    return 0
+    return None
 
 
 def show_size(n: int) -> str:

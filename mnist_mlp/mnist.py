@@ -7,6 +7,7 @@ differs. The one module every other imports for ``IMAGE_SIDE`` and friends; it d
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -157,6 +158,19 @@ def dataset_of(meta: dict) -> Dataset:
     if not isinstance(name, str):
         raise ValueError(f"its dataset {str(name)[:40]!r} is not a name")
     return find_dataset(name)
+
+
+def common_dataset(metas: Iterable[dict]) -> Dataset:
+    """The dataset every one of ``metas`` (a committee's members) names.
+
+    Raises:
+        ValueError: a dataset this version does not know, or members of different ones.
+    """
+    datasets = {dataset_of(meta) for meta in metas}
+    if len(datasets) > 1:
+        raise ValueError(f"members trained on different datasets "
+                         f"({', '.join(sorted(d.name for d in datasets))}) cannot vote together")
+    return datasets.pop()
 
 
 def checksums(resources: tuple[Resource, ...] = RESOURCES) -> dict[str, str]:

@@ -113,9 +113,10 @@ def model_info(ckpt: checkpoint.Checkpoint, paths: list[Path],
     metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     history = read_history(paths[0], note)
+    dataset = dataset_of(meta)
     return {"model": ", ".join(p.name for p in paths), "members": len(paths),
-            "sizes": meta["sizes"], "class_names": list(dataset_of(meta).class_names),
-            "subject": dataset_of(meta).subject,
+            "sizes": meta["sizes"], "class_names": list(dataset.class_names),
+            "subject": dataset.subject,
             "preset": meta.get("preset"),
             "epoch": meta.get("epoch"), "epochs": config.get("epochs"),
             "kept_val_accuracy": val_score(metrics),
@@ -130,16 +131,15 @@ def saliency_json(gradient: np.ndarray) -> dict[str, Any]:
     return {"map": shares.tolist(), "scale": scale}
 
 
-def prediction_json(p: Prediction, gradient: np.ndarray | None = None) -> dict[str, Any]:
-    """The API's answer for one image, with its saliency map (28, 28) if given."""
+def prediction_json(p: Prediction, gradient: np.ndarray) -> dict[str, Any]:
+    """The API's answer for one image, with its saliency map ``gradient`` (28, 28)."""
     from PIL import Image
 
     png = io.BytesIO()
     Image.fromarray(p.pixels, "L").save(png, format="PNG")
     answer = {"digit": p.digit, "label": p.label, "confidence": p.confidence, "top": p.top(),
-              "input": "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()}
-    if gradient is not None:
-        answer["saliency"] = saliency_json(gradient)
+              "input": "data:image/png;base64," + base64.b64encode(png.getvalue()).decode(),
+              "saliency": saliency_json(gradient)}
     return answer
 
 
@@ -195,7 +195,7 @@ class DigitApp:
 
     Args:
         ckpt: the checkpoint (or committee) that reads the digits.
-        info: what ``GET /api/model`` answers, serialised once here.
+        info: what ``GET /api/model`` answers, serialised here (and by ``serve_taught``).
         classify_fn: ``classify.classify`` or a stand-in with its signature.
         slots: images prepared at once in each of two lanes (default: the cores),
             by as many threads kept for each lane, in order of arrival; the others
@@ -271,7 +271,8 @@ class DigitApp:
              **kwargs: Any) -> DigitApp:
         """The app for checkpoints ``model_paths`` (several: a committee, not taught),
         keeping corrections in ``samples`` (default: ``NAME.samples/`` beside the first)
-        and teaching them with MNIST from ``source`` (default: ``DataSource.from_env()``).
+        and teaching them with the model's dataset from ``source`` (default:
+        ``DataSource.from_env()``).
 
         Raises:
             checkpoint.CheckpointError: a missing or bad model.

@@ -7,8 +7,8 @@ image as uploaded in ``SAMPLES/<class>/<name>`` and the 28x28 input the network 
 the uploads, prepared again exactly as ``mlp predict`` prepares them). Names are made here
 (time and random), never taken from a client.
 
-A teach fine-tunes a copy of the served model's weights on all the corrections, with MNIST
-replay (the ``tune`` preset), in a thread of its own, and saves the result beside the
+A teach fine-tunes a copy of the served model's weights on all the corrections, with its
+dataset replayed (the ``tune`` preset), in a thread of its own, and saves the result beside the
 model as ``NAME.taught-N.npz``: ``teach_job`` is the one call into training.
 """
 
@@ -30,8 +30,7 @@ from . import checkpoint
 from .config import ConfigError
 from .dataset import DataSource
 from .files import write_bytes_atomic
-from .imaging import IMAGE_SUFFIXES
-from .labelled import class_of, folder_name
+from .labelled import class_of, folder_name, is_image_file
 from .mnist import DataError, Dataset
 from .runfiles import RunError
 from .train import Callback, TrainingDiverged
@@ -69,8 +68,7 @@ class Samples:
             for sub in self.folder.iterdir():
                 label = class_of(sub.name, self.dataset) if sub.is_dir() else None
                 if label is not None:
-                    counts[label] += sum(1 for p in sub.iterdir() if not p.name.startswith(".")
-                                         and p.suffix.lower() in IMAGE_SUFFIXES)
+                    counts[label] += sum(1 for p in sub.iterdir() if is_image_file(p))
         return counts
 
     def counts(self) -> dict[str, int]:
@@ -128,12 +126,12 @@ def taught_path(model: Path) -> Path:
         n += 1
 
 
-def teach_job(model: Path, samples: Path, out: Path, source: DataSource, *,
+def teach_job(model: Path, samples: Samples, out: Path, source: DataSource, *,
               flags: dict[str, Any] | None = None, callbacks: Sequence[Callback] = (),
               should_stop: Callable[[], bool] = lambda: False):
-    """Fine-tune a copy of checkpoint ``model`` on the labelled folder ``samples`` with
-    MNIST replay (the ``tune`` preset; ``flags`` override it) on one BLAS thread, saved at
-    ``out`` (a run there is replaced).
+    """Fine-tune a copy of checkpoint ``model`` on the corrections ``samples`` with its
+    dataset replayed (the ``tune`` preset; ``flags`` override it) on one BLAS thread, saved
+    at ``out`` (a run there is replaced).
 
     Returns:
         run.RunResult: its ``ending`` is "finished" or "stopped" (by ``should_stop``).
@@ -144,9 +142,8 @@ def teach_job(model: Path, samples: Path, out: Path, source: DataSource, *,
     """
     from . import run
 
-    dataset = checkpoint.load(model).meta.get("dataset", "mnist")
-    spec = run.build_spec(out, TEACH_PRESET, {"dataset": dataset, **(flags or {})},
-                          data=dataclasses.replace(source, extra=(samples,)),
+    spec = run.build_spec(out, TEACH_PRESET, {"dataset": samples.dataset.name, **(flags or {})},
+                          data=dataclasses.replace(source, extra=(samples.folder,)),
                           start=run.Start("overwrite", model))
     hooks = run.Hooks(progress=False, plots=False, callbacks=callbacks,
                       should_stop=should_stop)
@@ -175,7 +172,7 @@ class Teacher:
     Args:
         model: the checkpoint served, whose weights every teach starts from.
         samples: the corrections.
-        source: where MNIST comes from (the replay).
+        source: where the model's dataset comes from (the replay).
         on_taught: called with the taught checkpoint's path when a teach saved one.
         limit_s: a teach is stopped after this many seconds.
         flags: override the ``tune`` preset (tests make it longer or shorter).
@@ -216,12 +213,13 @@ class Teacher:
                 return False, self._snapshot()
             if self._stop.is_set():
                 raise RunError("the server is stopping")
-            if not self.samples.total:
+            held = self.samples.total
+            if not held:
                 raise RunError("no corrections to teach yet: correct a reading first")
             out = taught_path(self.model)
             self._status = {"state": "running", "started": time.monotonic(), "epoch": 0,
                             "epochs": None, "batch": 0, "batches": None,
-                            "samples": self.samples.total, "model": out.name}
+                            "samples": held, "model": out.name}
             self._thread = threading.Thread(target=self._run, name="teach",
                                             args=(out, self._status["started"]))
             self._thread.start()
@@ -230,7 +228,7 @@ class Teacher:
     def _run(self, out: Path, started: float) -> None:
         deadline = started + self.limit_s
         try:
-            result = teach_job(self.model, self.samples.folder, out, self.source,
+            result = teach_job(self.model, self.samples, out, self.source,
                                flags=self.flags, callbacks=[Progress(self._status, self._lock)],
                                should_stop=lambda: self._stop.is_set()
                                or time.monotonic() > deadline)
@@ -239,12 +237,12 @@ class Teacher:
                                "an epoch ended: nothing taught")
             self.on_taught(out)
             ending = {"state": "done", "ending": result.ending}
-        except (ConfigError, RunError, checkpoint.CheckpointError, DataError,
-                TrainingDiverged, OSError) as exc:
-            ending = {"state": "failed", "error": " ".join(str(exc).split())[:300]}
         except Exception as exc:               # noqa: BLE001 (the page must hear of it)
-            ending = {"state": "failed", "error": f"{type(exc).__name__}: "
-                                                  f"{' '.join(str(exc).split())[:300]}"}
+            text = " ".join(str(exc).split())[:300]
+            known = isinstance(exc, (ConfigError, RunError, checkpoint.CheckpointError,
+                                     DataError, TrainingDiverged, OSError))
+            ending = {"state": "failed", "error": text if known else
+                      f"{type(exc).__name__}: {text}"}
         with self._lock:
             self._status.update(ending, elapsed_s=round(time.monotonic() - started, 1))
             self._status.pop("started")

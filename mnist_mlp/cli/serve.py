@@ -25,7 +25,7 @@ from .common import CONTEXT, data_options, fail, model_option, threads_option
 def serve(models: tuple[Path, ...], host: str, port: int, samples: Path | None, source,
           open_browser: bool) -> None:
     """Serve a page to draw digits on, watch the network read them and see why, correct
-    it and teach it (MNIST from --data-dir is replayed while teaching); Ctrl-C stops it."""
+    it and teach it (its dataset from --data-dir is replayed while teaching); Ctrl-C stops it."""
     import signal
 
     from ..checkpoint import CheckpointError

@@ -88,8 +88,8 @@ def run_sweep(spec: SweepSpec, note: Callable[[str], None] = _silent,
         note: receives a line per trial and per wait.
         signals: the caller's ``run.held_signals()``; by default the sweep holds its own.
             SIGINT or SIGTERM stop the running trial resumably and mark it interrupted
-            (queued to run again); outside a trial (reading the space, opening the
-            study, writing the results) they stop at once, as unarmed StopSignals do.
+            (queued to run again); outside a trial (opening the study, writing the
+            results) they stop at once, as unarmed StopSignals do.
 
     Raises:
         SweepError: Optuna missing, storage unreachable, DIR holding another study, or

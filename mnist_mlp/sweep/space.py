@@ -78,7 +78,8 @@ class Dimension:
 @dataclass(frozen=True)
 class Space:
     """A validated space file: the base config (a preset or config file), the settings
-    fixed for every trial, and the searched ones."""
+    fixed for every trial, the searched ones, and the model every trial starts from
+    (``init``) and users' folders mixed into every trial (``extra``), when given."""
 
     config: str                          # the base config file
     file_values: dict[str, Any]          # its values
@@ -95,7 +96,8 @@ class Space:
         return resolve(self.file_values, self.flags(params))
 
     def fingerprint(self) -> str:
-        """What the study must agree on: the base settings and the searched ranges."""
+        """What the study must agree on: the base settings, the searched ranges, and the
+        ``init`` model and ``extra`` folders when given."""
         return json.dumps({"base": self.resolve({}).to_dict(),
                            "search": {k: d.to_dict() for k, d in self.search.items()},
                            **({"init": str(self.init)} if self.init else {}),
@@ -193,7 +195,8 @@ def load_space(path: Path) -> Space:
 
     Raises:
         SpaceError: unreadable, not TOML, an unknown key, an empty or reversed range, a
-            value out of bounds, a setting both fixed and searched; names file and key.
+            value out of bounds, a setting both fixed and searched, an ``init`` that is not
+            a file or an ``extra`` that is not a folder; names file and key.
     """
     path = Path(path)
 
@@ -252,9 +255,11 @@ def _start(raw: dict[str, Any], folder: Path, fail: Callable[[str], SpaceError]
         raise fail(f"init must be a checkpoint's path, not {show_value(init)}")
     if not (isinstance(extra, list) and all(isinstance(e, str) for e in extra)):
         raise fail(f"extra must be a list of folders, not {show_value(extra)}")
-    init_path = None if init is None else (folder / init).absolute()
-    if init_path is not None and not init_path.is_file():
-        raise fail(f"init: {init_path}: no such checkpoint")
+    init_path = None
+    if init is not None:
+        init_path = (folder / init).absolute()
+        if not init_path.is_file():
+            raise fail(f"init: {init_path}: no such checkpoint")
     folders = tuple((folder / e).absolute() for e in extra)
     missing = [f for f in folders if not f.is_dir()]
     if missing:

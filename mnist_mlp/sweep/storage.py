@@ -31,9 +31,8 @@ STUDY_DB, SWEEP_JSON = "study.db", "sweep.json"
 SQLITE_TIMEOUT_S = 60           # a worker waits this long for another's write to the study.db
 MAX_BINDING_BYTES = 1 << 16     # sweep.json holds two short strings
 SECRET_PARAMETERS = ("password", "sslpassword")   # a storage URL's query parameters never shown
-
-
-_SECRETS = re.compile(r"(//[^\s\"'/?#@:]*):[^\s\"']*@|(?i:\b((?:ssl)?password))=[^&\s\"']*")
+_SECRETS = re.compile(r"(//[^\s\"'/?#@:]*):[^\s\"']*@|(?i:\b("
+                      + "|".join(SECRET_PARAMETERS) + r"))=[^&\s\"']*")
 
 
 class SweepError(Exception):

@@ -266,7 +266,7 @@ class Worker:
         spec = run.build_spec(files.kept, cfg,
                               data=dataclasses.replace(self.spec.data, extra=space.extra),
                               start=run.Start("resume" if resume else "overwrite", space.init))
-        return dataclasses.replace(spec, preset=Path(self.spec.space.config).stem)
+        return dataclasses.replace(spec, preset=Path(space.config).stem)
 
     def after_trial(self, study: Any, trial: Any) -> None:
         row = trial_row(trial)
