@@ -74,9 +74,9 @@ class Start:
 def build_spec(out: Path, config: str | Path | TrainConfig | None = None,
                flags: Mapping[str, Any] | None = None, *, data: DataSource | None = None,
                start: Start = Start()) -> RunSpec:
-    """The spec of a run at ``out``: built-in defaults (or, without ``config``, the preset
-    of the flags' dataset), then ``config`` (a preset name, a TOML path, or a whole
-    TrainConfig), then ``flags``; hidden sizes those of ``start.init`` unless given. To
+    """The spec of a run at ``out``: built-in defaults, then ``config`` (a preset name, a
+    TOML path, or a whole TrainConfig; without it, the default preset of the flags'
+    dataset), then ``flags``; hidden sizes those of ``start.init`` unless given. To
     resume, the saved run's config and data, which the values given may only repeat, but
     for epochs and patience.
 
@@ -91,8 +91,8 @@ def build_spec(out: Path, config: str | Path | TrainConfig | None = None,
     """
     data = data or DataSource.from_env()
     flags = dict(flags or {})
-    if config is None and start.mode != "resume" and flags.get("dataset", "mnist") != "mnist":
-        config = find_dataset(flags["dataset"]).default_preset
+    if config is None and start.mode != "resume":
+        config = find_dataset(flags.get("dataset", "mnist")).default_preset
     init = checkpoint.load(start.init) if start.init and start.mode != "resume" else None
     if init is not None and "hidden" not in flags:
         flags["hidden"] = tuple(init.net.sizes[1:-1])

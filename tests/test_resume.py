@@ -105,7 +105,8 @@ def test_splits_a_run_cannot_be_scored_on(tiny_run, tiny_mnist):
 
 def test_a_saved_run_is_read_back_with_its_state(run_copy, tiny_mnist):
     saved = _load(run_copy, {}, tiny_mnist)
-    assert saved.cfg == resolve(TINY) and resumed_config(run_copy, {}, tiny_mnist).preset == "flags"
+    assert saved.cfg == resolve(TINY)
+    assert resumed_config(run_copy, {}, tiny_mnist).preset == "default"
     assert saved.state.epoch == 3 and len(saved.state.history) == 3
     trainer = saved.trainer(500)
     ckpt = checkpoint.load(run_copy.last, with_state=True)

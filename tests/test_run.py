@@ -70,7 +70,7 @@ def test_a_resumed_spec_is_the_saved_runs(tiny_run, tmp_path, tiny_mnist):
     spec = run.build_spec(out, None, {"epochs": 5, "lr": 0.1}, data=tiny_mnist,
                           start=run.Start("resume"))        # lr as saved: fine
     assert spec.cfg == resolve({**TINY, "epochs": 5}) and spec.start == "resume"
-    assert spec.preset == "flags" and spec.init is None
+    assert spec.preset == "default" and spec.init is None
 
 
 def test_a_signal_while_a_run_trains_stops_it_saved(tmp_path, tiny_mnist):
@@ -131,7 +131,7 @@ def test_a_finished_run_is_returned_with_its_files(tmp_path, tiny_mnist):
     ckpt = checkpoint.load(tmp_path / "m.npz")
     assert ckpt.meta["epoch"] == result.trainer.state.kept_epoch
     assert ckpt.meta["data_sha256"] == tiny_mnist.checksums() and ckpt.input_scale == 255
-    assert ckpt.meta["preset"] == "flags" and ckpt.meta["config"] == resolve(TINY).to_dict()
+    assert ckpt.meta["preset"] == "default" and ckpt.meta["config"] == resolve(TINY).to_dict()
 
 
 def test_a_config_file_is_the_base_of_the_flags(tmp_path, tiny_mnist):
