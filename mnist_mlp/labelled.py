@@ -70,19 +70,23 @@ def class_of(name: str, dataset: Dataset) -> int | None:
 def _image_files(folder: Path, dataset: Dataset, skipped: list[str]
                  ) -> list[tuple[int, Path]]:
     """(label, file) of every image file under a class sub-folder, sorted by class then name;
-    a class folder that cannot be listed is added to ``skipped``.
+    a class folder that cannot be listed, and a visible sub-folder that names no class, are
+    added to ``skipped``.
 
     Raises:
         LabelledFolderError: not a folder, no class sub-folders, or more than MAX_IMAGES.
     """
+    examples = "0/, 1/, ... 9/" if dataset.subject == "digit" else "0/ or Sneaker/, ..."
     try:
-        classes = sorted((label, sub) for sub in folder.iterdir()
-                         if sub.is_dir() and (label := class_of(sub.name, dataset)) is not None)
+        subs = sorted(sub for sub in folder.iterdir() if sub.is_dir())
     except OSError as exc:
         raise LabelledFolderError(f"{folder}: not a folder of labelled images "
                                   f"({exc.strerror or exc})") from None
+    classes = sorted((label, sub) for sub in subs
+                     if (label := class_of(sub.name, dataset)) is not None)
+    skipped.extend(f"{sub}: names no class ({examples})" for sub in subs
+                   if class_of(sub.name, dataset) is None and not sub.name.startswith("."))
     if not classes:
-        examples = "0/, 1/, ... 9/" if dataset.subject == "digit" else "0/ or Sneaker/, ..."
         raise LabelledFolderError(f"{folder}: no class sub-folders ({examples}) holding "
                                   "images, as in DIR/3/my-three.png")
     files = []

@@ -39,9 +39,11 @@ def test_images_are_read_by_class_prepared_as_predict_prepares_them(tmp_path):
             _draw(tmp_path / "set" / str(label) / f"{shift}.png", label, shift)
     (tmp_path / "set" / "1" / "notes.txt").write_text("not an image")
     (tmp_path / "set" / "1" / ".hidden.png").write_bytes(b"editor junk")
-    (tmp_path / "set" / "misc").mkdir()
+    (tmp_path / "set" / "seven").mkdir()
+    (tmp_path / "set" / ".git").mkdir()
     found = read_labelled(tmp_path / "set", MNIST)
-    assert found.labels.tolist() == [1, 1, 1, 4, 4, 4, 7, 7, 7] and found.skipped == ()
+    assert found.labels.tolist() == [1, 1, 1, 4, 4, 4, 7, 7, 7]
+    assert found.skipped == (f"{tmp_path / 'set' / 'seven'}: names no class (0/, 1/, ... 9/)",)
     assert found.pixels.shape == (9, 28, 28) and found.pixels.dtype == np.uint8
     assert found.paths[0] == str(tmp_path / "set" / "1" / "-10.png")
     model = checkpoint.Checkpoint(MLP([784, 8, 10]), {})
