@@ -99,15 +99,19 @@ function predictNow() {
   pad.toBlob((blob) => send(blob, mine), "image/png");
 }
 
-async function send(blob, mine = ++sequence) {
-  let answer;
+// One call to the server: its JSON answer, or {error} saying why there is none.
+async function api(method, path, body) {
   try {
-    const response = await fetch("/api/predict", {method: "POST", body: blob});
-    answer = await response.json();
-    if (!response.ok) answer = {error: answer.error || response.statusText};
+    const response = await fetch(path, {method, body});
+    const answer = await response.json();
+    return response.ok ? answer : {error: answer.error || response.statusText};
   } catch (err) {
-    answer = {error: "the server did not answer (" + err.message + ")"};
+    return {error: "the server did not answer (" + err.message + ")"};
   }
+}
+
+async function send(blob, mine = ++sequence) {
+  const answer = await api("POST", "/api/predict", blob);
   if (mine === sequence) show(answer, blob, mine);
 }
 
@@ -341,16 +345,6 @@ async function loadModel() {
 }
 
 // ---------------------------------------------------------------- corrections and teaching
-
-async function api(method, path, body) {
-  try {
-    const response = await fetch(path, {method, body});
-    const answer = await response.json();
-    return response.ok ? answer : {error: answer.error || response.statusText};
-  } catch (err) {
-    return {error: "the server did not answer (" + err.message + ")"};
-  }
-}
 
 async function correct(label) {
   const saved = document.getElementById("saved");
