@@ -252,13 +252,19 @@ def mix_in(X: np.ndarray, y: np.ndarray, extra: np.ndarray, extra_y: np.ndarray,
         share: in [0, 1); 0 or no images leaves the split as it is.
 
     Returns:
-        X and y with the repeated images after them: (n + r m, 784), (n + r m,).
+        X and y with the repeated images after them: (n + r m, 784), (n + r m,), made in
+        place (beside X, no third copy of the repeats).
     """
-    repeats = extra_repeats(len(X), len(extra), share)
+    n, m = len(X), len(extra)
+    repeats = extra_repeats(n, m, share)
     if not repeats:
         return X, y
-    return (np.concatenate([X, np.tile(extra, (repeats, 1))]),
-            np.concatenate([y, np.tile(extra_y, repeats)]))
+    X_all = np.empty((n + repeats * m, X.shape[1]), X.dtype)
+    y_all = np.empty(n + repeats * m, y.dtype)
+    X_all[:n], y_all[:n] = X, y
+    X_all[n:].reshape(repeats, m, -1)[:] = extra       # (r, m, 784) <- (m, 784), broadcast
+    y_all[n:].reshape(repeats, m)[:] = extra_y
+    return X_all, y_all
 
 
 def _to_arrays(images: np.ndarray, labels: np.ndarray, flat: bool

@@ -140,34 +140,39 @@ def _check_start(init: Path, start: checkpoint.Checkpoint, cfg: TrainConfig) -> 
 
 # ---------------------------------------------------------------- memory
 
-def estimate_memory(cfg: TrainConfig, n_train: int, n_val: int) -> int:
+def estimate_memory(cfg: TrainConfig, n_train: int, n_val: int, n_mixed: int = 0) -> int:
     """Bytes a run of ``cfg`` needs at its peak, roughly (within ~20%).
 
-    The data as float32 (and its uint8 source while it is read), the parameters
-    with their gradients, work space and optimiser slots, and the activations
-    of a training batch and of a validation chunk.
+    The data as float32 (and its uint8 source while it is read; with ``n_mixed`` rows of
+    users' repeated images, the split beside the mixed copy), the parameters with their
+    gradients, work space and optimiser slots, and the activations of a training batch and
+    of a validation chunk.
     """
     sizes = cfg.sizes
     params = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
     slots = (2 if cfg.optimizer.startswith("adam") else 1) + (2 if cfg.ema else 0)
-    data_bytes = (n_train + n_val) * sizes[0] * (BYTES_PER_FLOAT + 1)
+    data_bytes = (n_train + n_mixed + n_val) * sizes[0] * (BYTES_PER_FLOAT + 1)
+    if n_mixed:
+        data_bytes += n_train * sizes[0] * BYTES_PER_FLOAT
     param_bytes = params * BYTES_PER_FLOAT * (3 + slots)       # W, dW, scratch, slots, average
     batch = cfg.batch_size * sum(sizes) * BYTES_PER_FLOAT * 4  # Z/A, dA, masks, distortions
     chunk = MLP.predict_chunk * max(sizes) * BYTES_PER_FLOAT * 2
     return data_bytes + param_bytes + batch + chunk
 
 
-def check_memory(cfg: TrainConfig, n_train: int, n_val: int) -> None:
+def check_memory(cfg: TrainConfig, n_train: int, n_val: int, n_mixed: int = 0) -> None:
     """Refuse, with the estimate, a run that cannot fit in memory.
 
     Raises:
         RunError: the estimate exceeds the memory available.
     """
-    need, have = estimate_memory(cfg, n_train, n_val), available_memory()
+    need, have = estimate_memory(cfg, n_train, n_val, n_mixed), available_memory()
     if need > have:
+        mixed = (f" ({n_mixed:,} rows of repeated --extra images)" if n_mixed else "")
+        advice = "a smaller --extra-share or smaller layers" if n_mixed else "smaller layers"
         raise RunError(f"a {'-'.join(map(str, cfg.sizes))} network with batch "
-                       f"{cfg.batch_size} needs about {show_size(need)}, more than the "
-                       f"{show_size(have)} of memory available; choose smaller layers")
+                       f"{cfg.batch_size}{mixed} needs about {show_size(need)}, more than the "
+                       f"{show_size(have)} of memory available; choose {advice}")
 
 
 # ---------------------------------------------------------------- the run's callbacks
@@ -440,9 +445,8 @@ class Run:
         self.extras = self.saved.extras if self.saved else _extras(spec.data)
         n_extra = sum(len(e.labels) for e in self.extras)
         n_train = spec.data.n_train - spec.cfg.val_size
-        check_memory(spec.cfg, n_train + n_extra * extra_repeats(n_train, n_extra,
-                                                                 spec.cfg.extra_share),
-                     spec.cfg.val_size)
+        check_memory(spec.cfg, n_train, spec.cfg.val_size,
+                     n_extra * extra_repeats(n_train, n_extra, spec.cfg.extra_share))
 
     def __exit__(self, *exc) -> None:
         self._stack.close()

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mnist_mlp.dataset import DATA_DIR_ENV, DataSource, parse_idx, to_input
+from mnist_mlp.dataset import DATA_DIR_ENV, DataSource, mix_in, parse_idx, to_input
 from mnist_mlp.download import DOWNLOAD_DEADLINE_S, MIRRORS_ENV
 from mnist_mlp.mnist import (
     DEFAULT_MIRRORS,
@@ -373,3 +373,12 @@ def test_real_fashion_mnist(real_fashion):
     assert np.bincount(y).tolist() == [1000] * 10
     X, y, X_val, y_val = source.load_train_val(10_000)
     assert (len(X), len(X_val)) == (50_000, 10_000)
+
+
+def test_users_images_are_repeated_after_the_split():
+    X, y = np.arange(12, dtype=np.float32).reshape(4, 3), np.arange(4)
+    extra, extra_y = -np.arange(6, dtype=np.float32).reshape(2, 3), np.array([7, 8])
+    X_all, y_all = mix_in(X, y, extra, extra_y, share=0.5)       # r = ceil(4 / 2) = 2
+    assert np.array_equal(X_all, np.concatenate([X, extra, extra]))
+    assert np.array_equal(y_all, [0, 1, 2, 3, 7, 8, 7, 8]) and y_all.dtype == y.dtype
+    assert mix_in(X, y, extra, extra_y, share=0.0)[0] is X

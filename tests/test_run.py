@@ -227,6 +227,16 @@ def test_a_run_that_cannot_fit_is_refused():
     run.check_memory(resolve({"hidden": (16,)}), 500, 100)
 
 
+def test_users_repeated_images_count_beside_the_split_they_are_mixed_with():
+    cfg = resolve({"hidden": (16,)})
+    alone = run.estimate_memory(cfg, 55_000, 5_000)
+    mixed = run.estimate_memory(cfg, 55_000, 5_000, n_mixed=100_000)
+    assert mixed - alone >= (100_000 * 5 + 55_000 * 4) * 784      # the repeats, and X copied
+    with pytest.raises(RunError, match=r"\(50,000,000 rows of repeated --extra images\) "
+                                       r"needs about .*; choose a smaller --extra-share"):
+        run.check_memory(cfg, 55_000, 5_000, n_mixed=50_000_000)
+
+
 # ---------------------------------------------------------------- what is kept
 
 def test_training_on_all_the_data(tmp_path, tiny_mnist):
