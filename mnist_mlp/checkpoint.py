@@ -33,7 +33,7 @@ import numpy as np
 
 from .files import atomic_writer, open_regular
 from .memory import available_memory, show_size
-from .mnist import N_CLASSES, N_PIXELS, common_dataset
+from .mnist import N_CLASSES, N_PIXELS, common_dataset, dataset_of
 from .network import MAX_LAYERS, MAX_WIDTH, MLP, Committee, Model
 
 FORMAT_VERSION = 1
@@ -186,7 +186,8 @@ def load(path: Path, *, with_state: bool = False) -> Checkpoint:
     Raises:
         CheckpointError: missing, not a regular file, unreadable, not an
             mnist-mlp checkpoint, an unknown format version, metadata that does
-            not describe a 784-...-10 network, or arrays that disagree with it.
+            not describe a 784-...-10 network of a known dataset, or arrays that
+            disagree with it.
     """
     path = Path(path)
     try:
@@ -330,4 +331,8 @@ def _parse_meta(archive: _Archive, text: str) -> dict[str, Any]:
     if type(scale) not in (int, float) or not 1 <= scale <= MAX_INPUT_SCALE:
         raise archive.fail(f"input_scale {str(scale)[:20]} is not a pixel divisor in "
                            f"[1, {MAX_INPUT_SCALE}]")
+    try:
+        dataset_of(meta)
+    except ValueError as exc:
+        raise archive.fail(str(exc)) from None
     return meta

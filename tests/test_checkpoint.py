@@ -94,6 +94,8 @@ def test_writes_are_atomic(tmp_path):
     ({"input_scale": None}, "is not a pixel divisor"),
     ({"format_version": 99}, "checkpoint format 99"),
     ({"activation": "tanh"}, "unknown activation"),
+    ({"dataset": "kmnist"}, "no dataset 'kmnist'; choose one of mnist, fashion-mnist"),
+    ({"dataset": 5}, "its dataset '5' is not a name"),
 ])
 def test_metadata_is_checked(good, tmp_path, change, message):
     bad = _rewrite(good, tmp_path / "bad.npz", change)

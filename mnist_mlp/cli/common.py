@@ -89,10 +89,7 @@ def model_dataset(models: tuple[Path, ...], meta: dict, asked=None):
     must be that one."""
     from ..mnist import dataset_of
 
-    try:
-        dataset = dataset_of(meta)
-    except ValueError as exc:
-        raise fail(f"{', '.join(map(str, models))}: {exc}") from None
+    dataset = dataset_of(meta)                         # checkpoint.load checked it is known
     if asked is not None and asked != dataset:
         raise fail(f"{', '.join(map(str, models))}: trained on {dataset.title}, it cannot be "
                    f"scored on {asked.title}; leave out --dataset, or give a model trained "
