@@ -14,6 +14,7 @@ more than a stated number of bytes.
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import re
 import stat
@@ -157,7 +158,7 @@ def remove_stale_parts(path: Path) -> list[Path]:
     Call only while holding the lock that serialises writers of ``path``.
     """
     target = Path(os.path.realpath(path))
-    stale = [p for p in target.parent.glob(target.name + ".*" + PART_SUFFIX)
+    stale = [p for p in target.parent.glob(glob.escape(target.name) + ".*" + PART_SUFFIX)
              if p.is_file() and not p.is_symlink()]
     for p in stale:
         p.unlink(missing_ok=True)

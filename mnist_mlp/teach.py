@@ -15,6 +15,7 @@ model as ``NAME.taught-N.npz``: ``teach_job`` is the one call into training.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import io
 import math
 import secrets
@@ -121,7 +122,7 @@ def taught_path(model: Path) -> Path:
     n = 1
     while True:
         out = model.with_name(f"{model.stem}.taught-{n}.npz")
-        if not any(out.parent.glob(f"{out.stem}.*")):
+        if not any(out.parent.glob(f"{glob.escape(out.stem)}.*")):
             return out
         n += 1
 

@@ -107,6 +107,15 @@ def test_stale_parts_are_removed(tmp_path):
     assert sorted(tmp_path.iterdir()) == [other]
 
 
+def test_stale_parts_of_a_name_with_glob_characters_are_its_own(tmp_path):
+    own, others = tmp_path / "x[1]*.npz.def.part", [tmp_path / "x1.npz.abc.part",
+                                                     tmp_path / "x1*.npz.abc.part"]
+    for p in (own, *others):
+        p.write_bytes(b"half a checkpoint")
+    assert files.remove_stale_parts(tmp_path / "x[1]*.npz") == [own]
+    assert sorted(tmp_path.iterdir()) == sorted(others)
+
+
 def test_the_lock_is_exclusive_and_names_its_holder(tmp_path):
     lock = tmp_path / "run.lock"
     holder = subprocess.Popen(

@@ -510,6 +510,14 @@ def test_teach_starts_reports_progress_and_then_reads_with_the_taught_model(teac
                                [p for _, p in after["top"]], rtol=1e-5, atol=1e-7)
 
 
+def test_the_next_taught_name_skips_only_its_own_models_files(tmp_path):
+    model = tmp_path / "m[1]*.npz"
+    (tmp_path / "m1.taught-1.npz").write_bytes(b"another model's")
+    assert teach.taught_path(model) == tmp_path / "m[1]*.taught-1.npz"
+    (tmp_path / "m[1]*.taught-1.lock").write_bytes(b"")
+    assert teach.taught_path(model) == tmp_path / "m[1]*.taught-2.npz"
+
+
 def test_two_teaches_at_once_and_a_correction_during_one(teaching, tmp_path):
     srv, app, model, samples = teaching(teach_flags={"epochs": 60, "batch_size": 8})
     png = _ink_png(tmp_path)
