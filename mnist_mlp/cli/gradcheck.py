@@ -12,7 +12,7 @@ import click
 from ..config import FIELDS, ConfigError, check_value
 from ..dataset import DATA_DIR_ENV, DEFAULT_DATA_DIR
 from ..network import MAX_LAYERS
-from .common import CONTEXT, fail
+from .common import CONTEXT, dataset_option, fail, model_dataset
 
 if TYPE_CHECKING:
     from ..gradcheck import Report
@@ -44,6 +44,16 @@ def _number(x: float) -> str:
     return f"{x:.4e}" if math.isfinite(x) else "-"
 
 
+def _failures(report: Report) -> str:
+    """What failed: arrays whose gradients disagree, and arrays with nothing compared."""
+    disagree = [c.name for c in report.failed if c.checked]
+    unchecked = [c.name for c in report.failed if not c.checked]
+    return "; ".join(
+        ([f"{', '.join(disagree)} disagree with their finite differences"] if disagree else [])
+        + ([f"{', '.join(unchecked)} not checked: every coordinate tried was at a ReLU kink "
+            "(try --seed or --samples)"] if unchecked else []))
+
+
 def format_report(report: Report, about: str) -> str:
     """A ``gradcheck.Report`` as a table: per array a row of figures, then its equations
     (the note's per sample, and batched); a verdict line last."""
@@ -65,14 +75,12 @@ def format_report(report: Report, about: str) -> str:
         shape = "(" + ", ".join(map(str, c.shape)) + (",)" if len(c.shape) == 1 else ")")
         lines.append(f"{c.name:<6} {shape:<11} {c.checked:>7} {c.skipped:>5}  {c.error:<8.1e} "
                      f"{at:<11} {_number(c.analytic):>11} {_number(c.numeric):>11}"
-                     + ("" if c.passed else "  FAILED"))
+                     + ("" if c.passed else "  FAILED" if c.checked else "  UNCHECKED"))
         lines.append(f"{'':<6} {c.equation}   (batched: {c.batched})")
     lines.append("")
     lines.append(f"passed: every gradient matches its finite differences (largest error "
                  f"{max(c.error for c in report.checks):.1e} < {threshold:.0e})"
-                 if report.passed else
-                 f"FAILED: {', '.join(c.name for c in report.failed)} "
-                 "disagree with their finite differences")
+                 if report.passed else "FAILED: " + _failures(report))
     return "\n".join(lines)
 
 
@@ -120,7 +128,7 @@ def _check_work(sizes: list[int], samples: int, explain: bool, network_option: s
               help="Hidden widths of a fresh network to check, e.g. 32,16. Default: "
                    f"{','.join(map(str, DEFAULT_HIDDEN))}, the default preset's.")
 @click.option("--samples", type=click.IntRange(1, 1000), default=8, metavar="N",
-              help="Test digits the mean loss is taken over.")
+              help="Test images the mean loss is taken over.")
 @click.option("--seed", type=click.IntRange(0), default=0, metavar="S",
               help="Seeds the digits drawn, the coordinates checked at random and a fresh "
                    "network's weights.")
@@ -128,18 +136,20 @@ def _check_work(sizes: list[int], samples: int, explain: bool, network_option: s
               help="Also check dL/dx, the gradient to the input pixels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help=f"Folder holding the MNIST files (read, never downloaded; without them "
-                   f"random inputs). Default: ${DATA_DIR_ENV}, else ./{DEFAULT_DATA_DIR}.")
+              help=f"Folder holding the dataset's files (read, never downloaded; without "
+                   f"them random inputs). Default: ${DATA_DIR_ENV}, else ./{DEFAULT_DATA_DIR}.")
+@dataset_option
 def gradcheck(model: Path | None, hidden: tuple[int, ...] | None, samples: int, seed: int,
-              explain: bool, as_json: bool, data_dir: Path | None) -> None:
+              explain: bool, as_json: bool, data_dir: Path | None, dataset) -> None:
     """Check backprop: every W and b gradient against centred finite differences.
 
-    On N test digits, in float64, the engine's gradients of the mean loss are
-    compared with (L(w + eps) - L(w - eps)) / 2 eps at up to 50 coordinates of
-    each array (its 10 largest gradients and 40 at random), from the output
-    layer down to the first: the largest relative error, where it is, and the
-    note's equation that produced it. Exit 0 when every error is below 1e-06,
-    1 otherwise. The error, the kinks left out: docs/backprop.md.
+    On N test images of the model's dataset (MNIST's digits by default), in
+    float64, the engine's gradients of the mean loss are compared with
+    (L(w + eps) - L(w - eps)) / 2 eps at up to 50 coordinates of each array (its
+    10 largest gradients and 40 at random), from the output layer down to the
+    first: the largest relative error, where it is, and the note's equation that
+    produced it. Exit 0 when every error is below 1e-06, 1 otherwise. The error,
+    the kinks left out: docs/backprop.md.
     """
     import numpy as np
 
@@ -147,7 +157,7 @@ def gradcheck(model: Path | None, hidden: tuple[int, ...] | None, samples: int, 
     from ..checkpoint import CheckpointError, load
     from ..dataset import DataSource, to_input
     from ..memory import available_memory, show_size
-    from ..mnist import N_CLASSES, N_PIXELS, DataError, DatasetNotFound
+    from ..mnist import MNIST, N_CLASSES, N_PIXELS, DataError, DatasetNotFound
     from ..network import MLP
     from ..threads import limit_threads
 
@@ -156,9 +166,10 @@ def gradcheck(model: Path | None, hidden: tuple[int, ...] | None, samples: int, 
     rng = np.random.default_rng(seed)
     if model is not None:
         try:
-            net = load(model).net
+            ckpt = load(model)
         except CheckpointError as exc:
             raise fail(exc) from None
+        net, dataset = ckpt.net, model_dataset((model,), ckpt.meta, dataset)
         _check_work(net.sizes, samples, explain, "--model")
         about = str(model)
     else:
@@ -169,17 +180,17 @@ def gradcheck(model: Path | None, hidden: tuple[int, ...] | None, samples: int, 
                                      f"{show_size(need)}, more than the {show_size(have)} "
                                      "available", param_hint="--hidden")
         _check_work(sizes, samples, explain, "--hidden")
-        net = MLP(sizes, seed=seed)
+        net, dataset = MLP(sizes, seed=seed), dataset or MNIST
         about = f"fresh, seed {seed}"
-    source = DataSource.from_env(data_dir)
+    source = DataSource.from_env(data_dir, dataset=dataset)
     try:
         pixels, labels = source.load("test", flat=False)            # (10000, 28, 28) uint8
         rows = rng.choice(len(pixels), min(samples, len(pixels)), replace=False)
         X, y = to_input(pixels[rows], net.input_scale), labels[rows]   # (n, 784)
-        inputs = "mnist-test"
+        inputs = f"{dataset.name}-test"
     except DatasetNotFound:
-        click.echo(f"no MNIST test files in {source.folder}: checking on {samples} random "
-                   "inputs in [0, 1] instead", err=True)
+        click.echo(f"no {dataset.title} test files in {source.folder}: checking on {samples} "
+                   "random inputs in [0, 1] instead", err=True)
         X, y = rng.random((samples, N_PIXELS)), rng.integers(0, N_CLASSES, samples)
         inputs = "random"
     except DataError as exc:
@@ -192,7 +203,8 @@ def gradcheck(model: Path | None, hidden: tuple[int, ...] | None, samples: int, 
     if as_json:
         click.echo(json.dumps(_as_json(report, str(model) if model else "fresh", inputs)))
     else:
-        shown = "MNIST test digits" if inputs == "mnist-test" else "random inputs"
+        shown = ("random inputs" if inputs == "random"
+                 else f"{dataset.title} test {dataset.subject}s")
         click.echo(format_report(report, f"{about}, on {report.n} {shown}"))
     if not report.passed:
         raise SystemExit(1)

@@ -39,6 +39,21 @@ def test_a_trained_checkpoint_passes_with_its_input_gradient(real_model, real_mn
     assert result["loss"] < 0.5
 
 
+def test_a_fashion_model_is_checked_on_its_own_test_garments(real_fashion, real_mnist,
+                                                             tmp_path):
+    model = tmp_path / "f.npz"
+    checkpoint.save(model, MLP([784, 16, 10], seed=2), {"dataset": "fashion-mnist"})
+    out = mlp("gradcheck", "--model", model, "--data-dir", real_fashion, "--samples", 4).stdout
+    assert f"({model}, on 4 Fashion-MNIST test garments)" in out.splitlines()[0]
+    result = json.loads(mlp("gradcheck", "--hidden", "16", "--dataset", "fashion-mnist",
+                            "--data-dir", real_fashion, "--samples", 4, "--json").stdout)
+    assert result["passed"] and result["inputs"] == "fashion-mnist-test"
+    one_line(mlp("gradcheck", "--model", model, "--data-dir", real_mnist, expect=1),
+             "MNIST's file, not Fashion-MNIST's")
+    one_line(mlp("gradcheck", "--model", model, "--dataset", "mnist", expect=1),
+             "trained on Fashion-MNIST, it cannot be scored on MNIST")
+
+
 def test_without_mnist_it_checks_random_inputs_and_says_so(tmp_path):
     result = mlp("gradcheck", "--data-dir", tmp_path / "none", "--hidden", "32,16",
                  "--samples", 3, "--json")
@@ -47,6 +62,17 @@ def test_without_mnist_it_checks_random_inputs_and_says_so(tmp_path):
     checks = json.loads(result.stdout)
     assert checks["passed"] and checks["inputs"] == "random" and checks["sizes"] == [
         784, 32, 16, 10]
+
+
+def test_arrays_with_every_coordinate_at_a_kink_are_not_checked_not_wrong(tmp_path):
+    result = mlp("gradcheck", "--hidden", ",".join(["1"] * 30), "--data-dir", tmp_path / "none",
+                 expect=1)
+    verdict = result.stdout.splitlines()[-1]
+    assert verdict.startswith("FAILED: b[29], b[28]") and "disagree" not in verdict
+    assert verdict.endswith("not checked: every coordinate tried was at a ReLU kink (try "
+                            "--seed or --samples)")
+    rows = [line for line in result.stdout.splitlines() if line.startswith("b[29]")]
+    assert rows[0].split()[2] == "0" and rows[0].endswith("UNCHECKED")
 
 
 def test_a_failing_engine_is_reported_by_layer():
