@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -77,13 +78,15 @@ class DataSource:
                           now.mirrors if self.mirrors == was.mirrors else self.mirrors,
                           self.deadline_s, (), dataset, self.extra)
 
-    def load_extra(self) -> list[LabelledImages]:
+    def load_extra(self, should_stop: Callable[[], bool] = lambda: False
+                   ) -> list[LabelledImages]:
         """The ``extra`` folders' images, prepared for this dataset's networks.
 
         Raises:
-            LabelledFolderError: a folder with no usable image, or too many.
+            LabelledFolderError: a folder with no usable image, or too many; or stopped
+                (``should_stop``, asked before each file).
         """
-        return [read_labelled(folder, self.dataset) for folder in self.extra]
+        return [read_labelled(folder, self.dataset, should_stop) for folder in self.extra]
 
     @property
     def n_train(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,17 +109,23 @@ def _image_files(folder: Path, dataset: Dataset, skipped: list[str]
     return files
 
 
-def read_labelled(folder: Path, dataset: Dataset) -> LabelledImages:
-    """Every usable image of ``folder``, prepared for ``dataset``'s networks.
+def read_labelled(folder: Path, dataset: Dataset,
+                  should_stop: Callable[[], bool] = lambda: False) -> LabelledImages:
+    """Every usable image of ``folder``, prepared for ``dataset``'s networks; ``should_stop``
+    is asked before each file.
 
     Raises:
         LabelledFolderError: not a folder, no class sub-folders, too many images or bytes,
-            or no image that could be used (the first reason given).
+            no image that could be used (the first reason given), or stopped.
     """
     prepare = PREPARATIONS[dataset.subject]
     digest, total = hashlib.sha256(), 0
     pixels, labels, paths, skipped = [], [], [], []
-    for label, path in _image_files(folder, dataset, skipped):
+    files = _image_files(folder, dataset, skipped)
+    for done, (label, path) in enumerate(files):
+        if should_stop():
+            raise LabelledFolderError(f"{folder}: stopped while reading its images "
+                                      f"({done:,} of {len(files):,} read)")
         try:
             content = read_bounded(path, MAX_FILE_BYTES)
             total += len(content)

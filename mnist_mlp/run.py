@@ -371,14 +371,14 @@ def _describe_existing(files: RunFiles) -> str:
         return "a file that is not a readable checkpoint"
 
 
-def _extras(source: DataSource) -> list[LabelledImages]:
+def _extras(source: DataSource, should_stop: Callable[[], bool]) -> list[LabelledImages]:
     """The images of ``source.extra``.
 
     Raises:
-        RunError: a folder with no usable image.
+        RunError: a folder with no usable image; or stopped while reading.
     """
     try:
-        return source.load_extra()
+        return source.load_extra(should_stop)
     except LabelledFolderError as exc:
         raise RunError(f"--extra {exc}") from None
 
@@ -442,7 +442,8 @@ class Run:
             raise RunError(f"{files.kept} already holds {_describe_existing(files)}; "
                            "continue it with --resume, replace it with --overwrite, or "
                            "choose another --out")
-        self.extras = self.saved.extras if self.saved else _extras(spec.data)
+        self.extras = (self.saved.extras if self.saved
+                       else _extras(spec.data, self.hooks.should_stop))
         n_extra = sum(len(e.labels) for e in self.extras)
         n_train = spec.data.n_train - spec.cfg.val_size
         check_memory(spec.cfg, n_train, spec.cfg.val_size,

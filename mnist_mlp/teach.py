@@ -15,9 +15,11 @@ model as ``NAME.taught-N.npz``: ``teach_job`` is the one call into training.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import glob
 import io
 import math
+import os
 import secrets
 import threading
 import time
@@ -55,10 +57,15 @@ class Samples:
         folder: where they go (created on the first correction).
         dataset: whose classes name the sub-folders.
         limit: corrections held at most (those already there count).
+
+    Raises:
+        OSError: ``folder`` is there but not a folder (a file, a FIFO), or unreadable.
     """
 
     def __init__(self, folder: Path, dataset: Dataset, limit: int = MAX_SAMPLES):
         self.folder, self.dataset, self.limit = Path(folder), dataset, limit
+        if os.path.lexists(self.folder) and not self.folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(self.folder))
         self._lock = threading.Lock()
         self._counts = self._count()
 
@@ -111,6 +118,7 @@ class Samples:
             write_bytes_atomic(self.folder / INPUTS / sub / f"{name}.png", png.getvalue())
             write_bytes_atomic(self.folder / sub / f"{name}{suffix}", original)
         except BaseException:
+            (self.folder / INPUTS / sub / f"{name}.png").unlink(missing_ok=True)
             with self._lock:
                 self._counts[label] -= 1
             raise
@@ -217,6 +225,7 @@ class Teacher:
             held = self.samples.total
             if not held:
                 raise RunError("no corrections to teach yet: correct a reading first")
+            self._check_data()
             out = taught_path(self.model)
             self._status = {"state": "running", "started": time.monotonic(), "epoch": 0,
                             "epochs": None, "batch": 0, "batches": None,
@@ -226,24 +235,37 @@ class Teacher:
             self._thread.start()
             return True, self._snapshot()
 
+    def _check_data(self) -> None:
+        """Refuse to teach without the dataset's files at hand: a teach replays them, and a
+        download inside it would outlast its time limit and a stop.
+
+        Raises:
+            RunError: a file is missing (the message says how to fetch them).
+        """
+        source = self.source.with_dataset(self.samples.dataset)
+        if any(source.path(r) is None for r in source.resources):
+            dataset = self.samples.dataset
+            option = "" if dataset.name == "mnist" else f" --dataset {dataset.name}"
+            raise RunError(f"teaching replays the {dataset.title} files, not all in "
+                           f"{source.folder}: fetch them with `mlp download{option} "
+                           f"--data-dir {source.folder}`, then teach")
+
     def _run(self, out: Path, started: float) -> None:
         deadline = started + self.limit_s
+
+        def should_stop() -> bool:
+            return self._stop.is_set() or time.monotonic() > deadline
+
         try:
             result = teach_job(self.model, self.samples, out, self.source,
                                flags=self.flags, callbacks=[Progress(self._status, self._lock)],
-                               should_stop=lambda: self._stop.is_set()
-                               or time.monotonic() > deadline)
+                               should_stop=should_stop)
             if not out.exists():
-                raise RunError(f"stopped after {time.monotonic() - started:.0f} s, before "
-                               "an epoch ended: nothing taught")
+                raise RunError("nothing taught")
             self.on_taught(out)
             ending = {"state": "done", "ending": result.ending}
         except Exception as exc:               # noqa: BLE001 (the page must hear of it)
-            text = " ".join(str(exc).split())[:300]
-            known = isinstance(exc, (ConfigError, RunError, checkpoint.CheckpointError,
-                                     DataError, TrainingDiverged, OSError))
-            ending = {"state": "failed", "error": text if known else
-                      f"{type(exc).__name__}: {text}"}
+            ending = {"state": "failed", "error": _failure(exc, should_stop(), started)}
         with self._lock:
             self._status.update(ending, elapsed_s=round(time.monotonic() - started, 1))
             self._status.pop("started")
@@ -257,3 +279,15 @@ class Teacher:
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
+
+
+def _failure(exc: Exception, stopped: bool, started: float) -> str:
+    """The page's line for a teach that failed: stopped (in the corrections' read or the
+    first epoch), or the error; the class named for an error no message was written for."""
+    if stopped:
+        return (f"stopped after {time.monotonic() - started:.0f} s, before an epoch ended: "
+                "nothing taught")
+    text = " ".join(str(exc).split())[:300]
+    known = isinstance(exc, (ConfigError, RunError, checkpoint.CheckpointError, DataError,
+                             TrainingDiverged, OSError))
+    return text if known else f"{type(exc).__name__}: {text}"

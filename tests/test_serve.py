@@ -296,10 +296,11 @@ LONG_TEACH = {"epochs": 400, "batch_size": 8}     # tiny data: long enough to wa
 def teaching(tiny_run, tiny_mnist, tmp_path):
     """Serve a copy of the tiny run, keeping corrections in tmp_path/samples and teaching
     them with the tiny data; yields (server, app, model path, samples folder)."""
-    def start(teach_flags=None, limit_s=serve.TEACH_LIMIT_S, samples_limit=None, slots=None):
+    def start(teach_flags=None, limit_s=serve.TEACH_LIMIT_S, samples_limit=None, slots=None,
+              source=tiny_mnist):
         model = copy_run(tiny_run, tmp_path / "run")
         samples = tmp_path / "samples"
-        app = serve.DigitApp.load([model], samples=samples, source=tiny_mnist, slots=slots,
+        app = serve.DigitApp.load([model], samples=samples, source=source, slots=slots,
                                   teach_flags=teach_flags, teach_limit_s=limit_s)
         if samples_limit is not None:
             app.samples.limit = samples_limit
@@ -381,6 +382,34 @@ def test_the_saliency_map_is_the_read_class_gradient_of_the_served_model(real_mo
         assert shares.shape == (28, 28) and np.abs(shares).max() == 1.0
         np.testing.assert_allclose(shares, maps[0] / np.abs(maps[0]).max(), atol=5e-4 + 1e-6)
         assert (shares > 0).any() and (shares < 0).any()
+
+
+def test_a_correction_that_cannot_be_saved_leaves_no_input_behind(tmp_path, monkeypatch):
+    kept = teach.Samples(tmp_path / "samples", MNIST)
+    writes = []
+
+    def second_write_fails(path, data):
+        writes.append(path)
+        if len(writes) == 2:
+            raise OSError(28, "No space left on device", str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    monkeypatch.setattr(teach, "write_bytes_atomic", second_write_fails)
+    with pytest.raises(OSError, match="No space left"):
+        kept.add(_ink_png(tmp_path), np.zeros((28, 28), np.uint8), 3)
+    assert writes[0].parent == tmp_path / "samples" / "inputs" / "3" and not writes[0].exists()
+    assert kept.total == 0
+
+
+def test_a_samples_folder_that_is_not_a_folder_is_refused_at_start(tiny_run, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(NotADirectoryError):
+        teach.Samples(fifo, MNIST)
+    result = CliRunner().invoke(main, ["serve", "--model", str(tiny_run), "--samples",
+                                       str(fifo), "--port", "0"])
+    assert result.exit_code == 1 and result.output == f"Error: {fifo}: not a folder\n"
 
 
 def test_hostile_corrections_are_refused_and_write_nothing(teaching, tmp_path):
@@ -555,6 +584,34 @@ def test_a_teach_is_stopped_after_its_time(teaching, tmp_path):
     else:
         assert done["state"] == "failed" and "nothing taught" in done["error"]
     assert checkpoint.load(model.with_name("m.taught-1.last.npz")).meta["train_state"]
+
+
+def test_a_teach_is_stopped_while_it_reads_the_corrections(teaching, tmp_path,
+                                                            monkeypatch):
+    srv, app, model, samples = teaching(limit_s=1.5)
+    saved = request(srv, "POST", "/api/correct?label=5", _ink_png(tmp_path))[1]["saved"]
+    for n in range(40):                                  # 8 s of reading at 0.2 s an image
+        shutil.copy(samples / "5" / f"{saved}.png", samples / "5" / f"copy-{n}.png")
+    prepare = imaging.PREPARATIONS["digit"]
+    monkeypatch.setitem(imaging.PREPARATIONS, "digit",
+                        lambda content: time.sleep(0.2) or prepare(content))
+    start = time.monotonic()
+    request(srv, "POST", "/api/teach")
+    done = _wait_for_teach(srv, timeout=30)
+    assert time.monotonic() - start < 5
+    assert done["state"] == "failed" and done["error"].startswith("stopped after ")
+    assert done["error"].endswith("before an epoch ended: nothing taught")
+
+
+def test_a_teach_without_the_datasets_files_is_refused_before_it_starts(teaching, tmp_path):
+    nowhere = DataSource(tmp_path / "none", mirrors=("http://127.0.0.1:9/",))
+    srv, app, model, samples = teaching(source=nowhere)
+    request(srv, "POST", "/api/correct?label=5", _ink_png(tmp_path))
+    status, answer = request(srv, "POST", "/api/teach")
+    assert status == 409 and answer["error"] == (
+        f"teaching replays the MNIST files, not all in {tmp_path / 'none'}: fetch them with "
+        f"`mlp download --data-dir {tmp_path / 'none'}`, then teach")
+    assert not (tmp_path / "none").exists() and app.teacher.status()["state"] == "idle"
 
 
 def test_a_server_stopped_mid_teach_leaves_whole_files(teaching, tmp_path):

@@ -76,6 +76,10 @@ def eval_(models: tuple[Path, ...], dataset: Dataset | None, source: DataSource,
     from ..resume import evaluation_split
     from ..runfiles import RunError
 
+    given = click.get_current_context().get_parameter_source("split")
+    if images is not None and given is not click.core.ParameterSource.DEFAULT:
+        raise click.BadParameter("a split is of the dataset's files; --images scores its "
+                                 "folder: give one of them", param_hint="--split")
     ckpt = load_models(models)
     dataset = model_dataset(models, ckpt.meta, dataset)
     if images is not None:

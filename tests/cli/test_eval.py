@@ -223,3 +223,6 @@ def test_a_labelled_folder_is_scored_like_the_test_set(real_model, tmp_path):
                             "file (PNG, JPEG, BMP, GIF, TIFF, WEBP)\n"
     one_line(mlp("eval", "--model", real_model, "--images", tmp_path, expect=1),
              f"{tmp_path}: no class sub-folders")
+    usage = mlp("eval", "--model", real_model, "--images", tmp_path / "mine", "--split", "test",
+                expect=2)
+    assert "Invalid value for --split: a split is of the dataset's files" in usage.output
