@@ -14,6 +14,7 @@ model as ``NAME.taught-N.npz``: ``teach_job`` is the one call into training.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import glob
@@ -118,9 +119,10 @@ class Samples:
             write_bytes_atomic(self.folder / INPUTS / sub / f"{name}.png", png.getvalue())
             write_bytes_atomic(self.folder / sub / f"{name}{suffix}", original)
         except BaseException:
-            (self.folder / INPUTS / sub / f"{name}.png").unlink(missing_ok=True)
             with self._lock:
                 self._counts[label] -= 1
+            with contextlib.suppress(OSError):          # no input left without its original
+                (self.folder / INPUTS / sub / f"{name}.png").unlink(missing_ok=True)
             raise
         return name
 

@@ -449,9 +449,9 @@ def test_hostile_corrections_are_refused_and_write_nothing(teaching, tmp_path):
 def test_a_correction_that_cannot_be_written_is_a_json_500_and_one_log_line(tiny_run,
                                                                            tmp_path):
     blocker = tmp_path / "samples"
-    blocker.write_text("a file where the samples folder should be")
     lines = []
     app = serve.DigitApp.load([tiny_run], note=lines.append, samples=blocker)
+    blocker.write_text("a file where the samples folder should be")   # made while serving
     srv = DigitServer(app, "127.0.0.1", 0)
     thread = running(srv)
     try:
