@@ -70,6 +70,19 @@ def data_options(f: Callable) -> Callable:
              f"else ./{DEFAULT_DATA_DIR}.")(with_source)
 
 
+def data_dir_option(f: Callable) -> Callable:
+    """--data-dir alone, handed to the command as ``source: DataSource``, for a command
+    that reads the dataset's files but never downloads them."""
+    @functools.wraps(f)
+    def with_source(*args, data_dir: Path | None, **kwargs):
+        return f(*args, source=DataSource.from_env(data_dir), **kwargs)
+
+    return click.option(
+        "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help=f"Folder holding the dataset's files (read, never downloaded). Default: "
+             f"${DATA_DIR_ENV}, else ./{DEFAULT_DATA_DIR}.")(with_source)
+
+
 def dataset_option(f: Callable) -> Callable:
     """--dataset NAME, handed to the command as ``dataset``: a Dataset, or None when not
     given (commands that score a model then take the model's)."""

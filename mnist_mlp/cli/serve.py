@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import CONTEXT, data_options, fail, model_option, threads_option
+from .common import CONTEXT, data_dir_option, fail, model_option, threads_option
 
 
 @click.command(context_settings=CONTEXT)
@@ -19,7 +19,7 @@ from .common import CONTEXT, data_options, fail, model_option, threads_option
 @click.option("--samples", type=click.Path(file_okay=False, path_type=Path), default=None,
               metavar="DIR", help="Folder the page's corrections go to (DIR/<class>/), for "
                                   "teaching. Default: NAME.samples/ beside the model.")
-@data_options
+@data_dir_option
 @threads_option
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
 def serve(models: tuple[Path, ...], host: str, port: int, samples: Path | None, source,
