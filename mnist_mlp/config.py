@@ -235,6 +235,11 @@ def preset_names() -> list[str]:
                   if p.name.endswith(".toml"))
 
 
+def builtin_preset(name: str) -> Path:
+    """The packaged preset ``name`` (one of ``preset_names()``), whatever ``./configs`` holds."""
+    return Path(str(resources.files("mnist_mlp") / PRESET_PACKAGE_DIR / f"{name}.toml"))
+
+
 def find_preset(name: str) -> Path:
     """A config file path, or a bare preset name looked up in ``./configs``, then built in.
 
@@ -247,7 +252,7 @@ def find_preset(name: str) -> Path:
         if local.exists():
             return local
         if name in preset_names():
-            return Path(str(resources.files("mnist_mlp") / PRESET_PACKAGE_DIR / f"{name}.toml"))
+            return builtin_preset(name)
     if path.exists():
         return path
     raise ConfigFileError(f"no config file or preset {name!r}; presets: "

@@ -31,6 +31,10 @@ class LabelledFolderError(Exception):
     """A folder that holds no usable labelled images, or too many; the message says why."""
 
 
+class ReadStopped(LabelledFolderError):
+    """The read was stopped (its ``should_stop`` said so) before every image was read."""
+
+
 @dataclass(frozen=True)
 class LabelledImages:
     """The usable images of a labelled folder, prepared, and what was skipped."""
@@ -68,11 +72,11 @@ def class_of(name: str, dataset: Dataset) -> int | None:
     return names.index(name.lower()) if name.lower() in names else None
 
 
-def _image_files(folder: Path, dataset: Dataset, skipped: list[str]
+def _image_files(folder: Path, dataset: Dataset, skipped: list[str], stray: list[str]
                  ) -> list[tuple[int, Path]]:
     """(label, file) of every image file under a class sub-folder, sorted by class then name;
-    a class folder that cannot be listed, and a visible sub-folder that names no class, are
-    added to ``skipped``.
+    a class folder that cannot be listed is added to ``skipped``, and a visible sub-folder
+    that names no class to ``stray``.
 
     Raises:
         LabelledFolderError: not a folder, no class sub-folders, or more than MAX_IMAGES.
@@ -85,8 +89,8 @@ def _image_files(folder: Path, dataset: Dataset, skipped: list[str]
                                   f"({exc.strerror or exc})") from None
     classes = sorted((label, sub) for sub in subs
                      if (label := class_of(sub.name, dataset)) is not None)
-    skipped.extend(f"{sub}: names no class ({examples})" for sub in subs
-                   if class_of(sub.name, dataset) is None and not sub.name.startswith("."))
+    stray.extend(f"{sub}: names no class ({examples})" for sub in subs
+                 if class_of(sub.name, dataset) is None and not sub.name.startswith("."))
     if not classes:
         raise LabelledFolderError(f"{folder}: no class sub-folders ({examples}) holding "
                                   "images, as in DIR/3/my-three.png")
@@ -116,16 +120,16 @@ def read_labelled(folder: Path, dataset: Dataset,
 
     Raises:
         LabelledFolderError: not a folder, no class sub-folders, too many images or bytes,
-            no image that could be used (the first reason given), or stopped.
+            no image that could be used (the first reason given); ReadStopped, stopped.
     """
     prepare = PREPARATIONS[dataset.subject]
     digest, total = hashlib.sha256(), 0
-    pixels, labels, paths, skipped = [], [], [], []
-    files = _image_files(folder, dataset, skipped)
+    pixels, labels, paths, skipped, stray = [], [], [], [], []
+    files = _image_files(folder, dataset, skipped, stray)
     for done, (label, path) in enumerate(files):
         if should_stop():
-            raise LabelledFolderError(f"{folder}: stopped while reading its images "
-                                      f"({done:,} of {len(files):,} read)")
+            raise ReadStopped(f"{folder}: stopped while reading its images "
+                              f"({done:,} of {len(files):,} read)")
         try:
             content = read_bounded(path, MAX_FILE_BYTES)
             total += len(content)
@@ -147,4 +151,4 @@ def read_labelled(folder: Path, dataset: Dataset,
     if not pixels:
         raise LabelledFolderError(f"{folder}: no usable image ({skipped[0]})")
     return LabelledImages(folder, np.stack(pixels), np.array(labels, dtype=np.int64),
-                          tuple(paths), tuple(skipped), digest.hexdigest())
+                          tuple(paths), (*stray, *skipped), digest.hexdigest())

@@ -21,10 +21,10 @@ from typing import Any, Literal
 import numpy as np
 
 from . import checkpoint, package_version
-from .config import TrainConfig, find_preset, load_config_file, resolve
+from .config import TrainConfig, builtin_preset, find_preset, load_config_file, resolve
 from .dataset import DataSource, extra_repeats, mix_in, to_input
 from .files import LockHeld, exclusive_lock, remove_stale_parts, write_target
-from .labelled import LabelledFolderError, LabelledImages
+from .labelled import LabelledFolderError, LabelledImages, ReadStopped
 from .memory import available_memory, show_size
 from .mnist import PIXEL_SCALE, find_dataset
 from .network import MLP
@@ -91,8 +91,8 @@ def build_spec(out: Path, config: str | Path | TrainConfig | None = None,
     """
     data = data or DataSource.from_env()
     flags = dict(flags or {})
-    if config is None and start.mode != "resume":
-        config = find_dataset(flags.get("dataset", "mnist")).default_preset
+    if config is None and start.mode != "resume":     # the packaged one, not ./configs'
+        config = builtin_preset(find_dataset(flags.get("dataset", "mnist")).default_preset)
     init = checkpoint.load(start.init) if start.init and start.mode != "resume" else None
     if init is not None and "hidden" not in flags:
         flags["hidden"] = tuple(init.net.sizes[1:-1])
@@ -143,17 +143,17 @@ def _check_start(init: Path, start: checkpoint.Checkpoint, cfg: TrainConfig) -> 
 def estimate_memory(cfg: TrainConfig, n_train: int, n_val: int, n_mixed: int = 0) -> int:
     """Bytes a run of ``cfg`` needs at its peak, roughly (within ~20%).
 
-    The data as float32 (and its uint8 source while it is read; with ``n_mixed`` rows of
-    users' repeated images, the split beside the mixed copy), the parameters with their
-    gradients, work space and optimiser slots, and the activations of a training batch and
-    of a validation chunk.
+    The data as float32 beside its uint8 source while it is read, or, with ``n_mixed`` rows
+    of users' repeated images, the split beside its mixed copy if that is more; the
+    parameters with their gradients, work space and optimiser slots; and the activations of
+    a training batch and of a validation chunk.
     """
     sizes = cfg.sizes
     params = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
     slots = (2 if cfg.optimizer.startswith("adam") else 1) + (2 if cfg.ema else 0)
-    data_bytes = (n_train + n_mixed + n_val) * sizes[0] * (BYTES_PER_FLOAT + 1)
-    if n_mixed:
-        data_bytes += n_train * sizes[0] * BYTES_PER_FLOAT
+    data_bytes = sizes[0] * max((n_train + n_val) * (BYTES_PER_FLOAT + 1),
+                                (2 * n_train + n_mixed + n_val) * BYTES_PER_FLOAT
+                                if n_mixed else 0)
     param_bytes = params * BYTES_PER_FLOAT * (3 + slots)       # W, dW, scratch, slots, average
     batch = cfg.batch_size * sum(sizes) * BYTES_PER_FLOAT * 4  # Z/A, dA, masks, distortions
     chunk = MLP.predict_chunk * max(sizes) * BYTES_PER_FLOAT * 2
@@ -375,10 +375,13 @@ def _extras(source: DataSource, should_stop: Callable[[], bool]) -> list[Labelle
     """The images of ``source.extra``.
 
     Raises:
-        RunError: a folder with no usable image; or stopped while reading.
+        RunError: a folder with no usable image.
+        ReadStopped: ``should_stop`` said so while they were read.
     """
     try:
         return source.load_extra(should_stop)
+    except ReadStopped:
+        raise
     except LabelledFolderError as exc:
         raise RunError(f"--extra {exc}") from None
 
@@ -408,9 +411,11 @@ class Run:
     def __enter__(self) -> "Run":
         """Raises:
             RunError: locked by another process, a run already at ``out``, too big
-                for memory, or an output that cannot be written.
+                for memory, an output that cannot be written, or an ``extra`` folder
+                with no usable image.
             checkpoint.CheckpointError: nothing to resume, or an unusable last checkpoint.
             ConfigError: the saved run changed since ``spec`` was built from it.
+            labelled.ReadStopped: ``hooks.should_stop`` said so while ``extra`` was read.
         """
         with ExitStack() as stack:
             if self.own_signals:

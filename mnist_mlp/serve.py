@@ -23,7 +23,8 @@ A WSGI application (``DigitApp``), served by ``server.DigitServer``. Routes:
 
 ``HEAD`` is answered for every ``GET``. Errors are JSON ``{"error": ...}``: 400 not
 an image, no ink or a bad label, 404 unknown route, 405 other methods, 409 no
-corrections kept or to teach, the samples folder full, or a committee to teach, 411 no
+corrections kept or to teach, the dataset's files missing for a teach, the samples folder
+full, or a committee to teach, 411 no
 length, 413 a body over ``MAX_BODY``, 500 an unexpected failure (logged as one line),
 503 an image still waiting for a thread when the server stops. No URL reaches the file
 system: the samples' names are made here.
@@ -276,6 +277,7 @@ class DigitApp:
 
         Raises:
             checkpoint.CheckpointError: a missing or bad model.
+            OSError: ``samples`` is there but not a folder, or cannot be read.
         """
         paths = [Path(p) for p in model_paths]
         ckpt = checkpoint.load_committee(paths)

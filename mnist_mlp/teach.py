@@ -34,7 +34,7 @@ from . import checkpoint
 from .config import ConfigError
 from .dataset import DataSource
 from .files import write_bytes_atomic
-from .labelled import class_of, folder_name, is_image_file
+from .labelled import ReadStopped, class_of, folder_name, is_image_file
 from .mnist import DataError, Dataset
 from .runfiles import RunError
 from .train import Callback, TrainingDiverged
@@ -217,7 +217,8 @@ class Teacher:
         """Start a teach unless one runs (then join it): (started, status).
 
         Raises:
-            RunError: no corrections to teach, or the server is stopping.
+            RunError: no corrections to teach, the dataset's files missing, or the server
+                is stopping.
         """
         with self._lock:
             if self._status["state"] == "running":
@@ -254,20 +255,20 @@ class Teacher:
 
     def _run(self, out: Path, started: float) -> None:
         deadline = started + self.limit_s
-
-        def should_stop() -> bool:
-            return self._stop.is_set() or time.monotonic() > deadline
-
         try:
             result = teach_job(self.model, self.samples, out, self.source,
                                flags=self.flags, callbacks=[Progress(self._status, self._lock)],
-                               should_stop=should_stop)
-            if not out.exists():
-                raise RunError("nothing taught")
-            self.on_taught(out)
-            ending = {"state": "done", "ending": result.ending}
+                               should_stop=lambda: self._stop.is_set()
+                               or time.monotonic() > deadline)
+            if out.exists():
+                self.on_taught(out)
+                ending = {"state": "done", "ending": result.ending}
+            else:                              # stopped before its first epoch ended
+                ending = _stopped(started)
+        except ReadStopped:                    # stopped while it read the corrections
+            ending = _stopped(started)
         except Exception as exc:               # noqa: BLE001 (the page must hear of it)
-            ending = {"state": "failed", "error": _failure(exc, should_stop(), started)}
+            ending = {"state": "failed", "error": _failure(exc)}
         with self._lock:
             self._status.update(ending, elapsed_s=round(time.monotonic() - started, 1))
             self._status.pop("started")
@@ -283,12 +284,15 @@ class Teacher:
             thread.join(timeout)
 
 
-def _failure(exc: Exception, stopped: bool, started: float) -> str:
-    """The page's line for a teach that failed: stopped (in the corrections' read or the
-    first epoch), or the error; the class named for an error no message was written for."""
-    if stopped:
-        return (f"stopped after {time.monotonic() - started:.0f} s, before an epoch ended: "
-                "nothing taught")
+def _stopped(started: float) -> dict[str, Any]:
+    """The status of a teach stopped (by its time limit or the server) before it taught."""
+    return {"state": "failed", "error": f"stopped after {time.monotonic() - started:.0f} s, "
+                                        "before an epoch ended: nothing taught"}
+
+
+def _failure(exc: Exception) -> str:
+    """The page's line for a teach that failed: the error's message; its class named too
+    when it is not one the library writes its messages for."""
     text = " ".join(str(exc).split())[:300]
     known = isinstance(exc, (ConfigError, RunError, checkpoint.CheckpointError, DataError,
                              TrainingDiverged, OSError))

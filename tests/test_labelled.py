@@ -84,6 +84,7 @@ def test_a_bad_file_is_skipped_with_a_line_naming_it_and_the_rest_used(tmp_path)
     ({"cats": ["a.png"]}, "no class sub-folders"),
     ({"3": ["a.txt"]}, "hold no image files"),
     ({"3": ["a.png"]}, "no usable image ("),
+    ({"3": ["a.png"], "inputs": []}, "no usable image (" + "{f}/3/a.png: not an image file"),
 ])
 def test_a_folder_without_usable_images_is_one_error(tmp_path, layout, message):
     folder = tmp_path / "f"
@@ -92,7 +93,7 @@ def test_a_folder_without_usable_images_is_one_error(tmp_path, layout, message):
         (folder / sub).mkdir()
         for name in names:
             (folder / sub / name).write_bytes(b"not an image")
-    with pytest.raises(LabelledFolderError, match=re.escape(message)):
+    with pytest.raises(LabelledFolderError, match=re.escape(message.format(f=folder))):
         read_labelled(folder, MNIST)
     with pytest.raises(LabelledFolderError, match="not a folder"):
         read_labelled(tmp_path / "missing", MNIST)

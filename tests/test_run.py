@@ -65,6 +65,17 @@ def test_a_spec_is_built_from_defaults_a_config_file_and_flags(tmp_path, tiny_mn
         spec.out = tmp_path  # type: ignore[misc]
 
 
+def test_a_plain_run_is_the_packaged_default_whatever_configs_holds(tmp_path, monkeypatch,
+                                                                    tiny_mnist):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "default.toml").write_text("epochs = 1\nhidden = [8]\n")
+    spec = run.build_spec(tmp_path / "m.npz", None, {"lr": 0.05}, data=tiny_mnist)
+    assert spec.cfg == resolve({"lr": 0.05}) and spec.preset == "default"
+    named = run.build_spec(tmp_path / "m.npz", "default", {}, data=tiny_mnist)
+    assert named.cfg.epochs == 1          # asked for by name, ./configs/ comes first
+
+
 def test_a_resumed_spec_is_the_saved_runs(tiny_run, tmp_path, tiny_mnist):
     out = copy_run(tiny_run, tmp_path)
     spec = run.build_spec(out, None, {"epochs": 5, "lr": 0.1}, data=tiny_mnist,
@@ -231,10 +242,10 @@ def test_users_repeated_images_count_beside_the_split_they_are_mixed_with():
     cfg = resolve({"hidden": (16,)})
     alone = run.estimate_memory(cfg, 55_000, 5_000)
     mixed = run.estimate_memory(cfg, 55_000, 5_000, n_mixed=100_000)
-    assert mixed - alone >= (100_000 * 5 + 55_000 * 4) * 784      # the repeats, and X copied
-    with pytest.raises(RunError, match=r"\(50,000,000 rows of repeated --extra images\) "
+    assert mixed - alone == ((2 * 55_000 + 100_000 + 5_000) * 4 - 60_000 * 5) * 784
+    with pytest.raises(RunError, match=r"\(10,000,000,000 rows of repeated --extra images\) "
                                        r"needs about .*; choose a smaller --extra-share"):
-        run.check_memory(cfg, 55_000, 5_000, n_mixed=50_000_000)
+        run.check_memory(cfg, 55_000, 5_000, n_mixed=10**10)
 
 
 # ---------------------------------------------------------------- what is kept

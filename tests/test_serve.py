@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +27,7 @@ from mnist_mlp import checkpoint, explain, gallery, imaging, labelled, serve, te
 from mnist_mlp.cli import main
 from mnist_mlp.dataset import DataSource
 from mnist_mlp.mnist import MNIST
+from mnist_mlp.runfiles import RunError
 from mnist_mlp.server import DigitServer, Limits
 
 from .digit_images import canvas_png
@@ -601,6 +603,41 @@ def test_a_teach_is_stopped_while_it_reads_the_corrections(teaching, tmp_path,
     assert time.monotonic() - start < 5
     assert done["state"] == "failed" and done["error"].startswith("stopped after ")
     assert done["error"].endswith("before an epoch ended: nothing taught")
+
+
+def test_a_fashion_teach_replays_an_installed_copy_or_says_how_to_fetch_it(real_fashion,
+                                                                          tmp_path):
+    import dataclasses
+
+    from mnist_mlp.mnist import FASHION_MNIST
+
+    nowhere = DataSource(tmp_path / "none", mirrors=())
+    installed = dataclasses.replace(FASHION_MNIST, installed=(real_fashion,))
+    teacher = teach.Teacher(tmp_path / "f.npz", teach.Samples(tmp_path / "s", installed),
+                            nowhere, on_taught=print)
+    teacher._check_data()                                    # found where it is installed
+    bare = dataclasses.replace(FASHION_MNIST, installed=())
+    teacher = teach.Teacher(tmp_path / "f.npz", teach.Samples(tmp_path / "s", bare), nowhere,
+                            on_taught=print)
+    with pytest.raises(RunError, match=re.escape(
+            f"teaching replays the Fashion-MNIST files, not all in {tmp_path / 'none'}: fetch "
+            f"them with `mlp download --dataset fashion-mnist --data-dir {tmp_path / 'none'}`")):
+        teacher._check_data()
+
+
+def test_an_error_after_the_time_limit_is_reported_as_itself(teaching, tmp_path,
+                                                             monkeypatch):
+    def full_disk_at_the_end(model, samples, out, source, *, should_stop, **kwargs):
+        while not should_stop():
+            time.sleep(0.05)
+        raise RunError(f"cannot write checkpoints to {out.parent}: No space left on device")
+
+    monkeypatch.setattr(teach, "teach_job", full_disk_at_the_end)
+    srv, app, model, samples = teaching(limit_s=0.5)
+    request(srv, "POST", "/api/correct?label=5", _ink_png(tmp_path))
+    request(srv, "POST", "/api/teach")
+    done = _wait_for_teach(srv, timeout=30)
+    assert done["state"] == "failed" and done["error"].endswith("No space left on device")
 
 
 def test_a_teach_without_the_datasets_files_is_refused_before_it_starts(teaching, tmp_path):

@@ -130,7 +130,7 @@ def _check_work(sizes: list[int], samples: int, explain: bool, network_option: s
 @click.option("--samples", type=click.IntRange(1, 1000), default=8, metavar="N",
               help="Test images the mean loss is taken over.")
 @click.option("--seed", type=click.IntRange(0), default=0, metavar="S",
-              help="Seeds the digits drawn, the coordinates checked at random and a fresh "
+              help="Seeds the test images drawn, the coordinates checked at random and a fresh "
                    "network's weights.")
 @click.option("--explain", is_flag=True,
               help="Also check dL/dx, the gradient to the input pixels.")
