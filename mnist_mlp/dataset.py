@@ -83,8 +83,8 @@ class DataSource:
         """The ``extra`` folders' images, prepared for this dataset's networks.
 
         Raises:
-            LabelledFolderError: a folder with no usable image, or too many; or stopped
-                (``should_stop``, asked before each file).
+            LabelledFolderError: a folder with no usable image, or too many.
+            labelled.ReadStopped: ``should_stop`` (asked before each file) said so.
         """
         return [read_labelled(folder, self.dataset, should_stop) for folder in self.extra]
 
@@ -125,12 +125,16 @@ class DataSource:
         """
         path = self.path(resource)
         if path is None:
-            option = "" if self.dataset is MNIST else f" --dataset {self.dataset.name}"
             raise DatasetNotFound(
                 f"{self.dataset.title} file {resource.gz_name} not found in {self.folder}. Run "
-                f"`mlp download{option} --data-dir {self.folder}`, or copy the "
-                f"{self.dataset.title} files there.")
+                f"{self.download_command}, or copy the {self.dataset.title} files there.")
         return read_payload(path, resource), path
+
+    @property
+    def download_command(self) -> str:
+        """The command that fetches this dataset into this folder, quoted for a message."""
+        option = "" if self.dataset is MNIST else f" --dataset {self.dataset.name}"
+        return f"`mlp download{option} --data-dir {self.folder}`"
 
     def load(self, split: Split = "train", *, flat: bool = True, val_size: int = 0
              ) -> tuple[np.ndarray, np.ndarray]:

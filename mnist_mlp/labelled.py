@@ -31,8 +31,9 @@ class LabelledFolderError(Exception):
     """A folder that holds no usable labelled images, or too many; the message says why."""
 
 
-class ReadStopped(LabelledFolderError):
-    """The read was stopped (its ``should_stop`` said so) before every image was read."""
+class ReadStopped(Exception):
+    """The read was stopped (its ``should_stop`` said so) before every image was read: no
+    fault of the folder's."""
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,10 @@ def _image_files(folder: Path, dataset: Dataset, skipped: list[str], stray: list
     except OSError as exc:
         raise LabelledFolderError(f"{folder}: not a folder of labelled images "
                                   f"({exc.strerror or exc})") from None
-    classes = sorted((label, sub) for sub in subs
-                     if (label := class_of(sub.name, dataset)) is not None)
-    stray.extend(f"{sub}: names no class ({examples})" for sub in subs
-                 if class_of(sub.name, dataset) is None and not sub.name.startswith("."))
+    labelled = [(class_of(sub.name, dataset), sub) for sub in subs]
+    classes = sorted((label, sub) for label, sub in labelled if label is not None)
+    stray.extend(f"{sub}: names no class ({examples})" for label, sub in labelled
+                 if label is None and not sub.name.startswith("."))
     if not classes:
         raise LabelledFolderError(f"{folder}: no class sub-folders ({examples}) holding "
                                   "images, as in DIR/3/my-three.png")
@@ -120,7 +121,8 @@ def read_labelled(folder: Path, dataset: Dataset,
 
     Raises:
         LabelledFolderError: not a folder, no class sub-folders, too many images or bytes,
-            no image that could be used (the first reason given); ReadStopped, stopped.
+            or no image that could be used (the first reason given).
+        ReadStopped: ``should_stop`` said so.
     """
     prepare = PREPARATIONS[dataset.subject]
     digest, total = hashlib.sha256(), 0

@@ -24,7 +24,7 @@ from . import checkpoint, package_version
 from .config import TrainConfig, builtin_preset, find_preset, load_config_file, resolve
 from .dataset import DataSource, extra_repeats, mix_in, to_input
 from .files import LockHeld, exclusive_lock, remove_stale_parts, write_target
-from .labelled import LabelledFolderError, LabelledImages, ReadStopped
+from .labelled import LabelledFolderError, LabelledImages
 from .memory import available_memory, show_size
 from .mnist import PIXEL_SCALE, find_dataset
 from .network import MLP
@@ -376,12 +376,10 @@ def _extras(source: DataSource, should_stop: Callable[[], bool]) -> list[Labelle
 
     Raises:
         RunError: a folder with no usable image.
-        ReadStopped: ``should_stop`` said so while they were read.
+        labelled.ReadStopped: ``should_stop`` said so while they were read.
     """
     try:
         return source.load_extra(should_stop)
-    except ReadStopped:
-        raise
     except LabelledFolderError as exc:
         raise RunError(f"--extra {exc}") from None
 

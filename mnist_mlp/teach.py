@@ -247,11 +247,9 @@ class Teacher:
         """
         source = self.source.with_dataset(self.samples.dataset)
         if any(source.path(r) is None for r in source.resources):
-            dataset = self.samples.dataset
-            option = "" if dataset.name == "mnist" else f" --dataset {dataset.name}"
-            raise RunError(f"teaching replays the {dataset.title} files, not all in "
-                           f"{source.folder}: fetch them with `mlp download{option} "
-                           f"--data-dir {source.folder}`, then teach")
+            raise RunError(f"teaching replays the {source.dataset.title} files, not all in "
+                           f"{source.folder}: fetch them with {source.download_command}, "
+                           "then teach")
 
     def _run(self, out: Path, started: float) -> None:
         deadline = started + self.limit_s

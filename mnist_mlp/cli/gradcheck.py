@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..config import FIELDS, ConfigError, check_value
-from ..dataset import DATA_DIR_ENV, DEFAULT_DATA_DIR
 from ..network import MAX_LAYERS
-from .common import CONTEXT, dataset_option, fail, model_dataset
+from .common import CONTEXT, data_dir_option, dataset_option, fail, model_dataset
 
 if TYPE_CHECKING:
     from ..gradcheck import Report
@@ -135,12 +134,10 @@ def _check_work(sizes: list[int], samples: int, explain: bool, network_option: s
 @click.option("--explain", is_flag=True,
               help="Also check dL/dx, the gradient to the input pixels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help=f"Folder holding the dataset's files (read, never downloaded; without "
-                   f"them random inputs). Default: ${DATA_DIR_ENV}, else ./{DEFAULT_DATA_DIR}.")
+@data_dir_option
 @dataset_option
 def gradcheck(model: Path | None, hidden: tuple[int, ...] | None, samples: int, seed: int,
-              explain: bool, as_json: bool, data_dir: Path | None, dataset) -> None:
+              explain: bool, as_json: bool, source, dataset) -> None:
     """Check backprop: every W and b gradient against centred finite differences.
 
     On N test images of the model's dataset (MNIST's digits by default), in
@@ -148,14 +145,15 @@ def gradcheck(model: Path | None, hidden: tuple[int, ...] | None, samples: int, 
     (L(w + eps) - L(w - eps)) / 2 eps at up to 50 coordinates of each array (its
     10 largest gradients and 40 at random), from the output layer down to the
     first: the largest relative error, where it is, and the note's equation that
-    produced it. Exit 0 when every error is below 1e-06, 1 otherwise. The error,
-    the kinks left out: docs/backprop.md.
+    produced it. Exit 0 when every error is below 1e-06, 1 otherwise. Without the
+    dataset's files in --data-dir, random inputs. The error, the kinks left out:
+    docs/backprop.md.
     """
     import numpy as np
 
     from .. import gradcheck as gc
     from ..checkpoint import CheckpointError, load
-    from ..dataset import DataSource, to_input
+    from ..dataset import to_input
     from ..memory import available_memory, show_size
     from ..mnist import MNIST, N_CLASSES, N_PIXELS, DataError, DatasetNotFound
     from ..network import MLP
@@ -182,7 +180,7 @@ def gradcheck(model: Path | None, hidden: tuple[int, ...] | None, samples: int, 
         _check_work(sizes, samples, explain, "--hidden")
         net, dataset = MLP(sizes, seed=seed), dataset or MNIST
         about = f"fresh, seed {seed}"
-    source = DataSource.from_env(data_dir, dataset=dataset)
+    source = source.with_dataset(dataset)
     try:
         pixels, labels = source.load("test", flat=False)            # (10000, 28, 28) uint8
         rows = rng.choice(len(pixels), min(samples, len(pixels)), replace=False)
