@@ -11,6 +11,10 @@
   ``erase_p`` a box of up to ``erase_area`` of the image, of aspect (height / width)
   between 1/3 and 3, set to the background (0).
 
+- mixup (Zhang et al. 2018; the ``mixup`` setting, beside any of these): each batch
+  trains on a blend of its images with the same images in another order, the labels
+  blended alike.
+
 Shifts are not part of the garment presets: Fashion-MNIST's garments are trimmed, scaled
 to fill the frame and centred, and an MLP that sees them shifted by 1-2 pixels (whole or
 not) lost 1-2 points of validation accuracy.
@@ -227,3 +231,19 @@ def apply(X: np.ndarray, d: Distortion, draws: Draws) -> np.ndarray:
 def distort(X: np.ndarray, d: Distortion, rng: np.random.Generator) -> np.ndarray:
     """A randomly distorted copy of the batch X (n, 784) in [0, 1]; same shape and dtype."""
     return apply(X, d, draw(d, X.shape[0], rng))
+
+
+def mixup(X: np.ndarray, alpha: float, rng: np.random.Generator
+          ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mixup (Zhang et al. 2018) of the batch X (n, 784): λ X + (1 - λ) X[perm], with
+    λ ~ Beta(α, α) for the batch and perm a random order of its rows.
+
+    Returns:
+        the mixed batch (a new array, X's dtype), perm (n,) and λ; the targets mix alike,
+        λ Y + (1 - λ) Y[perm] (``softmax_cross_entropy``'s ``mixed``).
+    """
+    lam = float(rng.beta(alpha, alpha))
+    perm = rng.permutation(X.shape[0])
+    mixed = np.multiply(X, X.dtype.type(lam))
+    mixed += X[perm] * X.dtype.type(1 - lam)
+    return mixed, perm, lam

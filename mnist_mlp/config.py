@@ -101,6 +101,9 @@ class TrainConfig:
     augment_end: float = setting(1.0, "Strength of the distortions in the last epoch, relative "
                                       "to the first; it falls linearly from one epoch to the "
                                       "next (1: the same throughout).", Bounds(0, 1))
+    mixup: float = setting(0.0, "α of mixup: each batch trains on λ·X + (1 - λ)·X' with "
+                                "targets mixed alike, X' its own images in a random order "
+                                "and λ ~ Beta(α, α), e.g. 0.3 (0: off).", Bounds(0, 100))
     ema: float = setting(0.0, "Decay of an exponential moving average of the weights, e.g. "
                               "0.999 (0: off); each epoch keeps whichever of the average and "
                               "the weights validates better.", PROBABILITY)

@@ -53,17 +53,20 @@ def softmax(Z: np.ndarray) -> np.ndarray:
     return E / E.sum(axis=1, keepdims=True)
 
 
-def softmax_cross_entropy(Z: np.ndarray, y: np.ndarray, label_smoothing: float = 0.0
+def softmax_cross_entropy(Z: np.ndarray, y: np.ndarray, label_smoothing: float = 0.0,
+                          mixed: tuple[np.ndarray, float] | None = None
                           ) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of softmax(Z) against labels y, and its gradient dL/dZ.
 
-    With label smoothing ε the target is T = (1 - ε) Y + ε / k instead of the
-    one-hot Y; the gradient is (softmax(Z) - T) / n either way.
+    With mixup (``mixed`` = (y2, λ), each input λ x + (1 - λ) x2) the one-hot Y becomes
+    λ Y + (1 - λ) Y2; with label smoothing ε the target is T = (1 - ε) Y + ε / k. The
+    gradient is (softmax(Z) - T) / n either way.
 
     Args:
         Z: logits (n, k); overwritten (it becomes dL/dZ).
         y: int labels (n,).
         label_smoothing: ε in [0, 1).
+        mixed: (y2 (n,), λ): the labels of the images mixed in with weight 1 - λ.
 
     Returns:
         (loss as a Python float, dZ (n, k) in Z's dtype).
@@ -75,6 +78,9 @@ def softmax_cross_entropy(Z: np.ndarray, y: np.ndarray, label_smoothing: float =
     sum_E = E.sum(axis=1, keepdims=True)                 # (n, 1)
     log_sum = np.log(sum_E[:, 0], dtype=np.float64)      # log Σ exp z, shifted
     target_logit = Z[rows, y].astype(np.float64)         # z_t, shifted
+    y2, lam = mixed if mixed is not None else (y, 1.0)
+    if mixed is not None:                                # λ z_t + (1 - λ) z_t2
+        target_logit = lam * target_logit + (1 - lam) * Z[rows, y2].astype(np.float64)
     if label_smoothing:
         mean_logit = Z.mean(axis=1, dtype=np.float64)
         target_logit = (1 - label_smoothing) * target_logit + label_smoothing * mean_logit
@@ -82,7 +88,9 @@ def softmax_cross_entropy(Z: np.ndarray, y: np.ndarray, label_smoothing: float =
     dZ = np.divide(E, sum_E, out=Z)                      # a = softmax(z)
     if label_smoothing:
         dZ -= label_smoothing / k
-    dZ[rows, y] -= 1 - label_smoothing                   # a - y
+    dZ[rows, y] -= lam * (1 - label_smoothing)           # a - y
+    if mixed is not None:
+        dZ[rows, y2] -= (1 - lam) * (1 - label_smoothing)
     dZ /= n                                              # mean over the batch
     return loss, dZ
 

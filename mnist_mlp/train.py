@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import metrics
-from .augment import AUGMENTATIONS, Distortion
+from .augment import AUGMENTATIONS, Distortion, mixup
 from .batches import Batches
 from .config import TrainConfig
 from .network import MLP, softmax_cross_entropy
@@ -167,10 +167,15 @@ class Trainer:
         predictions."""
         net, cfg, st = self.net, self.cfg, self.state
         Xb = batches.take(st.batch)                                  # (B, 784)
+        mixed, yb_main = None, yb
+        if cfg.mixup:
+            Xb, perm, lam = mixup(Xb, cfg.mixup, self.rng)
+            mixed = yb[perm], lam
+            yb_main = yb if lam >= 0.5 else yb[perm]                 # the larger part's
         Z, cache = net.forward(Xb, self.dropout, self.rng)           # (B, 10)
         batches.prepare(st.batch + 1)         # the next batch's distortions, meanwhile
-        correct = int(np.count_nonzero(Z.argmax(axis=1) == yb))
-        loss, dZ = softmax_cross_entropy(Z, yb, cfg.label_smoothing)
+        correct = int(np.count_nonzero(Z.argmax(axis=1) == yb_main))
+        loss, dZ = softmax_cross_entropy(Z, yb, cfg.label_smoothing, mixed)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss} at epoch {st.epoch + 1}, batch {st.batch + 1}; "

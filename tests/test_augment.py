@@ -301,3 +301,16 @@ def test_a_garment_run_stopped_mid_epoch_resumes_bit_for_bit(stop_after):
     again.optimizer.load_state_dict(copy.deepcopy(stopped.optimizer.state_dict()))
     fit(again)
     assert all(a.tobytes() == b.tobytes() for a, b in zip(whole.net.params, again.net.params))
+
+
+def test_mixup_blends_each_image_with_another_of_the_batch():
+    X = _batch(64)
+    mixed, perm, lam = augment.mixup(X, 0.3, np.random.default_rng(2))
+    assert mixed.dtype == X.dtype and mixed.shape == X.shape
+    assert sorted(perm) == list(range(64)) and 0 < lam < 1
+    np.testing.assert_allclose(mixed, lam * X + (1 - lam) * X[perm], atol=1e-6)
+    again = augment.mixup(X, 0.3, np.random.default_rng(2))
+    assert again[0].tobytes() == mixed.tobytes() and again[2] == lam
+    lams = np.array([augment.mixup(X[:2], 0.3, np.random.default_rng(s))[2] for s in range(400)])
+    assert np.mean(lams) == pytest.approx(0.5, abs=0.05)       # Beta(α, α): mean 1/2,
+    assert np.mean(np.minimum(lams, 1 - lams)) < 0.2    # near 0 or 1 more than uniform (0.25)

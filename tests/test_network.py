@@ -65,6 +65,30 @@ def test_dropout_and_label_smoothing_gradients_match_finite_differences(small_pr
     assert _max_relative_error(dW + db, numeric) < 1e-6
 
 
+
+def test_mixed_targets_gradients_match_finite_differences(small_problem):
+    """Mixup's loss is λ CE(y) + (1 - λ) CE(y2), smoothing or not; its gradient is
+    (softmax(Z) - T) / n with T = λ Y + (1 - λ) Y2, checked against central differences."""
+    net, X, y = small_problem
+    y2 = np.random.default_rng(5).permutation(y)
+    lam = 0.3
+
+    def loss_and_grads(smoothing):
+        Z, cache = net.forward(X)
+        loss, dZ = softmax_cross_entropy(Z, y, smoothing, mixed=(y2, lam))
+        return loss, *net.backward(dZ, cache)
+
+    for smoothing in (0.0, 0.1):
+        loss, dW, db = loss_and_grads(smoothing)
+        numeric = _numeric_gradients(lambda: loss_and_grads(smoothing)[0], net.W + net.b)
+        assert _max_relative_error(dW + db, numeric) < 1e-6
+        parts = [softmax_cross_entropy(net.forward(X)[0], t, smoothing)[0] for t in (y, y2)]
+        assert loss == pytest.approx(lam * parts[0] + (1 - lam) * parts[1], rel=1e-12)
+    Z = net.forward(X)[0]
+    plain, mixed = (softmax_cross_entropy(Z.copy(), y, 0.1, m) for m in (None, (y2, 1.0)))
+    assert plain[0] == pytest.approx(mixed[0], rel=1e-12)
+    np.testing.assert_array_equal(plain[1], mixed[1])
+
 def test_hand_worked_example():
     """Two inputs, two hidden ReLUs, two classes; every number from the note's equations."""
     net = MLP([2, 2, 2], dtype=np.float64)

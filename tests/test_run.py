@@ -298,7 +298,7 @@ def _same_run(a: Path, b: Path) -> None:
 EVERYTHING = {"dropout": (0.3,), "input_dropout": 0.1, "epochs": 4, "augment": "elastic",
               "augment_end": 0.25,
               "max_norm": 2.0, "label_smoothing": 0.1, "weight_decay": 0.01, "ema": 0.9,
-              "select_tolerance": 0.01}
+              "select_tolerance": 0.01, "mixup": 0.3}
 
 
 @pytest.mark.parametrize("stop_after", [7, 16, 17])  # mid-epoch; after the epoch's last step;
