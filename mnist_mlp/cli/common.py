@@ -64,10 +64,7 @@ def data_options(f: Callable) -> Callable:
         "--mirror", "mirrors", multiple=True, metavar="URL",
         help=f"MNIST mirror to try, in order; repeatable. Default: ${MIRRORS_ENV} "
              "(comma-separated), else the public mirrors.")(with_source)
-    return click.option(
-        "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-        help=f"Folder holding (or receiving) the MNIST files. Default: ${DATA_DIR_ENV}, "
-             f"else ./{DEFAULT_DATA_DIR}.")(with_source)
+    return _data_dir("Folder holding (or receiving) the MNIST files.")(with_source)
 
 
 def data_dir_option(f: Callable) -> Callable:
@@ -77,10 +74,14 @@ def data_dir_option(f: Callable) -> Callable:
     def with_source(*args, data_dir: Path | None, **kwargs):
         return f(*args, source=DataSource.from_env(data_dir), **kwargs)
 
-    return click.option(
-        "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-        help=f"Folder holding the dataset's files (read, never downloaded). Default: "
-             f"${DATA_DIR_ENV}, else ./{DEFAULT_DATA_DIR}.")(with_source)
+    return _data_dir("Folder holding the dataset's files (read, never downloaded).")(with_source)
+
+
+def _data_dir(what: str) -> Callable[[Callable], Callable]:
+    """The --data-dir option, its help ``what`` followed by its default."""
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                        default=None, help=f"{what} Default: ${DATA_DIR_ENV}, else "
+                                           f"./{DEFAULT_DATA_DIR}.")
 
 
 def dataset_option(f: Callable) -> Callable:
